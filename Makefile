@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:  make demo  (the whole pipeline)  and  make test  (every test).
+# Both create .venv if it is missing and install gptkit into it. A torch already in .venv is
+# kept (CI installs the CPU wheel first); otherwise pip takes the usual torch from PyPI.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.gptkit-installed
+
+.PHONY: install demo test lint format notebooks sync-notebooks clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+demo: install
+	$(PY) scripts/demo.py
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest tests
+	GPTKIT_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check gptkit scripts benchmarks tests data config
+
+format: install
+	$(PY) -m ruff format gptkit scripts benchmarks tests data config
+
+notebooks: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+sync-notebooks: install
+	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+clean:
+	rm -rf out-* .pytest_cache

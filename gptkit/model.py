@@ -1,0 +1,272 @@
+"""The GPT-2 model in plain PyTorch, readable top to bottom.
+
+Pre-LayerNorm transformer blocks, GELU with GPT-2's tanh approximation, learned position
+embeddings, and an output head that shares its weight with the token embedding. The names of
+the parameters follow GPT-2's checkpoint (`transformer.h.0.attn.c_attn.weight`, ...), so
+`gptkit.pretrained` maps Hugging Face weights onto them one to one.
+"""
+
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024  # longest context, in tokens
+    vocab_size: int = 50257  # GPT-2's BPE vocabulary
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # GPT-2 has biases in Linear and LayerNorm layers
+
+
+class KVCache:
+    """Keys and values of past positions, preallocated for the whole generation."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int, device, dtype):
+        head_dim = config.n_embd // config.n_head
+        shape = (config.n_layer, 2, batch_size, config.n_head, max_len, head_dim)
+        self.kv = torch.empty(shape, device=device, dtype=dtype)
+        self.pos = 0  # how many positions are filled
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's k, v for `layer`; return all keys and values so far."""
+        end = self.pos + k.size(2)
+        self.kv[layer, 0, :, :, self.pos : end] = k
+        self.kv[layer, 1, :, :, self.pos : end] = v
+        return self.kv[layer, 0, :, :, :end], self.kv[layer, 1, :, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
+        self.layer, self.n_head, self.dropout = layer, config.n_head, config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_dim): each head attends on its own
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        # A single new token may look at every cached position; a longer chunk starts the
+        # cache (prefill), so the ordinary causal mask is the right one.
+        is_causal = T > 1
+        if cache is not None:
+            assert T == 1 or cache.pos == 0, "prefill must start from an empty cache"
+            k, v = cache.update(self.layer, k, v)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # GPT-2 was trained with the tanh approximation of GELU; the exact erf form drifts.
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias, eps=1e-5)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias, eps=1e-5)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        # Pre-LN: normalise the input of each sub-layer, add its output to the residual stream.
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
+                wpe=nn.Embedding(config.block_size, config.n_embd),  # position embeddings
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias, eps=1e-5),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying: reading a token in and writing it out use the same vectors.
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        # GPT-2 scales the projections into the residual stream by 1/sqrt(2 * n_layer).
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without position embeddings (token ones are tied to the head)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final-LayerNorm output (B, T, n_embd) for token ids `idx` (B, T)."""
+        B, T = idx.size()
+        start = cache.pos if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of length {start + T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x, cache)
+        if cache is not None:
+            cache.pos += T
+        return self.transformer.ln_f(x)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab_size) for every position, and the mean cross-entropy if `targets`."""
+        logits = self.lm_head(self.hidden_states(idx))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def crop_block_size(self, block_size: int) -> None:
+        """Shorten the context (e.g. 1024 -> 256) to save memory; keeps the first position embeddings."""
+        if block_size > self.config.block_size:
+            raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    def configure_optimizers(
+        self, weight_decay: float, learning_rate: float, betas: tuple[float, float], device_type: str
+    ) -> torch.optim.AdamW:
+        """AdamW that decays matrices (matmul weights, embeddings) but not biases and LayerNorm gains."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        extra = {"fused": True} if fused else {}
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T."""
+        cfg = self.config
+        T = seq_len or cfg.block_size
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T
+
+    def estimate_mfu(
+        self, tokens_per_iter: int, dt: float, seq_len: int | None = None, peak_flops: float = 989e12
+    ) -> float:
+        """Model FLOPs utilisation: achieved training FLOP/s over `peak_flops` (default: H100 bf16 dense)."""
+        return self.flops_per_token(seq_len) * tokens_per_iter / dt / peak_flops
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        stop_token: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue each row of `idx` (B, T) by `max_new_tokens` tokens.
+
+        `temperature=0` picks the most likely token (greedy). With `stop_token`, rows that have
+        emitted it are padded with it, and generation ends once every row has.
+        """
+        B = idx.size(0)
+        done = torch.zeros(B, dtype=torch.bool, device=idx.device)
+        cache = None
+        for _ in range(max_new_tokens):
+            if not use_cache:
+                logits = self.lm_head(self.hidden_states(idx[:, -self.config.block_size :])[:, -1])
+            else:
+                if cache is None or cache.pos >= self.config.block_size:
+                    # (Re)fill the cache; past block_size the window slides, so positions change
+                    # and every step must start over, exactly like the uncached path.
+                    ctx = idx[:, -self.config.block_size :]
+                    cache = KVCache(self.config, B, self.config.block_size, idx.device, self.lm_head.weight.dtype)
+                else:
+                    ctx = idx[:, -1:]
+                logits = self.lm_head(self.hidden_states(ctx, cache)[:, -1])
+            next_id = sample_next(logits.float(), temperature, top_k, top_p, generator)
+            if stop_token is not None:
+                next_id = torch.where(done, torch.full_like(next_id, stop_token), next_id)
+                done |= next_id == stop_token
+            idx = torch.cat((idx, next_id[:, None]), dim=1)
+            if stop_token is not None and bool(done.all()):
+                break
+        return idx
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick one token id per row of `logits` (B, vocab)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = next_token_probs(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+def next_token_probs(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
+    """The distribution sampling draws from: temperature, then top-k, then top-p (nucleus)."""
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[..., -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # Drop a token once the tokens before it already reach top_p; the top one always stays.
+        drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def _from_pretrained(cls, name_or_path, override_args: dict | None = None) -> "GPT":
+    """`GPT.from_pretrained("gpt2")` or a local HF directory; see gptkit.pretrained."""
+    from gptkit.pretrained import from_pretrained  # the HF mapping lives in its own module
+
+    return from_pretrained(name_or_path, override_args)
+
+
+GPT.from_pretrained = classmethod(_from_pretrained)

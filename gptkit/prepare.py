@@ -1,0 +1,260 @@
+"""Text -> `train.bin` / `val.bin` (uint16 GPT-2 token ids) + `meta.json`.
+
+    python -m gptkit.prepare PATH --name NAME [--val-fraction 0.1]
+
+PATH is one text file (split by characters: the first 90% trains, the rest validates, as
+nanoGPT's Shakespeare script does) or a folder of `.txt` files (each file one document,
+documents separated by `<|endoftext|>`, split by documents). Text is read and tokenized in
+bounded pieces on all cores, and the bins are written to temporary files that replace the
+old ones only once complete, so an interrupted run never leaves half a dataset behind.
+"""
+
+import argparse
+import codecs
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gptkit.data import BIN_DTYPE
+from gptkit.errors import GptkitError, run_cli
+from gptkit.tokenizer import EOT_ID, get_encoding
+
+READ_CHARS = 8 << 20  # characters read per step: bounds memory whatever the corpus size
+PIECE_CHARS = 256 << 10  # characters per piece handed to one tokenizer thread
+
+# A newline between two non-space characters always stands alone in GPT-2's pre-tokenization,
+# so cutting the text right after it gives exactly the tokens of the uncut text.
+_SAFE_CUT = re.compile(r"(?<=\S\n)(?=\S)")
+
+
+def split_for_threads(text: str, piece_chars: int = PIECE_CHARS) -> tuple[list[str], str]:
+    """Cut `text` into pieces that tokenize independently; returns (pieces, unfinished tail)."""
+    pieces, start = [], 0
+    while len(text) - start > piece_chars:
+        match = _SAFE_CUT.search(text, start + piece_chars)
+        if match is None:
+            break
+        pieces.append(text[start : match.start()])
+        start = match.start()
+    return pieces, text[start:]
+
+
+def encode_parallel(texts: list[str], num_threads: int) -> np.ndarray:
+    enc = get_encoding()
+    ids = enc.encode_ordinary_batch(texts, num_threads=num_threads)
+    flat = [t for piece in ids for t in piece]
+    return np.asarray(flat, dtype=BIN_DTYPE)
+
+
+def _read_text_chunks(path: Path, bar: tqdm) -> Iterator[str]:
+    """Decode a UTF-8 file in bounded chunks, with a clear error on invalid bytes."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(READ_CHARS)
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                raise GptkitError(
+                    f"{path} is not UTF-8 text (invalid byte at offset {offset + e.start}); "
+                    "convert it first, e.g. iconv -f latin1 -t utf-8"
+                ) from None
+            offset += len(raw)
+            bar.update(len(raw))
+            if text:
+                yield text
+            if not raw:
+                return
+
+
+class _BinWriter:
+    """Appends token ids to `NAME.bin.tmp`; `commit()` renames it over `NAME.bin`."""
+
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, path.with_suffix(".bin.tmp")
+        self.file = open(self.tmp, "wb")
+        self.count = 0
+
+    def write(self, ids: np.ndarray) -> None:
+        self.file.write(ids.tobytes())
+        self.count += len(ids)
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _count_chars(path: Path) -> int:
+    return sum(len(chunk) for chunk in _read_text_chunks(path, tqdm(disable=True)))
+
+
+class _StreamEncoder:
+    """Tokenizes text fed in chunks of any size, cutting only where the tokens cannot change."""
+
+    def __init__(self, writer: _BinWriter, num_threads: int):
+        self.writer, self.num_threads, self.tail = writer, num_threads, ""
+
+    def feed(self, text: str) -> None:
+        pieces, self.tail = split_for_threads(self.tail + text)
+        if pieces:
+            self.writer.write(encode_parallel(pieces, self.num_threads))
+
+    def finish(self) -> None:
+        if self.tail:
+            self.writer.write(encode_parallel([self.tail], self.num_threads))
+        self.tail = ""
+
+
+def _prepare_file(path: Path, writers: dict, val_fraction: float, num_threads: int, bar: tqdm) -> None:
+    total_chars = _count_chars(path)
+    if total_chars == 0:
+        raise GptkitError(f"{path} is empty: give it some text")
+    n_train, seen = int(total_chars * (1 - val_fraction)), 0
+    # Train and val are tokenized separately, as in the seed: no token spans the cut.
+    encoders = {s: _StreamEncoder(w, num_threads) for s, w in writers.items()}
+    for text in _read_text_chunks(path, bar):
+        cut = max(0, min(len(text), n_train - seen))
+        encoders["train"].feed(text[:cut])
+        encoders["val"].feed(text[cut:])
+        seen += len(text)
+    for e in encoders.values():
+        e.finish()
+
+
+def _prepare_folder(folder: Path, writers: dict, val_fraction: float, num_threads: int, bar: tqdm) -> None:
+    files = sorted(p for p in folder.rglob("*.txt") if p.is_file())
+    if len(files) < 2:
+        raise GptkitError(
+            f"{folder} holds {len(files)} .txt file(s); a folder needs at least two documents "
+            "(or pass a single text file to split it by characters)"
+        )
+    sizes = [p.stat().st_size for p in files]
+    if sum(sizes) == 0:
+        raise GptkitError(f"the .txt files in {folder} are all empty: give them some text")
+    # Whole documents go to one split: the last ones (by sorted path) make up the val share.
+    train_budget, seen = sum(sizes) * (1 - val_fraction), 0
+    for i, (path, size) in enumerate(zip(files, sizes, strict=True)):
+        split = "train" if seen < train_budget and i < len(files) - 1 else "val"
+        seen += size
+        encoder = _StreamEncoder(writers[split], num_threads)
+        for text in _read_text_chunks(path, bar):
+            encoder.feed(text)
+        encoder.finish()
+        writers[split].write(np.asarray([EOT_ID], dtype=BIN_DTYPE))
+
+
+def source_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.txt") if p.is_file())
+    for p in files:
+        if path.is_dir():
+            h.update(str(p.relative_to(path)).encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def prepare(
+    source: str | Path,
+    out_dir: str | Path,
+    val_fraction: float = 0.1,
+    block_size: int = 1024,
+    num_threads: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Tokenize `source` (a file or a folder of .txt files) into `out_dir`; returns the meta dict."""
+    source, out_dir = Path(source), Path(out_dir)
+    if not source.exists():
+        raise GptkitError(f"{source} does not exist: pass a text file or a folder of .txt files")
+    if not 0 < val_fraction < 1:
+        raise GptkitError(f"--val-fraction must be between 0 and 1 (exclusive), not {val_fraction}")
+    num_threads = num_threads or os.cpu_count() or 1
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GptkitError(f"cannot create {out_dir}: {e.strerror}; choose another --out-dir") from None
+    if not os.access(out_dir, os.W_OK):
+        raise GptkitError(f"{out_dir} is not writable: choose another --out-dir or fix its permissions")
+
+    total_bytes = (
+        source.stat().st_size
+        if source.is_file()
+        else sum(p.stat().st_size for p in source.rglob("*.txt") if p.is_file())
+    )
+    writers = {s: _BinWriter(out_dir / f"{s}.bin") for s in ("train", "val")}
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"tokenizing {source.name}", disable=not progress)
+    try:
+        if source.is_file():
+            _prepare_file(source, writers, val_fraction, num_threads, bar)
+        else:
+            _prepare_folder(source, writers, val_fraction, num_threads, bar)
+        if writers["train"].count == 0:
+            raise GptkitError(f"{source} gave no training tokens: give it more text or a smaller --val-fraction")
+        if writers["val"].count < block_size + 1:
+            raise GptkitError(
+                f"the val split of {source} has {writers['val'].count:,} tokens, fewer than one block "
+                f"({block_size + 1}): give it more text, raise --val-fraction, or lower --block-size"
+            )
+    except BaseException:
+        for w in writers.values():
+            w.discard()
+        raise
+    finally:
+        bar.close()
+    for w in writers.values():
+        w.commit()
+    meta = {
+        "tokenizer": "gpt2",
+        "vocab_size": get_encoding().n_vocab,
+        "dtype": np.dtype(BIN_DTYPE).name,
+        "train_tokens": writers["train"].count,
+        "val_tokens": writers["val"].count,
+        "val_fraction": val_fraction,
+        "source": str(source),
+        "source_sha256": source_sha256(source),
+    }
+    tmp = out_dir / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out_dir / "meta.json")
+    return meta
+
+
+def print_counts(meta: dict) -> None:
+    print(f"train has {meta['train_tokens']:,} tokens")
+    print(f"val has {meta['val_tokens']:,} tokens")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m gptkit.prepare",
+        description="Tokenize a text file or a folder of .txt files into data/NAME/{train,val}.bin.",
+    )
+    parser.add_argument("path", help="a UTF-8 text file, or a folder of .txt files (one document each)")
+    parser.add_argument("--name", required=True, help="dataset name: writes data/NAME/ (use --dataset=NAME to train)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of the text kept for validation")
+    parser.add_argument("--block-size", type=int, default=1024, help="the val split must hold at least one block")
+    parser.add_argument("--out-root", default="data", help="folder that holds the datasets (default: data)")
+    args = parser.parse_args(argv)
+    if not re.fullmatch(r"[\w.-]+", args.name):
+        raise GptkitError(f"--name {args.name!r} must be a plain folder name (letters, digits, '_', '-', '.')")
+    meta = prepare(args.path, Path(args.out_root) / args.name, args.val_fraction, args.block_size)
+    print_counts(meta)
+    print(f"wrote {Path(args.out_root) / args.name}/{{train,val}}.bin and meta.json")
+
+
+if __name__ == "__main__":
+    run_cli(main)

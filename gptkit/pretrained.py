@@ -1,0 +1,234 @@
+"""Hugging Face GPT-2 weights <-> `gptkit.model.GPT`.
+
+`from_pretrained` takes one of OpenAI's four sizes (from the Hugging Face hub, or its local
+cache when offline) or a local directory in Hugging Face GPT-2 format; `export_hf` writes a
+directory that `transformers.GPT2LMHeadModel.from_pretrained` loads. The two layouts differ in
+one way only: Hugging Face keeps GPT-2's original `Conv1D` layers, whose weights are the
+transpose of `nn.Linear`'s.
+"""
+
+import json
+import os
+import socket
+import urllib.parse
+from pathlib import Path
+
+import torch
+
+from gptkit.errors import GptkitError
+from gptkit.model import GPT, GPTConfig
+
+# The four sizes OpenAI released, by their names on the hub.
+GPT2_SIZES = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 355M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+}
+HUB_REPOS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Weights stored as Conv1D (in_features, out_features) in HF, nn.Linear (out, in) here.
+TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+class WeightsUnavailable(GptkitError):
+    """The named GPT-2 weights are neither cached nor downloadable (typically: offline)."""
+
+
+def gpt2_config(name: str, **overrides) -> GPTConfig:
+    """The GPTConfig of one of the four named sizes."""
+    if name not in GPT2_SIZES:
+        raise GptkitError(f"unknown model {name!r}: choose one of {', '.join(GPT2_SIZES)} or a local directory")
+    return GPTConfig(block_size=1024, vocab_size=50257, bias=True, **GPT2_SIZES[name], **overrides)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve_hub_dir(name: str) -> Path:
+    """A local directory with config.json and model.safetensors for a named size (cache or download)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", "model.safetensors"]
+    try:
+        return Path(snapshot_download(HUB_REPOS[name], allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass  # not cached yet: try the hub below
+    if _hub_reachable():
+        try:
+            return Path(snapshot_download(HUB_REPOS[name], allow_patterns=patterns))
+        except Exception as e:
+            reason = f"downloading it failed ({type(e).__name__})"
+    else:
+        reason = "the Hugging Face hub is unreachable"
+    raise WeightsUnavailable(
+        f"cannot load {name!r}: its weights are not in the Hugging Face cache and {reason}; "
+        "connect to the internet once (they are cached for later), or pass a local directory "
+        "in Hugging Face GPT-2 format (config.json + model.safetensors)"
+    )
+
+
+def _read_hf_config(directory: Path) -> dict:
+    path = directory / "config.json"
+    if not path.is_file():
+        raise GptkitError(f"{directory} has no config.json: it is not a Hugging Face model directory")
+    cfg = json.loads(path.read_text())
+    if cfg.get("model_type") != "gpt2":
+        raise GptkitError(f"{directory} holds a {cfg.get('model_type')!r} model; gptkit loads GPT-2 models only")
+    if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise GptkitError(
+            f"{directory} uses activation {cfg['activation_function']!r}; gptkit's GPT uses GPT-2's tanh GELU"
+        )
+    if (
+        cfg.get("layer_norm_epsilon", 1e-5) != 1e-5
+        or cfg.get("scale_attn_by_inverse_layer_idx")
+        or cfg.get("reorder_and_upcast_attn")
+    ):
+        raise GptkitError(f"{directory} changes GPT-2's LayerNorm or attention; gptkit's GPT cannot load it exactly")
+    return cfg
+
+
+def _read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
+    for name in WEIGHT_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            if name.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                return load_file(path)
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise GptkitError(f"{path} could not be read ({type(e).__name__}: {e}); it may be truncated") from None
+    raise GptkitError(f"{directory} has no {' or '.join(WEIGHT_FILES)}")
+
+
+def load_hf_state_dict(model: GPT, hf_state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy Hugging Face GPT-2 tensors into `model`, transposing the Conv1D weights."""
+    hf = {k.removeprefix("transformer."): v for k, v in hf_state.items()}
+    hf = {k: v for k, v in hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+    hf.pop("lm_head.weight", None)  # tied to wte
+    ours = {k.removeprefix("transformer."): v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    missing, unexpected = sorted(set(ours) - set(hf)), sorted(set(hf) - set(ours))
+    if missing or unexpected:
+        raise GptkitError(
+            f"{source} does not match GPT-2's layout (missing: {missing[:3]}, unexpected: {unexpected[:3]})"
+        )
+    with torch.no_grad():
+        for key, target in ours.items():
+            src = hf[key].t() if key.endswith(TRANSPOSED) else hf[key]
+            if src.shape != target.shape:
+                raise GptkitError(f"{source}: {key} has shape {tuple(src.shape)}, expected {tuple(target.shape)}")
+            target.copy_(src)
+
+
+def from_pretrained(name_or_path: str | os.PathLike, override_args: dict | None = None) -> GPT:
+    """GPT-2 weights as a `GPT`: a named size (`gpt2` ... `gpt2-xl`) or a local HF directory."""
+    override_args = dict(override_args or {})
+    if set(override_args) - {"dropout"}:
+        raise GptkitError(
+            f"only dropout can be overridden on a pretrained model, not {sorted(set(override_args) - {'dropout'})}"
+        )
+    name = str(name_or_path)
+    directory = Path(name)
+    if not directory.is_dir():
+        if name not in GPT2_SIZES:
+            raise GptkitError(
+                f"{name!r} is neither a directory nor a GPT-2 size: use {', '.join(GPT2_SIZES)} or a local HF directory"
+            )
+        directory = resolve_hub_dir(name)
+    cfg = _read_hf_config(directory)
+    config = GPTConfig(
+        block_size=cfg["n_positions"],
+        vocab_size=cfg["vocab_size"],
+        n_layer=cfg["n_layer"],
+        n_head=cfg["n_head"],
+        n_embd=cfg["n_embd"],
+        bias=True,
+        dropout=float(override_args.get("dropout", 0.0)),
+    )
+    model = GPT(config)
+    load_hf_state_dict(model, _read_hf_weights(directory), str(directory))
+    return model
+
+
+def hf_config(config: GPTConfig):
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.block_size,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        activation_function="gelu_new",
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        layer_norm_epsilon=1e-5,
+        bos_token_id=50256,
+        eos_token_id=50256,
+    )
+
+
+def to_hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """`model`'s weights under Hugging Face GPT-2 names and layouts."""
+    state = {}
+    for key, value in model.state_dict().items():
+        if key == "lm_head.weight":
+            continue  # tied: GPT2LMHeadModel rebuilds it from wte
+        state[key] = (value.t() if key.endswith(TRANSPOSED) else value).detach().contiguous().cpu()
+    return state
+
+
+def export_hf(model: GPT, out_dir: str | os.PathLike) -> Path:
+    """Write `model` as a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+    from safetensors.torch import save_file
+
+    if not model.config.bias:
+        raise GptkitError("export_hf needs bias=True: Hugging Face GPT-2 layers always have biases")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_config(model.config).save_pretrained(out)
+    save_file(to_hf_state_dict(model), out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+# A GPT-2-shaped model small enough to finetune on a laptop CPU in minutes; random weights.
+STANDIN_SIZE = dict(n_layer=4, n_head=4, n_embd=128, n_positions=1024)
+
+
+def build_offline_standin(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a small random-weight GPT-2 in Hugging Face format with `transformers` (once)."""
+    out = Path(out_dir)
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(GPT2Config(**STANDIN_SIZE)).save_pretrained(out)
+    return out
+
+
+def load_or_standin(
+    name: str, standin_dir: str | os.PathLike = "models/offline-standin", override_args: dict | None = None
+) -> tuple[GPT, str]:
+    """`from_pretrained(name)`, or, when its weights cannot be had offline, a small stand-in.
+
+    The stand-in goes through the same loading code (a local Hugging Face directory); the
+    returned description says which one was loaded, so callers can announce it.
+    """
+    try:
+        return from_pretrained(name, override_args), name
+    except WeightsUnavailable:
+        directory = build_offline_standin(standin_dir)
+        return from_pretrained(directory, override_args), f"offline stand-in {directory} (random weights)"

@@ -1,0 +1,424 @@
+"""The training loop: finetune (or pretrain) a GPT on a prepared dataset.
+
+    python -m gptkit.train config/finetune_shakespeare.py [--key=value ...]
+
+One loop serves a single process and DistributedDataParallel (`scripts/ddp_finetune.py`
+initialises the process group, then calls `train`). Every `eval_interval` iterations it
+estimates train and val loss on fixed batches, appends to `OUT_DIR/metrics.jsonl`, and
+checkpoints: `ckpt.pt` when val improves (or always, with `always_save_checkpoint`), else
+`latest.pt`, so `init_from=resume` continues from the last evaluation, bit for bit.
+"""
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from gptkit import checkpoint
+from gptkit.config import TrainConfig, parse_args
+from gptkit.data import Batches, read_meta
+from gptkit.errors import GptkitError, run_cli
+from gptkit.model import GPT, GPTConfig
+from gptkit.pretrained import GPT2_SIZES, from_pretrained
+
+# bf16 dense peaks, for MFU on GPUs we can name (override with --mfu_peak_flops).
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+
+
+def pick_device(name: str) -> str:
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(name: str, device_type: str) -> torch.dtype:
+    if name == "auto":
+        if device_type != "cuda":
+            return torch.float32  # CPU bf16 matmul is far slower than fp32 on most CPUs
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise GptkitError(f"dtype {name!r} is not one of auto, {', '.join(dtypes)}")
+    return dtypes[name]
+
+
+def peak_flops(cfg: TrainConfig, device_type: str) -> float:
+    if cfg.mfu_peak_flops > 0:
+        return cfg.mfu_peak_flops
+    if device_type == "cuda":
+        name = torch.cuda.get_device_name()
+        return next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), 0.0)
+    return 0.0
+
+
+def lr_at(it: int, cfg: TrainConfig) -> float:
+    """Constant, or linear warmup then cosine decay to min_lr."""
+    if not cfg.decay_lr:
+        return cfg.learning_rate
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it > cfg.lr_decay_iters:
+        return cfg.min_lr
+    ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+
+
+def validate(cfg: TrainConfig, world_size: int) -> None:
+    """Settings that cannot work, caught before any file is touched."""
+    for key in (
+        "batch_size",
+        "gradient_accumulation_steps",
+        "block_size",
+        "eval_interval",
+        "eval_iters",
+        "log_interval",
+    ):
+        if getattr(cfg, key) < 1:
+            raise GptkitError(f"{key} must be at least 1, not {getattr(cfg, key)}")
+    if cfg.max_iters < 0:
+        raise GptkitError(f"max_iters must be 0 or more, not {cfg.max_iters}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise GptkitError(f"dropout must be in [0, 1), not {cfg.dropout}")
+    if cfg.learning_rate <= 0:
+        raise GptkitError(f"learning_rate must be positive, not {cfg.learning_rate}")
+    if cfg.gradient_accumulation_steps % world_size:
+        raise GptkitError(
+            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} does not divide across "
+            f"{world_size} processes: make it a multiple of {world_size}, or use another process count"
+        )
+    if cfg.init_from in GPT2_SIZES and cfg.block_size > 1024:
+        raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
+
+
+def prepare_out_dir(cfg: TrainConfig) -> Path:
+    """Create out_dir, check it is writable, and refuse to overwrite another run's checkpoints."""
+    out = Path(cfg.out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GptkitError(f"cannot create out_dir {out}: {e.strerror}; choose another --out_dir") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise GptkitError(f"out_dir {out} is not writable: choose another --out_dir or fix its permissions")
+    existing = [n for n in (checkpoint.BEST, checkpoint.LATEST) if (out / n).exists()]
+    if cfg.init_from != "resume" and existing and not cfg.overwrite_out_dir and not cfg.eval_only:
+        raise GptkitError(
+            f"{out} already holds {existing[0]} from an earlier run: continue it with --init_from=resume, "
+            "pick a new --out_dir, or pass --overwrite_out_dir=True to replace it"
+        )
+    return out
+
+
+class Run:
+    """Everything one training run holds: model, optimizer, data, counters."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.ddp = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.ddp else 0
+        self.world = dist.get_world_size() if self.ddp else 1
+        self.master = self.rank == 0
+        validate(cfg, self.world)
+
+        device = pick_device(cfg.device)
+        if self.ddp and device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+        self.device = torch.device(device)
+        self.dtype = pick_dtype(cfg.dtype, self.device.type)
+        self.autocast = (
+            torch.autocast(device_type=self.device.type, dtype=self.dtype)
+            if self.dtype != torch.float32
+            else contextlib.nullcontext()
+        )
+        self.out = prepare_out_dir(cfg) if self.master else Path(cfg.out_dir)
+        if self.ddp:
+            dist.barrier()  # rank 0 checked out_dir before anyone goes on
+        torch.manual_seed(cfg.seed + self.rank)
+
+        ckpt = None
+        if cfg.init_from == "resume":
+            ckpt_path = checkpoint.latest_in(self.out)
+            ckpt = checkpoint.load(ckpt_path, map_location="cpu")
+            self.model = checkpoint.model_from_checkpoint(ckpt, ckpt_path, dropout=cfg.dropout)
+        elif cfg.init_from == "scratch":
+            self.model = GPT(self.scratch_config())
+        else:
+            self.model = from_pretrained(cfg.init_from, {"dropout": cfg.dropout})
+        if cfg.block_size > self.model.config.block_size:
+            raise GptkitError(
+                f"block_size {cfg.block_size} is larger than the model's context of "
+                f"{self.model.config.block_size}: use {self.model.config.block_size} or less"
+            )
+        if cfg.block_size < self.model.config.block_size:
+            self.model.crop_block_size(cfg.block_size)
+        self.model.to(self.device)
+
+        data_dir = Path(cfg.data_root) / cfg.dataset
+        vocab = self.model.config.vocab_size
+        self.train_data = Batches(data_dir, "train", cfg.batch_size, cfg.block_size, self.device, cfg.seed, vocab)
+        self.val_data = Batches(data_dir, "val", cfg.batch_size, cfg.block_size, self.device, cfg.seed, vocab)
+
+        self.optimizer = self.model.configure_optimizers(
+            cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), self.device.type
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.iter_num, self.best_val_loss, self.evals_since_best = 0, float("inf"), 0
+        self.tokens_seen = 0
+        if ckpt is not None:
+            self.restore(ckpt)
+
+        self.net = torch.compile(self.model) if cfg.compile else self.model
+        if self.ddp:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DDP(self.net, device_ids=ids)
+        self.peak = peak_flops(cfg, self.device.type)
+        self.tokens_per_iter = cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size
+
+    def scratch_config(self) -> GPTConfig:
+        cfg = self.cfg
+        vocab = read_meta(Path(cfg.data_root) / cfg.dataset).get("vocab_size", 50257)
+        return GPTConfig(cfg.block_size, vocab, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model": checkpoint.clean_state_dict(self.model.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "model_args": asdict(self.model.config),
+            "config": asdict(self.cfg),
+            "iter_num": self.iter_num,
+            "best_val_loss": self.best_val_loss,
+            "evals_since_best": self.evals_since_best,
+            "tokens_seen": self.tokens_seen,
+            "rng": rng,
+            "sampler": self.train_data.state_dict(),
+        }
+
+    def restore(self, ckpt: dict) -> None:
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        # A resumed run follows the learning rate the current config asks for.
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.learning_rate
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.iter_num = ckpt["iter_num"]
+        self.best_val_loss = ckpt["best_val_loss"]
+        self.evals_since_best = ckpt.get("evals_since_best", 0)
+        self.tokens_seen = ckpt.get("tokens_seen", 0)
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
+        self.train_data.load_state_dict(ckpt["sampler"])
+
+    def save(self, improved: bool) -> None:
+        if self.cfg.always_save_checkpoint or improved:
+            checkpoint.atomic_save(self.state(), self.out / checkpoint.BEST)
+            (self.out / checkpoint.LATEST).unlink(missing_ok=True)  # ckpt.pt is the latest now
+        else:
+            checkpoint.atomic_save(self.state(), self.out / checkpoint.LATEST)
+
+    # --- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def estimate_loss(self) -> dict[str, float]:
+        """Mean loss over the same eval_iters batches of each split, shared out across ranks."""
+        self.model.eval()
+        out = {}
+        for split, data in (("train", self.train_data), ("val", self.val_data)):
+            total = torch.zeros(2, device=self.device, dtype=torch.float64)
+            for i, (x, y) in enumerate(data.eval_batches(self.cfg.eval_iters)):
+                if i % self.world != self.rank:
+                    continue
+                with self.autocast:
+                    _, loss = self.model(x, y)
+                total += torch.stack([loss.double(), torch.ones((), device=self.device, dtype=torch.float64)])
+            if self.ddp:
+                dist.all_reduce(total)
+            out[split] = (total[0] / total[1]).item()
+        self.model.train()
+        return out
+
+    # --- one optimizer step ------------------------------------------------------------------
+    def step(self, lr: float) -> float:
+        """Forward/backward over this rank's micro-batches, then one AdamW step; returns the mean loss."""
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        # Every rank draws the whole iteration's windows, so the generators stay in step and
+        # the global batch is the same whatever the number of ranks.
+        offsets = self.train_data.draw_offsets(cfg.gradient_accumulation_steps * cfg.batch_size)
+        offsets = offsets.reshape(cfg.gradient_accumulation_steps, cfg.batch_size)
+        local_steps = cfg.gradient_accumulation_steps // self.world
+        mine = offsets[self.rank * local_steps : (self.rank + 1) * local_steps]
+        loss_sum = torch.zeros((), device=self.device)
+        for micro, rows in enumerate(mine):
+            x, y = self.train_data.windows(rows)
+            last = micro == local_steps - 1
+            # Gradients are averaged across ranks once, on the last micro-step.
+            sync = contextlib.nullcontext() if (last or not self.ddp) else self.net.no_sync()
+            with sync:
+                with self.autocast:
+                    _, loss = self.net(x, y)
+                self.scaler.scale(loss / local_steps).backward()
+            loss_sum += loss.detach().float()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        mean = loss_sum / local_steps
+        if self.ddp:
+            dist.all_reduce(mean, op=dist.ReduceOp.AVG)
+        return mean.item()
+
+
+class Metrics:
+    """Appends JSON lines to OUT_DIR/metrics.jsonl (rank 0 only)."""
+
+    def __init__(self, path: Path, resume_iter: int | None):
+        self.path = path
+        if resume_iter is None:
+            path.write_text("")
+        elif path.exists():
+            # Drop what a crashed run logged after the checkpoint it resumes from.
+            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["iter"] <= resume_iter]
+            keep = [
+                ln for ln in keep if not (json.loads(ln)["type"] == "step" and json.loads(ln)["iter"] >= resume_iter)
+            ]
+            path.write_text("".join(k + "\n" for k in keep))
+
+    def write(self, **record) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run the training loop described by `cfg`; returns a summary of the run."""
+    run = Run(cfg)
+    master = run.master
+    resumed = cfg.init_from == "resume"
+    metrics = Metrics(run.out / "metrics.jsonl", run.iter_num if resumed else None) if master else None
+    if master:
+        (run.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        print(
+            f"{run.model.num_params() / 1e6:.2f}M parameters | {run.tokens_per_iter:,} tokens per iteration "
+            f"({cfg.batch_size} x {cfg.gradient_accumulation_steps} x {cfg.block_size}"
+            f"{f', over {run.world} processes' if run.world > 1 else ''}) | {run.device} {str(run.dtype)[6:]}"
+        )
+    wandb = start_wandb(cfg) if (cfg.wandb_log and master) else None
+    bar = tqdm(
+        total=cfg.max_iters,
+        initial=run.iter_num,
+        disable=not (master and cfg.progress),
+        unit="it",
+        dynamic_ncols=True,
+        file=sys.stdout,
+    )
+    summary = {"stopped_early": False, "last_val_loss": None}
+    t_start, skip_eval = time.time(), resumed
+    while True:
+        it = run.iter_num
+        lr = lr_at(it, cfg)
+        if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not skip_eval:
+            losses = run.estimate_loss()
+            summary["last_val_loss"] = losses["val"]
+            improved = losses["val"] < run.best_val_loss
+            if improved:
+                run.best_val_loss, run.evals_since_best = losses["val"], 0
+            else:
+                run.evals_since_best += 1
+            if master:
+                bar.write(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                metrics.write(
+                    type="eval",
+                    iter=it,
+                    train_loss=losses["train"],
+                    val_loss=losses["val"],
+                    lr=lr,
+                    tokens=run.tokens_seen,
+                    time=time.time() - t_start,
+                )
+                if wandb:
+                    wandb.log({"iter": it, "train/loss": losses["train"], "val/loss": losses["val"], "lr": lr})
+                if not cfg.eval_only and (it > 0 or cfg.always_save_checkpoint or improved):
+                    run.save(improved)
+            if cfg.early_stop_patience and run.evals_since_best >= cfg.early_stop_patience:
+                if master:
+                    bar.write(
+                        f"early stop: val loss has not improved for {run.evals_since_best} evaluations "
+                        f"(best {run.best_val_loss:.4f})"
+                    )
+                summary["stopped_early"] = True
+                break
+        skip_eval = False
+        if cfg.eval_only or it >= cfg.max_iters:
+            break
+
+        t0 = time.time()
+        loss = run.step(lr)
+        dt = time.time() - t0
+        if not math.isfinite(loss):
+            raise GptkitError(
+                f"the loss became {loss} at iteration {it}; no checkpoint was written for it. "
+                "Lower --learning_rate, set --grad_clip=1.0, or use --dtype=float32"
+            )
+        run.iter_num += 1
+        run.tokens_seen += run.tokens_per_iter
+        if master:
+            tok_s = run.tokens_per_iter / dt
+            mfu = run.model.estimate_mfu(run.tokens_per_iter, dt, cfg.block_size, run.peak) if run.peak else None
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+            bar.update(1)
+            if it % cfg.log_interval == 0:
+                metrics.write(
+                    type="step",
+                    iter=it,
+                    loss=loss,
+                    lr=lr,
+                    tokens=run.tokens_seen,
+                    time=time.time() - t_start,
+                    dt=dt,
+                    tokens_per_s=tok_s,
+                    mfu=mfu,
+                )
+    bar.close()
+    if wandb:
+        wandb.finish()
+    summary.update(iter_num=run.iter_num, best_val_loss=run.best_val_loss, out_dir=str(run.out))
+    return summary
+
+
+def start_wandb(cfg: TrainConfig):
+    try:
+        import wandb
+    except ImportError:
+        raise GptkitError("wandb_log=True needs wandb: pip install wandb (or set --wandb_log=False)") from None
+    wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
+    return wandb
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(TrainConfig, sys.argv[1:] if argv is None else argv, "python -m gptkit.train")
+    train(cfg)
+
+
+if __name__ == "__main__":
+    run_cli(main)
