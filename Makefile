@@ -26,10 +26,10 @@ test: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check gptkit scripts benchmarks tests data config
+	$(PY) -m ruff format --check gptkit scripts benchmarks tests data
 
 format: install
-	$(PY) -m ruff format gptkit scripts benchmarks tests data config
+	$(PY) -m ruff format gptkit scripts benchmarks tests data
 
 notebooks: install
 	$(VENV)/bin/jupyter lab notebooks/

@@ -67,6 +67,7 @@ class TrainConfig:
     min_lr: float = setting(6e-5, "learning rate after decay (~learning_rate / 10)")
     # system
     backend: str = setting("nccl", "DDP backend on CUDA (CPU runs use gloo)")
+    ddp_timeout: int = setting(1800, "seconds a DDP process waits for the others before failing (a hung rank)")
     device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     dtype: str = setting(
         "auto", "auto (bf16 on CUDA if supported, else fp16; fp32 elsewhere), float32, bfloat16, float16"
@@ -116,15 +117,24 @@ def read_config_file(path: str | Path) -> dict:
         raise GptkitError(f"config file {path} not found; the shipped ones are in config/")
     namespace: dict = {}
     try:
-        exec(compile(path.read_text(), str(path), "exec"), namespace)
+        tree = ast.parse(path.read_text(), str(path))
+        exec(compile(tree, str(path), "exec"), namespace)
     except SyntaxError as e:
         raise GptkitError(f"{path}:{e.lineno}: {e.msg}") from None
     except Exception as e:
         raise GptkitError(f"{path} failed to run: {type(e).__name__}: {e}") from None
+    imported = {
+        (alias.asname or alias.name).split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
     return {
         k: v
         for k, v in namespace.items()
-        if not k.startswith("_") and not isinstance(v, types.ModuleType | types.FunctionType | type)
+        if not k.startswith("_")
+        and k not in imported
+        and not isinstance(v, types.ModuleType | types.FunctionType | type)
     }
 
 

@@ -185,7 +185,8 @@ class Run:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DDP(self.net, device_ids=ids)
-        self.peak = peak_flops(cfg, self.device.type)
+        # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
+        self.peak = peak_flops(cfg, self.device.type) * self.world
         self.tokens_per_iter = cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size
 
     def scratch_config(self) -> GPTConfig:
@@ -358,7 +359,7 @@ def train(cfg: TrainConfig) -> dict:
                 )
                 if wandb:
                     wandb.log({"iter": it, "train/loss": losses["train"], "val/loss": losses["val"], "lr": lr})
-                if not cfg.eval_only and (it > 0 or cfg.always_save_checkpoint or improved):
+                if not cfg.eval_only and it > 0:  # step 0 is the untouched model: nothing to save
                     run.save(improved)
             if cfg.early_stop_patience and run.evals_since_best >= cfg.early_stop_patience:
                 if master:

@@ -1,0 +1,174 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, run_cli
+from gptkit import checkpoint
+from gptkit.config import TrainConfig
+from gptkit.errors import GptkitError
+from gptkit.train import lr_at, train
+
+TINY = dict(
+    init_from="scratch", n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=2, gradient_accumulation_steps=2,
+    eval_iters=2, device="cpu", progress=False, learning_rate=3e-3, dropout=0.1,
+    decay_lr=True, warmup_iters=2, lr_decay_iters=10, min_lr=3e-4,
+)
+
+
+def tiny_cfg(out_dir, **kw) -> TrainConfig:
+    return TrainConfig(**(TINY | {"out_dir": str(out_dir)} | kw))
+
+
+def records(out_dir, kind):
+    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+def weights(path):
+    return checkpoint.load(path)["model"]
+
+
+def test_resume_is_exact(tmp_path, shakespeare_bins):
+    """2N iterations in one go == N iterations, then init_from=resume to 2N: every loss, every weight."""
+    full, half = tmp_path / "full", tmp_path / "half"
+    train(tiny_cfg(full, max_iters=8, eval_interval=2))
+    train(tiny_cfg(half, max_iters=4, eval_interval=2))
+    first = [r["loss"] for r in records(half, "step")]
+    train(tiny_cfg(half, max_iters=8, eval_interval=2, init_from="resume"))
+    losses_full = [r["loss"] for r in records(full, "step")]
+    losses_half = [r["loss"] for r in records(half, "step")]
+    assert len(losses_full) == 8 and losses_half[:4] == first
+    assert losses_half == losses_full  # bit for bit: same windows, dropout masks, optimizer state
+    assert [r["val_loss"] for r in records(half, "eval")] == [r["val_loss"] for r in records(full, "eval")]
+    a, b = checkpoint.latest_in(full), checkpoint.latest_in(half)
+    assert checkpoint.load(a)["iter_num"] == checkpoint.load(b)["iter_num"] == 8
+    for key, value in weights(a).items():
+        assert torch.equal(value, weights(b)[key]), key
+
+
+def test_checkpoint_contents_and_best_vs_latest(tmp_path, shakespeare_bins):
+    out = tmp_path / "run"
+    # A learning rate this high makes val loss rise after a few steps: ckpt.pt must stay at the best.
+    summary = train(tiny_cfg(out, max_iters=12, eval_interval=2, learning_rate=0.05, decay_lr=False,
+                             always_save_checkpoint=False))
+    evals = records(out, "eval")
+    best = min(evals, key=lambda r: r["val_loss"])
+    ckpt = checkpoint.load(out / checkpoint.BEST)
+    assert ckpt["iter_num"] == best["iter"] and ckpt["best_val_loss"] == pytest.approx(best["val_loss"])
+    assert summary["best_val_loss"] == pytest.approx(best["val_loss"])
+    if best["iter"] != 12:
+        assert checkpoint.load(out / checkpoint.LATEST)["iter_num"] == 12
+        assert checkpoint.latest_in(out) == out / checkpoint.LATEST
+    for key in ("model", "optimizer", "scaler", "model_args", "config", "iter_num", "best_val_loss", "rng", "sampler"):
+        assert key in ckpt
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
+    torch.load(out / checkpoint.BEST, weights_only=True)  # loads without unpickling code
+
+
+def test_metrics_and_seed_log_format(tmp_path, shakespeare_bins):
+    result = run_cli("-m", "gptkit.train", *(f"--{k}={v}" for k, v in TINY.items()), f"--out_dir={tmp_path}",
+                     "--max_iters=4", "--eval_interval=2")
+    assert result.returncode == 0, result.stderr
+    for it in (0, 2, 4):
+        assert f"step {it}: train loss " in result.stdout
+    steps = records(tmp_path, "step")
+    assert [r["iter"] for r in steps] == [0, 1, 2, 3]
+    assert steps[-1]["tokens"] == 4 * 2 * 2 * 32
+    assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 for r in steps)
+    assert {"train_loss", "val_loss", "lr", "tokens", "time"} <= set(records(tmp_path, "eval")[0])
+    assert json.loads((tmp_path / "config.json").read_text())["max_iters"] == 4
+
+
+def test_eval_uses_the_same_batches_every_time(tmp_path, shakespeare_bins):
+    # With a zero learning rate nothing changes, so every evaluation must give the same numbers.
+    train(tiny_cfg(tmp_path, max_iters=4, eval_interval=1, decay_lr=False, learning_rate=1e-30, weight_decay=0.0))
+    vals = {(r["train_loss"], r["val_loss"]) for r in records(tmp_path, "eval")}
+    assert len(vals) == 1
+
+
+def test_training_lowers_the_loss(tmp_path, shakespeare_bins):
+    train(tiny_cfg(tmp_path, max_iters=30, eval_interval=30, decay_lr=False, learning_rate=1e-2, dropout=0.0))
+    evals = records(tmp_path, "eval")
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 2.0
+
+
+def test_early_stop(tmp_path, shakespeare_bins):
+    summary = train(tiny_cfg(tmp_path, max_iters=200, eval_interval=1, learning_rate=0.5, decay_lr=False,
+                             early_stop_patience=2, grad_clip=0.0))
+    assert summary["stopped_early"]
+    evals = records(tmp_path, "eval")
+    assert len(evals) < 200
+    best = min(r["val_loss"] for r in evals)
+    assert evals[-1]["val_loss"] > best and evals[-2]["val_loss"] > best
+
+
+def test_nan_loss_stops_without_a_checkpoint(tmp_path, shakespeare_bins):
+    with pytest.raises(GptkitError, match="loss became"):
+        train(tiny_cfg(tmp_path, max_iters=50, eval_interval=1000, learning_rate=1e12, decay_lr=False,
+                       grad_clip=0.0, always_save_checkpoint=False))
+    # only the eval at step 0 ran, and it never writes a checkpoint for an untrained model
+    assert not (tmp_path / checkpoint.BEST).exists() and not (tmp_path / checkpoint.LATEST).exists()
+
+
+def test_finetune_from_local_hf_checkpoint_end_to_end(tmp_path, tiny_hf_dir, shakespeare_bins):
+    """The issue's 'done when': the seed config, a tiny local HF checkpoint, CPU, offline."""
+    out = tmp_path / "ft"
+    result = run_cli("-m", "gptkit.train", "config/finetune_shakespeare.py", f"--init_from={tiny_hf_dir}",
+                     "--device=cpu", f"--out_dir={out}", "--gradient_accumulation_steps=2", "--block_size=128",
+                     "--eval_iters=4", "--max_iters=10", "--progress=False", "--learning_rate=1e-3")
+    assert result.returncode == 0, result.stderr
+    assert "step 10: train loss" in result.stdout
+    ckpt = checkpoint.load(out / checkpoint.BEST)
+    assert ckpt["model_args"]["n_layer"] == 2 and ckpt["config"]["init_from"] == str(tiny_hf_dir)
+    sample = run_cli("-m", "gptkit.sample", f"--out_dir={out}", "--num_samples=2", "--max_new_tokens=8",
+                     "--device=cpu", "--start=ROMEO:")
+    assert sample.returncode == 0, sample.stderr
+    assert sample.stdout.count("ROMEO:") == 2
+
+
+def test_sample_cli_from_hf_dir_greedy_and_eot(tmp_path, tiny_hf_dir):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("To be, or not to be")
+    args = ["-m", "gptkit.sample", f"--init_from={tiny_hf_dir}", f"--start=FILE:{prompt}", "--num_samples=3",
+            "--max_new_tokens=12", "--temperature=0", "--device=cpu"]
+    a, b = run_cli(*args), run_cli(*args)
+    assert a.returncode == 0, a.stderr
+    samples = a.stdout.split("---------------\n")[:-1]
+    assert len(samples) == 3 and len(set(samples)) == 1  # greedy: every row the same
+    assert a.stdout == b.stdout and samples[0].startswith("To be, or not to be")
+    eot = run_cli(*args[:-3], "--max_new_tokens=40", "--temperature=2.0", "--top_k=None", "--stop_at_eot=True",
+                  "--device=cpu")
+    assert eot.returncode == 0 and "<|endoftext|>" not in eot.stdout
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110)
+    assert lr_at(0, cfg) == pytest.approx(1 / 11)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.55)
+    assert lr_at(110, cfg) == pytest.approx(0.1) and lr_at(500, cfg) == 0.1
+    assert lr_at(5, TrainConfig(learning_rate=0.3, decay_lr=False)) == 0.3
+
+
+def test_atomic_save_survives_a_kill(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    checkpoint.atomic_save({"model": {"w": torch.zeros(3)}, "model_args": {}, "iter_num": 0}, path)
+    writer = (
+        "import sys, torch\nfrom gptkit.checkpoint import atomic_save\n"
+        "big = {'model': {'w': torch.ones(60_000_000)}, 'model_args': {}, 'iter_num': 1}\n"
+        "print('ready', flush=True)\n"
+        "while True:\n    atomic_save(big, sys.argv[1])\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", writer, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.5)  # mid-way through writing 240 MB, most likely
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = checkpoint.load(path)  # old or new, never half
+    assert ckpt["iter_num"] in (0, 1)
+    assert ckpt["model"]["w"].shape in ((3,), (60_000_000,))
