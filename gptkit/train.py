@@ -299,12 +299,13 @@ class Metrics:
         if resume_iter is None:
             path.write_text("")
         elif path.exists():
-            # Drop what a crashed run logged after the checkpoint it resumes from.
-            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["iter"] <= resume_iter]
-            keep = [
-                ln for ln in keep if not (json.loads(ln)["type"] == "step" and json.loads(ln)["iter"] >= resume_iter)
-            ]
-            path.write_text("".join(k + "\n" for k in keep))
+            # Drop what a crashed run logged after the checkpoint it resumes from: the resumed
+            # run repeats the steps from resume_iter on (its eval at resume_iter is not repeated).
+            def before_resume(r: dict) -> bool:
+                return r["iter"] < resume_iter or (r["iter"] == resume_iter and r["type"] == "eval")
+
+            records = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+            path.write_text("".join(json.dumps(r) + "\n" for r in records if before_resume(r)))
 
     def write(self, **record) -> None:
         with open(self.path, "a") as f:

@@ -76,8 +76,19 @@ def test_prepare_folder_of_documents(tmp_path):
     for name, text in texts.items():
         (docs / name).write_text(text, encoding="utf-8")
     (docs / "ignored.md").write_text("not a txt file")
-    result = run_cli("-m", "gptkit.prepare", str(docs), "--name", "mydocs", "--out-root", str(tmp_path / "data"),
-                     "--val-fraction", "0.3", "--block-size", "64")
+    result = run_cli(
+        "-m",
+        "gptkit.prepare",
+        str(docs),
+        "--name",
+        "mydocs",
+        "--out-root",
+        str(tmp_path / "data"),
+        "--val-fraction",
+        "0.3",
+        "--block-size",
+        "64",
+    )
     assert result.returncode == 0, result.stderr
     enc = get_encoding()
     train = np.fromfile(tmp_path / "data/mydocs/train.bin", dtype=np.uint16).tolist()

@@ -12,7 +12,9 @@ def tiny(**kw) -> GPT:
     return GPT(GPTConfig(**({"block_size": 64, "vocab_size": 50257, "n_layer": 2, "n_head": 4, "n_embd": 64} | kw)))
 
 
-@pytest.mark.parametrize("name, millions", [("gpt2", 124), ("gpt2-medium", 355), ("gpt2-large", 774), ("gpt2-xl", 1558)])
+@pytest.mark.parametrize(
+    "name, millions", [("gpt2", 124), ("gpt2-medium", 355), ("gpt2-large", 774), ("gpt2-xl", 1558)]
+)
 def test_named_sizes_have_gpt2_parameter_counts(name, millions):
     with torch.device("meta"):
         model = GPT(gpt2_config(name))

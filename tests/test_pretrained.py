@@ -52,8 +52,9 @@ def test_gptkit_to_hf_via_export(tmp_path):
 def test_greedy_tokens_match_hf_generate(pair):
     hf, ours = pair
     prompt = torch.randint(0, 50257, (2, 7), generator=torch.Generator().manual_seed(1))
-    expected = hf.generate(prompt, max_new_tokens=40, do_sample=False, pad_token_id=50256,
-                           attention_mask=torch.ones_like(prompt))
+    expected = hf.generate(
+        prompt, max_new_tokens=40, do_sample=False, pad_token_id=50256, attention_mask=torch.ones_like(prompt)
+    )
     assert torch.equal(ours.generate(prompt, 40, temperature=0), expected)
     assert torch.equal(ours.generate(prompt, 40, temperature=0, use_cache=False), expected)
 

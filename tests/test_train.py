@@ -14,9 +14,22 @@ from gptkit.errors import GptkitError
 from gptkit.train import lr_at, train
 
 TINY = dict(
-    init_from="scratch", n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=2, gradient_accumulation_steps=2,
-    eval_iters=2, device="cpu", progress=False, learning_rate=3e-3, dropout=0.1,
-    decay_lr=True, warmup_iters=2, lr_decay_iters=10, min_lr=3e-4,
+    init_from="scratch",
+    n_layer=2,
+    n_head=2,
+    n_embd=32,
+    block_size=32,
+    batch_size=2,
+    gradient_accumulation_steps=2,
+    eval_iters=2,
+    device="cpu",
+    progress=False,
+    learning_rate=3e-3,
+    dropout=0.1,
+    decay_lr=True,
+    warmup_iters=2,
+    lr_decay_iters=10,
+    min_lr=3e-4,
 )
 
 
@@ -54,8 +67,9 @@ def test_resume_is_exact(tmp_path, shakespeare_bins):
 def test_checkpoint_contents_and_best_vs_latest(tmp_path, shakespeare_bins):
     out = tmp_path / "run"
     # A learning rate this high makes val loss rise after a few steps: ckpt.pt must stay at the best.
-    summary = train(tiny_cfg(out, max_iters=12, eval_interval=2, learning_rate=0.05, decay_lr=False,
-                             always_save_checkpoint=False))
+    summary = train(
+        tiny_cfg(out, max_iters=12, eval_interval=2, learning_rate=0.05, decay_lr=False, always_save_checkpoint=False)
+    )
     evals = records(out, "eval")
     best = min(evals, key=lambda r: r["val_loss"])
     ckpt = checkpoint.load(out / checkpoint.BEST)
@@ -71,8 +85,14 @@ def test_checkpoint_contents_and_best_vs_latest(tmp_path, shakespeare_bins):
 
 
 def test_metrics_and_seed_log_format(tmp_path, shakespeare_bins):
-    result = run_cli("-m", "gptkit.train", *(f"--{k}={v}" for k, v in TINY.items()), f"--out_dir={tmp_path}",
-                     "--max_iters=4", "--eval_interval=2")
+    result = run_cli(
+        "-m",
+        "gptkit.train",
+        *(f"--{k}={v}" for k, v in TINY.items()),
+        f"--out_dir={tmp_path}",
+        "--max_iters=4",
+        "--eval_interval=2",
+    )
     assert result.returncode == 0, result.stderr
     for it in (0, 2, 4):
         assert f"step {it}: train loss " in result.stdout
@@ -98,8 +118,17 @@ def test_training_lowers_the_loss(tmp_path, shakespeare_bins):
 
 
 def test_early_stop(tmp_path, shakespeare_bins):
-    summary = train(tiny_cfg(tmp_path, max_iters=200, eval_interval=1, learning_rate=0.5, decay_lr=False,
-                             early_stop_patience=2, grad_clip=0.0))
+    summary = train(
+        tiny_cfg(
+            tmp_path,
+            max_iters=200,
+            eval_interval=1,
+            learning_rate=0.5,
+            decay_lr=False,
+            early_stop_patience=2,
+            grad_clip=0.0,
+        )
+    )
     assert summary["stopped_early"]
     evals = records(tmp_path, "eval")
     assert len(evals) < 200
@@ -109,8 +138,17 @@ def test_early_stop(tmp_path, shakespeare_bins):
 
 def test_nan_loss_stops_without_a_checkpoint(tmp_path, shakespeare_bins):
     with pytest.raises(GptkitError, match="loss became"):
-        train(tiny_cfg(tmp_path, max_iters=50, eval_interval=1000, learning_rate=1e12, decay_lr=False,
-                       grad_clip=0.0, always_save_checkpoint=False))
+        train(
+            tiny_cfg(
+                tmp_path,
+                max_iters=50,
+                eval_interval=1000,
+                learning_rate=1e12,
+                decay_lr=False,
+                grad_clip=0.0,
+                always_save_checkpoint=False,
+            )
+        )
     # only the eval at step 0 ran, and it never writes a checkpoint for an untrained model
     assert not (tmp_path / checkpoint.BEST).exists() and not (tmp_path / checkpoint.LATEST).exists()
 
@@ -118,15 +156,33 @@ def test_nan_loss_stops_without_a_checkpoint(tmp_path, shakespeare_bins):
 def test_finetune_from_local_hf_checkpoint_end_to_end(tmp_path, tiny_hf_dir, shakespeare_bins):
     """The issue's 'done when': the seed config, a tiny local HF checkpoint, CPU, offline."""
     out = tmp_path / "ft"
-    result = run_cli("-m", "gptkit.train", "config/finetune_shakespeare.py", f"--init_from={tiny_hf_dir}",
-                     "--device=cpu", f"--out_dir={out}", "--gradient_accumulation_steps=2", "--block_size=128",
-                     "--eval_iters=4", "--max_iters=10", "--progress=False", "--learning_rate=1e-3")
+    result = run_cli(
+        "-m",
+        "gptkit.train",
+        "config/finetune_shakespeare.py",
+        f"--init_from={tiny_hf_dir}",
+        "--device=cpu",
+        f"--out_dir={out}",
+        "--gradient_accumulation_steps=2",
+        "--block_size=128",
+        "--eval_iters=4",
+        "--max_iters=10",
+        "--progress=False",
+        "--learning_rate=1e-3",
+    )
     assert result.returncode == 0, result.stderr
     assert "step 10: train loss" in result.stdout
     ckpt = checkpoint.load(out / checkpoint.BEST)
     assert ckpt["model_args"]["n_layer"] == 2 and ckpt["config"]["init_from"] == str(tiny_hf_dir)
-    sample = run_cli("-m", "gptkit.sample", f"--out_dir={out}", "--num_samples=2", "--max_new_tokens=8",
-                     "--device=cpu", "--start=ROMEO:")
+    sample = run_cli(
+        "-m",
+        "gptkit.sample",
+        f"--out_dir={out}",
+        "--num_samples=2",
+        "--max_new_tokens=8",
+        "--device=cpu",
+        "--start=ROMEO:",
+    )
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.count("ROMEO:") == 2
 
@@ -134,15 +190,24 @@ def test_finetune_from_local_hf_checkpoint_end_to_end(tmp_path, tiny_hf_dir, sha
 def test_sample_cli_from_hf_dir_greedy_and_eot(tmp_path, tiny_hf_dir):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("To be, or not to be")
-    args = ["-m", "gptkit.sample", f"--init_from={tiny_hf_dir}", f"--start=FILE:{prompt}", "--num_samples=3",
-            "--max_new_tokens=12", "--temperature=0", "--device=cpu"]
+    args = [
+        "-m",
+        "gptkit.sample",
+        f"--init_from={tiny_hf_dir}",
+        f"--start=FILE:{prompt}",
+        "--num_samples=3",
+        "--max_new_tokens=12",
+        "--temperature=0",
+        "--device=cpu",
+    ]
     a, b = run_cli(*args), run_cli(*args)
     assert a.returncode == 0, a.stderr
     samples = a.stdout.split("---------------\n")[:-1]
     assert len(samples) == 3 and len(set(samples)) == 1  # greedy: every row the same
     assert a.stdout == b.stdout and samples[0].startswith("To be, or not to be")
-    eot = run_cli(*args[:-3], "--max_new_tokens=40", "--temperature=2.0", "--top_k=None", "--stop_at_eot=True",
-                  "--device=cpu")
+    eot = run_cli(
+        *args[:-3], "--max_new_tokens=40", "--temperature=2.0", "--top_k=None", "--stop_at_eot=True", "--device=cpu"
+    )
     assert eot.returncode == 0 and "<|endoftext|>" not in eot.stdout
 
 

@@ -1,0 +1,191 @@
+"""Bad input: one clear line, exit code 1, no traceback, and no file of the user's changed."""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_user_error, run_cli
+from gptkit import checkpoint
+from gptkit.config import TrainConfig
+from gptkit.train import train
+
+TINY = [
+    "--init_from=scratch",
+    "--n_layer=2",
+    "--n_head=2",
+    "--n_embd=32",
+    "--block_size=32",
+    "--batch_size=2",
+    "--eval_iters=2",
+    "--eval_interval=2",
+    "--max_iters=2",
+    "--device=cpu",
+    "--progress=False",
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, shakespeare_bins) -> Path:
+    """A user's folder: prepared data and a finished run with its checkpoint."""
+    ws = tmp_path_factory.mktemp("ws")
+    shutil.copytree(shakespeare_bins, ws / "data" / "shakespeare")
+    cfg = TrainConfig(
+        init_from="scratch",
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        block_size=32,
+        batch_size=2,
+        eval_iters=2,
+        eval_interval=2,
+        max_iters=2,
+        device="cpu",
+        progress=False,
+        out_dir=str(ws / "run"),
+        data_root=str(ws / "data"),
+    )
+    train(cfg)
+    assert (ws / "run" / checkpoint.BEST).is_file()
+    return ws
+
+
+def snapshot(root: Path) -> dict:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def train_cli(ws: Path, *args: str):
+    return run_cli("-m", "gptkit.train", *TINY, f"--data_root={ws / 'data'}", *args, cwd=ws)
+
+
+def check(ws: Path, result, *fragments: str) -> None:
+    assert_user_error(result, *fragments)
+
+
+@pytest.fixture
+def unchanged(workspace):
+    before = snapshot(workspace)
+    yield workspace
+    assert snapshot(workspace) == before, "a failed command changed the user's files"
+
+
+def test_config_file_missing(unchanged):
+    check(unchanged, train_cli(unchanged, "config/nope.py", "--out_dir=run"), "config file", "not found")
+
+
+def test_unknown_key(unchanged):
+    check(unchanged, train_cli(unchanged, "--out_dir=run", "--learnig_rate=1e-4"), "learnig_rate", "learning_rate")
+
+
+def test_unknown_key_in_file(unchanged, tmp_path):
+    conf = tmp_path / "conf.py"
+    conf.write_text("import time\nbatchsize = 4\n")
+    check(unchanged, train_cli(unchanged, str(conf), "--out_dir=run"), "batchsize", "batch_size")
+
+
+def test_mistyped_value(unchanged):
+    check(unchanged, train_cli(unchanged, "--out_dir=run", "--max_iters=abc"), "max_iters", "int")
+
+
+def test_dataset_bins_missing(unchanged):
+    result = train_cli(unchanged, "--out_dir=new-run", "--dataset=poems")
+    check(unchanged, result, "train.bin not found", "python -m gptkit.prepare YOUR_TEXT --name poems")
+    result = train_cli(unchanged, "--out_dir=new-run", f"--data_root={unchanged / 'nowhere'}")
+    check(unchanged, result, "python data/shakespeare/prepare.py")
+
+
+def test_token_ids_beyond_the_vocabulary(unchanged, tmp_path):
+    bad = tmp_path / "data" / "wide"
+    bad.mkdir(parents=True)
+    np.array(list(range(100)) * 20 + [60000], dtype=np.uint16).tofile(bad / "train.bin")
+    np.arange(200, dtype=np.uint16).tofile(bad / "val.bin")
+    result = train_cli(unchanged, "--out_dir=new-run", f"--data_root={tmp_path / 'data'}", "--dataset=wide")
+    check(unchanged, result, "token id 60000", "vocab_size")
+
+
+def test_val_split_shorter_than_a_block(unchanged, tmp_path):
+    short = tmp_path / "data" / "short"
+    short.mkdir(parents=True)
+    np.arange(1000, dtype=np.uint16).tofile(short / "train.bin")
+    np.arange(20, dtype=np.uint16).tofile(short / "val.bin")
+    result = train_cli(unchanged, "--out_dir=new-run", f"--data_root={tmp_path / 'data'}", "--dataset=short")
+    check(unchanged, result, "val.bin has 20 tokens", "block_size")
+
+
+def test_block_size_beyond_the_pretrained_context(unchanged, tiny_hf_dir):
+    check(unchanged, train_cli(unchanged, "--out_dir=run2", "--init_from=gpt2", "--block_size=2048"), "1024")
+    result = train_cli(unchanged, "--out_dir=run2", f"--init_from={tiny_hf_dir}", "--block_size=256")
+    check(unchanged, result, "block_size 256", "context of 128")
+
+
+def test_resume_without_a_checkpoint(unchanged):
+    check(unchanged, train_cli(unchanged, "--out_dir=empty-run", "--init_from=resume"), "nothing to resume")
+
+
+def corrupt_copy(ws: Path, name: str, mutate) -> Path:
+    target = ws.parent / f"{ws.name}-{name}"
+    shutil.copytree(ws / "run", target)
+    mutate(target / checkpoint.BEST)
+    return target
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.01])
+def test_truncated_checkpoint(unchanged, cut):
+    def truncate(p):
+        data = p.read_bytes()
+        p.write_bytes(data[: int(len(data) * cut)])
+
+    run = corrupt_copy(unchanged, f"cut{cut}", truncate)
+    before = snapshot(run)
+    check(unchanged, train_cli(unchanged, f"--out_dir={run}", "--init_from=resume", "--max_iters=4"), "corrupt")
+    check(unchanged, run_cli("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"), "corrupt")
+    assert snapshot(run) == before
+
+
+def test_checkpoint_of_a_different_architecture(unchanged):
+    def widen(p):
+        ckpt = torch.load(p, weights_only=True)
+        ckpt["model_args"]["n_layer"] = 3
+        torch.save(ckpt, p)
+
+    run = corrupt_copy(unchanged, "arch", widen)
+    before = snapshot(run)
+    result = train_cli(unchanged, f"--out_dir={run}", "--init_from=resume", "--max_iters=4")
+    check(unchanged, result, "different architecture")
+    assert snapshot(run) == before
+
+
+def test_foreign_file_as_checkpoint(unchanged):
+    run = corrupt_copy(unchanged, "foreign", lambda p: torch.save({"weights": torch.zeros(2)}, p))
+    check(unchanged, run_cli("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"), "not a gptkit checkpoint")
+
+
+def test_out_dir_not_writable(unchanged):
+    blocker = unchanged / "run" / "metrics.jsonl"  # a file where a folder should be
+    check(unchanged, train_cli(unchanged, f"--out_dir={blocker / 'sub'}"), "cannot create out_dir")
+
+
+@pytest.mark.parametrize("arg", ["--gradient_accumulation_steps=0", "--batch_size=0", "--batch_size=-3"])
+def test_counts_below_one(unchanged, arg):
+    check(unchanged, train_cli(unchanged, "--out_dir=run", arg), arg[2:].split("=")[0], "at least 1")
+
+
+def test_fresh_run_refuses_to_overwrite_a_checkpoint(unchanged):
+    check(unchanged, train_cli(unchanged, "--out_dir=run"), "already holds ckpt.pt", "--init_from=resume")
+
+
+def test_sample_bad_values(unchanged):
+    result = run_cli("-m", "gptkit.sample", f"--out_dir={unchanged / 'run'}", "--top_p=1.5", "--device=cpu")
+    check(unchanged, result, "top_p")
+    result = run_cli(
+        "-m",
+        "gptkit.sample",
+        f"--out_dir={unchanged / 'run'}",
+        "--start=FILE:/no/such/file",
+        "--device=cpu",
+        "--max_new_tokens=2",
+    )
+    check(unchanged, result, "prompt file")
