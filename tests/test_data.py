@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHAKESPEARE, assert_user_error, run_cli
+from conftest import ROOT, SHAKESPEARE, assert_user_error, run_cli
 from gptkit.data import Batches
 from gptkit.errors import GptkitError
 from gptkit.prepare import prepare, split_for_threads
@@ -171,3 +171,16 @@ def test_batches_errors(tmp_path, shakespeare_bins):
     np.array([1, 2, 60000, 3] * 10, dtype=np.uint16).tofile(bad / "train.bin")
     with pytest.raises(GptkitError, match="token id 60000"):
         Batches(bad, "train", 1, 8, vocab_size=50257)
+
+
+def test_missing_corpus_download_fails_clearly_offline(tmp_path):
+    """Without input.txt the script downloads it; with no network that is one clear error."""
+    (tmp_path / "data" / "shakespeare").mkdir(parents=True)
+    (tmp_path / "data" / "shakespeare" / "prepare.py").write_text((SHAKESPEARE / "prepare.py").read_text())
+    (tmp_path / "gptkit").symlink_to(ROOT / "gptkit")
+    # A proxy on a closed local port: the request fails at once, as it does offline.
+    offline = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    result = run_cli(str(tmp_path / "data/shakespeare/prepare.py"), cwd=tmp_path, env=offline)
+    assert_user_error(result, "input.txt is missing", "char-rnn", "connect to the internet once")
+    assert not (tmp_path / "data/shakespeare/input.txt").exists()
+    assert not (tmp_path / "data/shakespeare/train.bin").exists()
