@@ -195,10 +195,14 @@ class Run:
         return GPTConfig(cfg.block_size, vocab, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
 
     # --- checkpoints -------------------------------------------------------------------------
-    def state(self) -> dict:
+    def rng_state(self) -> dict:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def state(self, rngs: list[dict]) -> dict:
+        """The checkpoint; `rngs` holds every rank's RNG state, rank 0's first."""
         return {
             "model": checkpoint.clean_state_dict(self.model.state_dict()),
             "optimizer": self.optimizer.state_dict(),
@@ -209,7 +213,7 @@ class Run:
             "best_val_loss": self.best_val_loss,
             "evals_since_best": self.evals_since_best,
             "tokens_seen": self.tokens_seen,
-            "rng": rng,
+            "rng": rngs,
             "sampler": self.train_data.state_dict(),
         }
 
@@ -224,17 +228,31 @@ class Run:
         self.best_val_loss = ckpt["best_val_loss"]
         self.evals_since_best = ckpt.get("evals_since_best", 0)
         self.tokens_seen = ckpt.get("tokens_seen", 0)
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
+        rngs = ckpt["rng"]
+        same_world = len(rngs) == self.world
+        rng = rngs[self.rank] if same_world else rngs[0]
+        torch.set_rng_state(rng["torch"].cpu())
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        if not same_world and self.rank > 0:
+            torch.manual_seed(self.cfg.seed + self.rank)  # saved with another process count: keep masks distinct
         self.train_data.load_state_dict(ckpt["sampler"])
 
     def save(self, improved: bool) -> None:
+        """Checkpoint (rank 0 writes); under DDP every rank calls this to hand in its RNG state."""
+        rngs = [self.rng_state()]
+        if self.ddp:
+            # Each rank draws its own dropout masks: keeping every rank's generator is what makes
+            # a resumed DDP run continue bit for bit, and keeps the ranks' masks distinct.
+            rngs = [None] * self.world
+            dist.all_gather_object(rngs, self.rng_state())
+        if not self.master:
+            return
         if self.cfg.always_save_checkpoint or improved:
-            checkpoint.atomic_save(self.state(), self.out / checkpoint.BEST)
+            checkpoint.atomic_save(self.state(rngs), self.out / checkpoint.BEST)
             (self.out / checkpoint.LATEST).unlink(missing_ok=True)  # ckpt.pt is the latest now
         else:
-            checkpoint.atomic_save(self.state(), self.out / checkpoint.LATEST)
+            checkpoint.atomic_save(self.state(rngs), self.out / checkpoint.LATEST)
 
     # --- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -360,8 +378,8 @@ def train(cfg: TrainConfig) -> dict:
                 )
                 if wandb:
                     wandb.log({"iter": it, "train/loss": losses["train"], "val/loss": losses["val"], "lr": lr})
-                if not cfg.eval_only and it > 0:  # step 0 is the untouched model: nothing to save
-                    run.save(improved)
+            if not cfg.eval_only and it > 0:  # step 0 is the untouched model: nothing to save
+                run.save(improved)  # on every rank: each hands in its RNG state, rank 0 writes
             if cfg.early_stop_patience and run.evals_since_best >= cfg.early_stop_patience:
                 if master:
                     bar.write(
