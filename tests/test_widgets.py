@@ -1,0 +1,75 @@
+"""gptkit.widgets: the panel's callback path runs headless, and train_live returns train's summary."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from matplotlib.figure import Figure
+
+from gptkit.config import TrainConfig
+from gptkit.diagnostics import read_metrics
+from gptkit.widgets import FinetunePanel, short_finetune, train_live
+
+
+@pytest.fixture
+def base(shakespeare_bins, tmp_path) -> TrainConfig:
+    return TrainConfig(
+        out_dir=str(tmp_path / "runs"),
+        dataset="shakespeare",
+        data_root=str(Path(shakespeare_bins).parent),
+        init_from="scratch",
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        block_size=16,
+        batch_size=2,
+        max_iters=2,
+        eval_interval=1,
+        eval_iters=1,
+        learning_rate=1e-3,
+        progress=False,
+        device="cpu",
+    )
+
+
+def test_short_finetune_runs_in_its_own_folder_with_the_given_settings(base):
+    run = short_finetune(base, 3e-4, 0.1)
+    assert run.out_dir == Path(base.out_dir) / "lr3.0e-04-dropout0.1"
+    assert run.config["learning_rate"] == 3e-4 and run.config["dropout"] == 0.1
+    assert run.iters.tolist() == [0, 1, 2]
+    again = short_finetune(base, 3e-4, 0.1)  # the same settings again replace that run
+    assert again.out_dir == run.out_dir and again.iters.tolist() == [0, 1, 2]
+
+
+def test_panel_click_runs_a_finetune_with_the_slider_values(base):
+    panel = FinetunePanel(base)
+    assert panel.lr.value == pytest.approx(base.learning_rate) and panel.dropout.value == base.dropout
+    panel.lr.value = 1e-2
+    panel.dropout.value = 0.25
+    panel.button.click()
+    assert len(panel.runs) == 1, panel.status.value
+    run = panel.runs[0]
+    assert run.config["learning_rate"] == pytest.approx(1e-2) and run.config["dropout"] == 0.25
+    assert "done: 1 run" in panel.status.value and not panel.button.disabled
+    assert panel.output.outputs and "image/png" in panel.output.outputs[0]["data"]
+    panel.run()  # the same settings again: replaced, not added
+    assert len(panel.runs) == 1
+
+
+def test_panel_reports_a_failed_run(base):
+    panel = FinetunePanel(base)
+    panel.base = replace(base, dataset="no-such-dataset")
+    with pytest.raises(Exception, match="not found"):
+        panel.run()
+    assert panel.status.value.startswith("failed:") and not panel.button.disabled
+
+
+def test_train_live_draws_and_returns_trains_summary(base, tmp_path):
+    cfg = replace(base, out_dir=str(tmp_path / "live"), max_iters=3)
+    shown = []
+    summary = train_live(cfg, every=0.01, show=shown.append)
+    assert summary["iter_num"] == 3
+    assert shown and all(isinstance(f, Figure) for f in shown)
+    # The last figure drawn shows the finished run: its val curve ends at the last evaluation.
+    val_lines = [line for line in shown[-1].axes[0].get_lines() if line.get_label().endswith(" val")]
+    assert val_lines[0].get_xdata().tolist() == read_metrics(cfg.out_dir).iters.tolist() == [0, 1, 2, 3]
