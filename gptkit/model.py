@@ -3,15 +3,18 @@
 Pre-LayerNorm transformer blocks, GELU with GPT-2's tanh approximation, learned position
 embeddings, and an output head that shares its weight with the token embedding. The names of
 the parameters follow GPT-2's checkpoint (`transformer.h.0.attn.c_attn.weight`, ...), so
-`gptkit.pretrained` maps Hugging Face weights onto them one to one.
+`gptkit.pretrained` maps Hugging Face weights onto them one to one. On CPUs, the layers' fp32
+matmuls run on oneDNN rather than MKL (the `Linear` at the end of the file): same numbers, faster.
 """
 
-import inspect
+import functools
 import math
+import platform
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 
@@ -48,8 +51,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
         self.layer, self.n_head, self.dropout = layer, config.n_head, config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -73,8 +76,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +112,7 @@ class GPT(nn.Module):
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias, eps=1e-5),
             )
         )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying: reading a token in and writing it out use the same vectors.
         self.transformer.wte.weight = self.lm_head.weight
         self.apply(self._init_weights)
@@ -172,9 +175,14 @@ class GPT(nn.Module):
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        extra = {"fused": True} if fused else {}
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+        # The fused kernel updates each tensor in one pass; on CPU the default multi-tensor path
+        # is several times slower, as it writes a temporary per arithmetic step.
+        if device_type in ("cuda", "cpu"):
+            try:
+                return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=True)
+            except (RuntimeError, TypeError):  # older PyTorch: no fused AdamW for this device
+                pass
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T."""
@@ -260,6 +268,65 @@ def next_token_probs(
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return torch.softmax(logits, dim=-1)
+
+
+# --- CPU matmuls through oneDNN -------------------------------------------------------------
+# PyTorch sends fp32 CPU matmuls to MKL, which on AMD CPUs takes a generic code path; oneDNN,
+# also inside PyTorch, ran this model's matmuls about twice as fast on the AMD EPYC of
+# benchmarks/README.md, and matmuls are most of a GPT's time. Same results up to float rounding.
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose CPU fp32 matmuls go to oneDNN; GPUs, other dtypes, autocast, torch.compile: F.linear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32 and _onednn_usable():
+            return _OneDNNLinear.apply(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """F.linear with its forward and both backward matmuls done by oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _matmul_t(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_2d, x_2d = grad.reshape(-1, grad.size(-1)), x.reshape(-1, x.size(-1))
+        grad_x = _matmul_t(grad, weight.t()) if ctx.needs_input_grad[0] else None
+        grad_w = _matmul_t(grad_2d.t(), x_2d.t()) if ctx.needs_input_grad[1] else None
+        grad_b = grad_2d.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b.T (+ bias) by oneDNN; `a` may have leading batch dimensions, either may be a transposed view."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
+
+
+def _onednn_usable() -> bool:
+    try:  # under torch.compile or autocast, leave the choice of kernels to them
+        busy = torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
+    except (AttributeError, TypeError):  # PyTorch < 2.4 cannot tell: stay on the plain path
+        return False
+    return not busy and _onednn_works()
+
+
+@functools.cache
+def _onednn_works() -> bool:
+    """Whether this PyTorch build runs fp32 matmuls on oneDNN (x86 builds with mkldnn do)."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return torch.equal(_matmul_t(torch.ones(2, 3), torch.ones(4, 3)), torch.full((2, 4), 3.0))
+    except (AttributeError, RuntimeError):  # an older PyTorch without the op
+        return False
 
 
 def _from_pretrained(cls, name_or_path, override_args: dict | None = None) -> "GPT":

@@ -15,7 +15,9 @@ import hashlib
 import json
 import os
 import re
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +47,16 @@ def split_for_threads(text: str, piece_chars: int = PIECE_CHARS) -> tuple[list[s
     return pieces, text[start:]
 
 
-def encode_parallel(texts: list[str], num_threads: int) -> np.ndarray:
+def encode_ordinary_array(text: str) -> np.ndarray:
+    """`encode_ordinary(text)` as a BIN_DTYPE array, without the Python list of ints in between."""
     enc = get_encoding()
-    ids = enc.encode_ordinary_batch(texts, num_threads=num_threads)
-    flat = [t for piece in ids for t in piece]
-    return np.asarray(flat, dtype=BIN_DTYPE)
+    try:
+        # With no special token allowed or disallowed, encode is encode_ordinary; the numpy
+        # variant skips boxing every id into a Python int, a good part of the single-thread time.
+        ids = enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+    except (AttributeError, UnicodeEncodeError):  # tiktoken < 0.8, or lone surrogates (encode_ordinary mends them)
+        ids = enc.encode_ordinary(text)
+    return np.asarray(ids, dtype=BIN_DTYPE)
 
 
 def _read_text_chunks(path: Path, bar: tqdm) -> Iterator[str]:
@@ -102,20 +109,33 @@ def _count_chars(path: Path) -> int:
 
 
 class _StreamEncoder:
-    """Tokenizes text fed in chunks of any size, cutting only where the tokens cannot change."""
+    """Tokenizes text fed in chunks of any size, cutting only where the tokens cannot change.
 
-    def __init__(self, writer: _BinWriter, num_threads: int):
-        self.writer, self.num_threads, self.tail = writer, num_threads, ""
+    Pieces go to the thread pool as soon as they are cut (tiktoken releases the GIL, so threads
+    use all cores) and are written in order as they finish, so reading and writing overlap
+    with tokenizing instead of idling the pool.
+    """
+
+    def __init__(self, writer: _BinWriter, pool: ThreadPoolExecutor, num_threads: int):
+        self.writer, self.pool, self.tail = writer, pool, ""
+        self.pending: deque[Future] = deque()
+        self.max_pending = 4 * num_threads  # a few pieces per thread: busy threads, bounded memory
 
     def feed(self, text: str) -> None:
         pieces, self.tail = split_for_threads(self.tail + text)
-        if pieces:
-            self.writer.write(encode_parallel(pieces, self.num_threads))
+        for piece in pieces:
+            self.pending.append(self.pool.submit(encode_ordinary_array, piece))
+            self._write_finished(self.max_pending)
 
     def finish(self) -> None:
         if self.tail:
-            self.writer.write(encode_parallel([self.tail], self.num_threads))
+            self.pending.append(self.pool.submit(encode_ordinary_array, self.tail))
         self.tail = ""
+        self._write_finished(0)
+
+    def _write_finished(self, keep: int) -> None:
+        while self.pending and (len(self.pending) > keep or self.pending[0].done()):
+            self.writer.write(self.pending.popleft().result())
 
 
 def _prepare_file(path: Path, writers: dict, val_fraction: float, num_threads: int, bar: tqdm) -> None:
@@ -124,14 +144,15 @@ def _prepare_file(path: Path, writers: dict, val_fraction: float, num_threads: i
         raise GptkitError(f"{path} is empty: give it some text")
     n_train, seen = int(total_chars * (1 - val_fraction)), 0
     # Train and val are tokenized separately, as in the seed: no token spans the cut.
-    encoders = {s: _StreamEncoder(w, num_threads) for s, w in writers.items()}
-    for text in _read_text_chunks(path, bar):
-        cut = max(0, min(len(text), n_train - seen))
-        encoders["train"].feed(text[:cut])
-        encoders["val"].feed(text[cut:])
-        seen += len(text)
-    for e in encoders.values():
-        e.finish()
+    with ThreadPoolExecutor(num_threads) as pool:
+        encoders = {s: _StreamEncoder(w, pool, num_threads) for s, w in writers.items()}
+        for text in _read_text_chunks(path, bar):
+            cut = max(0, min(len(text), n_train - seen))
+            encoders["train"].feed(text[:cut])
+            encoders["val"].feed(text[cut:])
+            seen += len(text)
+        for e in encoders.values():
+            e.finish()
 
 
 def _prepare_folder(folder: Path, writers: dict, val_fraction: float, num_threads: int, bar: tqdm) -> None:
@@ -146,14 +167,15 @@ def _prepare_folder(folder: Path, writers: dict, val_fraction: float, num_thread
         raise GptkitError(f"the .txt files in {folder} are all empty: give them some text")
     # Whole documents go to one split: the last ones (by sorted path) make up the val share.
     train_budget, seen = sum(sizes) * (1 - val_fraction), 0
-    for i, (path, size) in enumerate(zip(files, sizes, strict=True)):
-        split = "train" if seen < train_budget and i < len(files) - 1 else "val"
-        seen += size
-        encoder = _StreamEncoder(writers[split], num_threads)
-        for text in _read_text_chunks(path, bar):
-            encoder.feed(text)
-        encoder.finish()
-        writers[split].write(np.asarray([EOT_ID], dtype=BIN_DTYPE))
+    with ThreadPoolExecutor(num_threads) as pool:
+        for i, (path, size) in enumerate(zip(files, sizes, strict=True)):
+            split = "train" if seen < train_budget and i < len(files) - 1 else "val"
+            seen += size
+            encoder = _StreamEncoder(writers[split], pool, num_threads)
+            for text in _read_text_chunks(path, bar):
+                encoder.feed(text)
+            encoder.finish()
+            writers[split].write(np.asarray([EOT_ID], dtype=BIN_DTYPE))
 
 
 def source_sha256(path: Path) -> str:

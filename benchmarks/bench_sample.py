@@ -1,0 +1,84 @@
+"""Decoding throughput: gptkit `generate` (KV cache), gptkit without cache, transformers `generate`.
+
+    python benchmarks/bench_sample.py                     # GPT-2 124M, 200 new tokens, batch 1 and 8
+
+Greedy decoding of `--new_tokens` tokens after a random `--prompt_len`-token prompt, the same
+random weights in both models, interleaved in one process; tokens/s counts new tokens over the
+whole batch. transformers runs `GPT2LMHeadModel.generate(do_sample=False)` with its default
+dynamic KV cache and sdpa attention. The tokens of both are compared: they must be the same.
+Without a cache every step re-reads the whole context, so it is timed at `--nocache_batches` only.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+import torch  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+
+
+def int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_model_args(parser)
+    parser.add_argument("--prompt_len", type=int, default=16)
+    parser.add_argument("--new_tokens", type=int, default=200)
+    parser.add_argument("--batches", type=int_list, default=[1, 8], help="comma-separated batch sizes")
+    parser.add_argument("--nocache_batches", type=int_list, default=[1], help="batch sizes also timed without cache")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each")
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args(argv)
+    device = common.setup(args)
+    ours, hf = common.twin_models(args)
+    ours.eval(), hf.eval()
+    n = args.new_tokens
+    print(f"machine: {common.describe_machine(device)}")
+    print(f"model: {common.model_line(ours, args)}; float32 on {device.type}; {n} new tokens after {args.prompt_len}")
+
+    for B in args.batches:
+        bench_batch(ours, hf, args, B, device)
+
+
+def bench_batch(ours, hf, args, B: int, device: torch.device) -> None:
+    n = args.new_tokens
+    prompt = torch.randint(0, args.vocab_size, (B, args.prompt_len), device=device)
+    out = {}
+
+    def run_ours(cache=True):
+        out["gptkit" if cache else "no cache"] = ours.generate(prompt, n, temperature=0, use_cache=cache)
+
+    def run_hf():
+        out["transformers"] = hf.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=n,
+            min_new_tokens=n,  # never stop early at <|endoftext|>: the same work as ours
+            do_sample=False,
+            pad_token_id=50256,
+        )
+
+    fns = {"gptkit": run_ours, "transformers": run_hf}
+    if B in args.nocache_batches:
+        fns["gptkit no cache"] = lambda: run_ours(cache=False)
+    with torch.no_grad():
+        times = common.time_interleaved(fns, args.repeats, args.warmup, device)
+    same = all(torch.equal(out["gptkit"], tokens) for tokens in out.values())
+    tps = {name: B * n / common.median(t) for name, t in times.items()}
+    print(f"batch {B}: greedy tokens {'identical' if same else 'DIFFERENT'} in all runs")
+    for name, value in tps.items():
+        print(f"{name:>16}: {value:8.1f} tokens/s")
+    print(f"ratio batch {B} gptkit/transformers: {tps['gptkit'] / tps['transformers']:.2f}x tokens/s")
+    if "gptkit no cache" in tps:
+        print(f"ratio batch {B} gptkit cache/no cache: {tps['gptkit'] / tps['gptkit no cache']:.2f}x tokens/s")
+    if not same:
+        raise SystemExit("greedy tokens differ between gptkit and transformers")
+
+
+if __name__ == "__main__":
+    main()
