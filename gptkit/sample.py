@@ -42,6 +42,8 @@ class SampleConfig:
 def load_model(init_from: str, out_dir: str) -> GPT:
     if init_from == "resume":
         path = Path(out_dir) / checkpoint.BEST
+        if not path.exists() and (Path(out_dir) / checkpoint.LATEST).exists():
+            path = Path(out_dir) / checkpoint.LATEST  # val never beat step 0: the latest is all there is
         return checkpoint.model_from_checkpoint(checkpoint.load(path), path)
     return from_pretrained(init_from)
 
