@@ -1,4 +1,5 @@
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -237,3 +238,15 @@ def test_atomic_save_survives_a_kill(tmp_path):
     ckpt = checkpoint.load(path)  # old or new, never half
     assert ckpt["iter_num"] in (0, 1)
     assert ckpt["model"]["w"].shape in ((3,), (60_000_000,))
+
+
+def test_fp16_grad_scaler_path_trains_and_resumes(tmp_path, shakespeare_bins):
+    """float16 autocast with a GradScaler (CUDA's path where bf16 is missing) also runs on CPU."""
+    out = tmp_path / "fp16"
+    train(tiny_cfg(out, max_iters=4, eval_interval=2, dtype="float16", dropout=0.0, always_save_checkpoint=True))
+    scaler = checkpoint.load(out / checkpoint.BEST)["scaler"]
+    assert scaler and scaler["scale"] > 0  # the scaler's state is checkpointed
+    summary = train(tiny_cfg(out, max_iters=6, eval_interval=2, dtype="float16", dropout=0.0, init_from="resume"))
+    assert summary["iter_num"] == 6
+    assert [r["iter"] for r in records(out, "step")] == list(range(6))
+    assert all(math.isfinite(r["loss"]) for r in records(out, "step"))
