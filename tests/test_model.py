@@ -141,3 +141,39 @@ def test_top_k_and_top_p_filtering():
     cold = next_token_probs(logits, temperature=0.5)
     assert cold[0, 0] > 0.5 and torch.allclose(cold.sum(), torch.tensor(1.0))
     assert sample_next(logits, temperature=0).item() == 0
+
+
+def test_cpu_linear_matches_f_linear_forward_and_backward():
+    """gptkit's Linear (oneDNN on CPU fp32 where available) computes exactly what F.linear does."""
+    from gptkit.model import Linear
+
+    torch.manual_seed(0)
+    layer = Linear(48, 80)
+    x = torch.randn(3, 7, 48, requires_grad=True)
+    out = layer(x)
+    ref_x = x.detach().clone().requires_grad_(True)
+    ref = torch.nn.functional.linear(ref_x, layer.weight, layer.bias)
+    assert torch.allclose(out, ref, atol=1e-5)
+    grad = torch.randn_like(out)
+    gx, gw, gb = torch.autograd.grad(out, (x, layer.weight, layer.bias), grad)
+    rx, rw, rb = torch.autograd.grad(ref, (ref_x, layer.weight, layer.bias), grad)
+    assert torch.allclose(gx, rx, atol=1e-5) and torch.allclose(gw, rw, atol=1e-4) and torch.allclose(gb, rb, atol=1e-5)
+
+
+def test_gradients_match_hf(tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    from gptkit.pretrained import TRANSPOSED, export_hf
+
+    model = tiny()
+    export_hf(model, tmp_path)
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path)
+    idx = torch.randint(0, 50257, (2, 24), generator=torch.Generator().manual_seed(2))
+    _, loss = model(idx[:, :-1], idx[:, 1:])
+    loss.backward()
+    hf(idx, labels=idx).loss.backward()
+    hf_grads = dict(hf.transformer.named_parameters())
+    for name, p in model.transformer.named_parameters():
+        g = hf_grads[name].grad
+        g = g.t() if name.endswith(TRANSPOSED) else g
+        assert torch.allclose(p.grad, g, atol=1e-5, rtol=1e-4), name
