@@ -219,6 +219,19 @@ def build_offline_standin(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     return out
 
 
+def dir_or_standin(
+    name: str, standin_dir: str | os.PathLike = "models/offline-standin"
+) -> tuple[Path, WeightsUnavailable | None]:
+    """The local directory of `name`'s weights, or of the small stand-in when they cannot be had.
+
+    The second value is None for the real weights, else the reason they were unavailable.
+    """
+    try:
+        return resolve_hub_dir(name), None
+    except WeightsUnavailable as e:
+        return build_offline_standin(standin_dir), e
+
+
 def load_or_standin(
     name: str, standin_dir: str | os.PathLike = "models/offline-standin", override_args: dict | None = None
 ) -> tuple[GPT, str]:
@@ -227,8 +240,6 @@ def load_or_standin(
     The stand-in goes through the same loading code (a local Hugging Face directory); the
     returned description says which one was loaded, so callers can announce it.
     """
-    try:
-        return from_pretrained(name, override_args), name
-    except WeightsUnavailable:
-        directory = build_offline_standin(standin_dir)
-        return from_pretrained(directory, override_args), f"offline stand-in {directory} (random weights)"
+    directory, unavailable = dir_or_standin(name, standin_dir)
+    description = name if unavailable is None else f"offline stand-in {directory} (random weights)"
+    return from_pretrained(directory, override_args), description

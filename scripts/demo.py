@@ -20,7 +20,7 @@ from gptkit.config import TrainConfig  # noqa: E402
 from gptkit.diagnostics import plot_run  # noqa: E402
 from gptkit.errors import run_cli  # noqa: E402
 from gptkit.prepare import prepare, print_counts  # noqa: E402
-from gptkit.pretrained import WeightsUnavailable, build_offline_standin, resolve_hub_dir  # noqa: E402
+from gptkit.pretrained import dir_or_standin  # noqa: E402
 from gptkit.sample import SampleConfig, sample  # noqa: E402
 from gptkit.train import train  # noqa: E402
 
@@ -51,12 +51,11 @@ STANDIN_RUN = dict(
 
 
 def choose_model() -> tuple[str, dict, str]:
-    try:
-        return str(resolve_hub_dir("gpt2")), GPT2_RUN, "GPT-2 (124M) from the Hugging Face cache"
-    except WeightsUnavailable as e:
-        print(f"note: {e}")
-        standin = build_offline_standin(ROOT / "models" / "offline-standin")
-        return str(standin), STANDIN_RUN, f"an OFFLINE STAND-IN: a small random-weight GPT-2 at {standin}"
+    directory, unavailable = dir_or_standin("gpt2", ROOT / "models" / "offline-standin")
+    if unavailable is None:
+        return str(directory), GPT2_RUN, "GPT-2 (124M) from the Hugging Face cache"
+    print(f"note: {unavailable}")
+    return str(directory), STANDIN_RUN, f"an OFFLINE STAND-IN: a small random-weight GPT-2 at {directory}"
 
 
 def main() -> None:
