@@ -7,6 +7,10 @@ random weights in both models, interleaved in one process; tokens/s counts new t
 whole batch. transformers runs `GPT2LMHeadModel.generate(do_sample=False)` with its default
 dynamic KV cache and sdpa attention. The tokens of both are compared: they must be the same.
 Without a cache every step re-reads the whole context, so it is timed at `--nocache_batches` only.
+
+Each decoding step reads every weight once, so memory bandwidth caps tokens/s: the script
+measures how fast this machine reads memory (a sum over a large buffer, with all threads and
+with one) and reports each contender's share of that bound.
 """
 
 import argparse
@@ -33,6 +37,7 @@ def main(argv=None) -> None:
     parser.add_argument("--nocache_batches", type=int_list, default=[1], help="batch sizes also timed without cache")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--bandwidth_mb", type=int, default=512, help="buffer that measures memory bandwidth")
     args = parser.parse_args(argv)
     device = common.setup(args)
     ours, hf = common.twin_models(args)
@@ -41,11 +46,25 @@ def main(argv=None) -> None:
     print(f"machine: {common.describe_machine(device)}")
     print(f"model: {common.model_line(ours, args)}; float32 on {device.type}; {n} new tokens after {args.prompt_len}")
 
+    bandwidth = measure_bandwidth(args, device)
+    step_bytes = common.weight_bytes_per_step(ours)
+    where = ", ".join(f"{v / 1e9:.1f} GB/s with {k}" for k, v in bandwidth.items())
+    print(f"memory read bandwidth: {where}; a step reads {step_bytes / 1e6:.0f} MB of weights")
     for B in args.batches:
-        bench_batch(ours, hf, args, B, device)
+        bench_batch(ours, hf, args, B, device, B * bandwidth["all threads"] / step_bytes)
 
 
-def bench_batch(ours, hf, args, B: int, device: torch.device) -> None:
+def measure_bandwidth(args, device: torch.device) -> dict[str, float]:
+    bandwidth = {"all threads": common.read_bandwidth(device, args.bandwidth_mb)}
+    if device.type == "cpu" and torch.get_num_threads() > 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        bandwidth["1 thread"] = common.read_bandwidth(device, args.bandwidth_mb)
+        torch.set_num_threads(threads)
+    return bandwidth
+
+
+def bench_batch(ours, hf, args, B: int, device: torch.device, bound: float) -> None:
     n = args.new_tokens
     prompt = torch.randint(0, args.vocab_size, (B, args.prompt_len), device=device)
     out = {}
@@ -71,8 +90,9 @@ def bench_batch(ours, hf, args, B: int, device: torch.device) -> None:
     same = all(torch.equal(out["gptkit"], tokens) for tokens in out.values())
     tps = {name: B * n / common.median(t) for name, t in times.items()}
     print(f"batch {B}: greedy tokens {'identical' if same else 'DIFFERENT'} in all runs")
+    print(f"{'bound':>16}: {bound:8.1f} tokens/s (reading the weights once a step, nothing else)")
     for name, value in tps.items():
-        print(f"{name:>16}: {value:8.1f} tokens/s")
+        print(f"{name:>16}: {value:8.1f} tokens/s  {100 * value / bound:3.0f}% of the bound")
     print(f"ratio batch {B} gptkit/transformers: {tps['gptkit'] / tps['transformers']:.2f}x tokens/s")
     if "gptkit no cache" in tps:
         print(f"ratio batch {B} gptkit cache/no cache: {tps['gptkit'] / tps['gptkit no cache']:.2f}x tokens/s")

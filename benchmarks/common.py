@@ -72,6 +72,21 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats
     return {name: 2 * n**3 / median(t) for name, t in times.items()}
 
 
+def read_bandwidth(device: torch.device, mb: int = 512, repeats: int = 5) -> float:
+    """Bytes/s of reading an `mb`-MB fp32 buffer once (a sum over it; best of `repeats`).
+
+    Far larger than any CPU cache, so it measures memory, the limit of one-token decoding.
+    """
+    buf = torch.ones(mb * 2**20 // 4, device=device)
+    times = time_interleaved({"sum": lambda: buf.sum()}, repeats, warmup=1, device=device)["sum"]
+    return buf.numel() * buf.element_size() / min(times)
+
+
+def weight_bytes_per_step(model) -> int:
+    """Bytes of parameters one decoding step reads: all of them once, but for the position table's one row."""
+    return sum(p.numel() * p.element_size() for name, p in model.named_parameters() if "wpe" not in name)
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """GPT-2 124M by default; smaller shapes for quick checks."""
     parser.add_argument("--n_layer", type=int, default=12)

@@ -103,10 +103,13 @@ class Batches:
         """One random training batch."""
         return self.windows(self.draw_offsets(self.batch_size))
 
-    def eval_batches(self, num_batches: int):
-        """Yield the fixed evaluation batches, the same ones at every call."""
+    def eval_batches(self, num_batches: int, rank: int = 0, world_size: int = 1):
+        """Yield the fixed evaluation batches, the same ones at every call.
+
+        Under DDP each rank reads only its share: batches rank, rank + world_size, ...
+        """
         offsets = self.eval_offsets(num_batches)
-        for i in range(num_batches):
+        for i in range(rank, num_batches, world_size):
             yield self.windows(offsets[i * self.batch_size : (i + 1) * self.batch_size])
 
     def state_dict(self) -> dict:

@@ -156,7 +156,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self.hidden_states(idx))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            loss = cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
     def crop_block_size(self, block_size: int) -> None:
@@ -271,17 +271,25 @@ def next_token_probs(
 
 
 # --- CPU matmuls through oneDNN -------------------------------------------------------------
-# PyTorch sends fp32 CPU matmuls to MKL, which on AMD CPUs takes a generic code path; oneDNN,
-# also inside PyTorch, ran this model's matmuls about twice as fast on the AMD EPYC of
-# benchmarks/README.md, and matmuls are most of a GPT's time. Same results up to float rounding.
+# PyTorch sends fp32 CPU matmuls to MKL. On AMD CPUs MKL never uses AVX-512, and its products of
+# a few rows (decoding) run on one core; oneDNN, also inside PyTorch, has neither limit. Measured
+# (benchmarks/README.md): on an AVX-512 EPYC oneDNN ran every matmul of training about twice as
+# fast; on an AVX2 EPYC MKL won training's products, oneDNN decoding's. Elsewhere, as on Intel
+# CPUs, nothing was measured, so PyTorch's choice stands. Same results up to float rounding.
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose CPU fp32 matmuls go to oneDNN; GPUs, other dtypes, autocast, torch.compile: F.linear."""
+    """nn.Linear whose CPU fp32 matmuls go to oneDNN where it is the faster library (see above)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32 and _onednn_usable():
-            return _OneDNNLinear.apply(x, self.weight, self.bias)
+        if x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32:
+            needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+            if needs_grad and _onednn_route(training=True):
+                return _OneDNNLinear.apply(x, self.weight, self.bias)
+            if not needs_grad and _onednn_route(training=False):
+                # No autograd.Function here: decoding makes ~50 calls a token, and its
+                # bookkeeping was 5% of the time.
+                return _matmul_t(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -305,17 +313,87 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
+# --- Cross-entropy over 50257 logits on CPU ---------------------------------------------------
+# F.cross_entropy makes three tensors the size of the logits (200 MB for 4 x 256 tokens): the
+# log-softmax, a zero-filled gradient for it, and the logits' gradient. On CPU each fresh one is
+# paid for in page faults. Working through the rows a block at a time, only the logits' gradient
+# is that big, and each block's softmax stays in cache. Measured: benchmarks/README.md.
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """F.cross_entropy(logits, targets, ignore_index=-1) for (N, vocab) logits and (N,) targets."""
+    if logits.device.type == "cpu" and logits.dtype == torch.float32 and not _compiling_or_autocast():
+        return _BlockwiseCrossEntropy.apply(logits, targets)
+    return F.cross_entropy(logits, targets, ignore_index=-1)
+
+
+class _BlockwiseCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy over the rows whose target is not -1; gradient softmax - one-hot."""
+
+    ROWS = 32  # 32 x 50257 floats: 6 MB, within the L3 cache of any CPU that trains this
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        valid = targets != -1
+        picked = targets.clamp(min=0)  # -1 rows are masked out below; any index will do
+        lse = torch.cat([torch.logsumexp(rows, dim=-1) for rows in logits.split(_BlockwiseCrossEntropy.ROWS)])
+        count = valid.sum().to(logits.dtype)
+        loss = ((lse - logits.gather(1, picked[:, None]).squeeze(1)) * valid).sum() / count
+        ctx.save_for_backward(logits, targets, lse, count)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        logits, targets, lse, count = ctx.saved_tensors
+        scale = (targets != -1).to(logits.dtype) * (grad_loss / count)  # d loss / d (row's loss)
+        grad = torch.empty_like(logits)
+        blocks = zip(
+            *(t.split(_BlockwiseCrossEntropy.ROWS) for t in (logits, grad, lse, targets.clamp(min=0), scale)),
+            strict=True,
+        )
+        for rows, out, row_lse, row_target, row_scale in blocks:
+            torch.sub(rows, row_lse[:, None], out=out).exp_()  # softmax
+            out.scatter_add_(1, row_target[:, None], torch.full_like(row_lse[:, None], -1.0))
+            out.mul_(row_scale[:, None])
+        return grad, None
+
+
 def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """a @ b.T (+ bias) by oneDNN; `a` may have leading batch dimensions, either may be a transposed view."""
     return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
 
 
-def _onednn_usable() -> bool:
-    try:  # under torch.compile or autocast, leave the choice of kernels to them
-        busy = torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
-    except (AttributeError, TypeError):  # PyTorch < 2.4 cannot tell: stay on the plain path
+def _onednn_route(training: bool) -> bool:
+    """Whether a CPU fp32 matmul, of training (with gradients) or not, should go to oneDNN."""
+    if _compiling_or_autocast():
         return False
-    return not busy and _onednn_works()
+    faster_for_training, faster_for_inference = _onednn_faster()
+    return faster_for_training if training else faster_for_inference
+
+
+def _compiling_or_autocast() -> bool:
+    """Under torch.compile or CPU autocast, which choose kernels themselves, gptkit keeps the plain ops."""
+    try:
+        return torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
+    except (AttributeError, TypeError):  # PyTorch < 2.4 cannot tell: stay on the plain path
+        return True
+
+
+@functools.cache
+def _onednn_faster() -> tuple[bool, bool]:
+    """(for training, for inference): where this CPU is one on which oneDNN beat MKL."""
+    if not _onednn_works() or _cpu_vendor() != "AuthenticAMD":
+        return False, False
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512"), True
+
+
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
+    except OSError:  # not Linux; Windows names the vendor here
+        return "AuthenticAMD" if "AuthenticAMD" in platform.processor() else ""
 
 
 @functools.cache

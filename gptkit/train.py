@@ -262,9 +262,7 @@ class Run:
         out = {}
         for split, data in (("train", self.train_data), ("val", self.val_data)):
             total = torch.zeros(2, device=self.device, dtype=torch.float64)
-            for i, (x, y) in enumerate(data.eval_batches(self.cfg.eval_iters)):
-                if i % self.world != self.rank:
-                    continue
+            for x, y in data.eval_batches(self.cfg.eval_iters, self.rank, self.world):
                 with self.autocast:
                     _, loss = self.model(x, y)
                 total += torch.stack([loss.double(), torch.ones((), device=self.device, dtype=torch.float64)])

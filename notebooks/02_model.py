@@ -229,7 +229,7 @@ def activation_bytes(cfg: GPTConfig, batch: int, seq: int, bf16: bool) -> int:
     ids = 8 * (2 * bt + t) + 4  # token ids, targets, positions (int64), the loss's weight
     if not bf16:
         per_block = 4 * (16 * btc + b * h * t + 4 * bt)  # 16 stream-sized tensors, lse, LayerNorm stats
-        return n * per_block + 4 * (2 * btc + 2 * bt + bt * v) + ids
+        return n * per_block + 4 * (2 * btc + 3 * bt + bt * v) + ids  # + the loss's log-sum-exp per row
     per_block = 4 * (2 * btc + b * h * t + 4 * bt) + 2 * 14 * btc + 2 * 12 * c * c  # + bf16 weight copies
     return n * per_block + 4 * (btc + 2 * bt + bt * v) + 2 * (btc + v * c) + ids
 

@@ -35,7 +35,9 @@ def test_bench_train_tiny():
 
 
 def test_bench_sample_tiny():
-    out = run_ok("benchmarks/bench_sample.py", *TINY_MODEL, "--new_tokens=6", "--batches=1,2", "--repeats=1")
+    out = run_ok(
+        "benchmarks/bench_sample.py", *TINY_MODEL, "--new_tokens=6", "--batches=1,2", "--repeats=1", "--bandwidth_mb=32"
+    )
     assert set(ratios(out)) == {
         "batch 1 gptkit/transformers",
         "batch 1 gptkit cache/no cache",
@@ -43,6 +45,9 @@ def test_bench_sample_tiny():
     }, out
     # the greedy tokens are compared with transformers' inside the script
     assert out.count("greedy tokens identical") == 2, out
+    # each contender is set against the memory-bandwidth bound measured on the machine
+    assert re.search(r"memory read bandwidth: [0-9.]+ GB/s with all threads", out), out
+    assert len(re.findall(r"tokens/s +\d+% of the bound", out)) == 5, out
 
 
 def test_bench_prepare_tiny():

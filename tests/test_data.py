@@ -159,6 +159,11 @@ def test_eval_batches_are_a_fixed_deterministic_pass(shakespeare_bins):
     assert len(first) == 5 and all(torch.equal(p, q) for p, q in zip(first, second, strict=True))
     offsets = data.eval_offsets(5)
     assert offsets[0] == 0 and offsets[-1] == data.num_tokens - 65  # spans the whole split
+    # DDP ranks split the pass between them: together they read each batch exactly once
+    shares = [[x for x, _ in data.eval_batches(5, rank, 2)] for rank in (0, 1)]
+    assert [len(s) for s in shares] == [3, 2]
+    interleaved = [shares[i % 2][i // 2] for i in range(5)]
+    assert all(torch.equal(p, q) for p, q in zip(first, interleaved, strict=True))
 
 
 def test_batches_errors(tmp_path, shakespeare_bins):
