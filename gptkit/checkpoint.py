@@ -11,7 +11,9 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -23,15 +25,21 @@ LATEST = "latest.pt"  # the latest training state, when it is not also the best
 
 
 def atomic_save(obj, path: str | Path) -> None:
-    """Write `obj` to a temp file in the same folder, fsync it, then rename it over `path`.
+    """torch.save `obj` to `path` atomically (see `atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
-    A process killed at any moment leaves either the old file or the new one, never half.
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call `write(file)` on a temp file in the same folder, fsync it, then rename it over `path`.
+
+    A process killed at any moment, or a reader at any moment, sees either the old file or the
+    new one, never half.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -335,7 +335,9 @@ def train(cfg: TrainConfig) -> dict:
     resumed = cfg.init_from == "resume"
     metrics = Metrics(run.out / "metrics.jsonl", run.iter_num if resumed else None) if master else None
     if master:
-        (run.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        # atomic: a live plot (gptkit.widgets) may read it at any moment
+        config_text = json.dumps(asdict(cfg), indent=2) + "\n"
+        checkpoint.atomic_write(run.out / "config.json", lambda f: f.write(config_text.encode()))
         print(
             f"{run.model.num_params() / 1e6:.2f}M parameters | {run.tokens_per_iter:,} tokens per iteration "
             f"({cfg.batch_size} x {cfg.gradient_accumulation_steps} x {cfg.block_size}"

@@ -73,7 +73,10 @@ def train_live(
 
     def watch() -> None:
         while not stop.wait(every):
-            draw()
+            try:
+                draw()
+            except Exception:  # a redraw racing the run's own writes: the next one catches up
+                continue  # (errors that last show in the final draw, on the caller's thread)
 
     # The copied context carries the notebook cell's identity, so figures land in this cell.
     watcher = threading.Thread(target=contextvars.copy_context().run, args=(watch,), daemon=True)

@@ -73,3 +73,37 @@ def test_train_live_draws_and_returns_trains_summary(base, tmp_path):
     # The last figure drawn shows the finished run: its val curve ends at the last evaluation.
     val_lines = [line for line in shown[-1].axes[0].get_lines() if line.get_label().endswith(" val")]
     assert val_lines[0].get_xdata().tolist() == read_metrics(cfg.out_dir).iters.tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_failed_live_redraw_does_not_stop_the_run_or_later_redraws(base, tmp_path):
+    """The watcher thread may read while the run writes; one failed redraw must not end the live plot."""
+    cfg = replace(base, out_dir=str(tmp_path / "flaky"), max_iters=6)
+    calls = []
+
+    def show(fig):
+        calls.append(fig)
+        if len(calls) == 1:
+            raise ValueError("a torn read")
+
+    summary = train_live(cfg, every=0.01, show=show)
+    assert summary["iter_num"] == 6
+    assert len(calls) >= 2  # drawing went on after the failure (at least the final draw)
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    from gptkit.checkpoint import atomic_write
+
+    path = tmp_path / "config.json"
+    path.write_text('{"old": true}')
+
+    def half_then_fail(f):
+        f.write(b'{"new":')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == '{"old": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temp file left behind
+    atomic_write(path, lambda f: f.write(b'{"new": true}'))
+    assert path.read_text() == '{"new": true}'
