@@ -284,10 +284,11 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32:
-            needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+            inputs = (x, self.weight, self.bias)
+            needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
             if _onednn_route(training=needs_grad):
                 if needs_grad:
-                    return _OneDNNLinear.apply(x, self.weight, self.bias)
+                    return _OneDNNLinear.apply(*inputs)
                 # Without the autograd.Function: decoding makes ~50 calls a token, and its
                 # bookkeeping was 5% of the time.
                 return _matmul_t(x, self.weight, self.bias)

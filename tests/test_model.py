@@ -165,6 +165,23 @@ def test_onednn_matmuls_match_f_linear_forward_and_backward():
     assert torch.allclose(gx, rx, atol=1e-5) and torch.allclose(gw, rw, atol=1e-4) and torch.allclose(gb, rb, atol=1e-5)
 
 
+@pytest.mark.parametrize("trainable", [("x",), ("weight",), ("bias",), ("x", "bias")])
+def test_linear_gradients_reach_whatever_is_trainable(trainable):
+    """With only some of input, weight and bias requiring grad, Linear still back-propagates to them."""
+    from gptkit.model import Linear
+
+    torch.manual_seed(0)
+    layer = Linear(16, 8)
+    tensors = {"x": torch.randn(2, 16), "weight": layer.weight, "bias": layer.bias}
+    for name, t in tensors.items():
+        t.requires_grad_(name in trainable)
+    wanted = [tensors[name] for name in trainable]
+    grads = torch.autograd.grad(layer(tensors["x"]).square().sum(), wanted)
+    ref_out = torch.nn.functional.linear(tensors["x"], layer.weight, layer.bias)
+    ref = torch.autograd.grad(ref_out.square().sum(), wanted)
+    assert all(torch.allclose(g, r, atol=1e-5) for g, r in zip(grads, ref, strict=True))
+
+
 def test_onednn_is_chosen_only_on_cpus_where_it_was_measured_faster(monkeypatch):
     import gptkit.model as model
 
