@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from gptkit.model import _matmul_t, _onednn_works
+from gptkit.cpu_kernels import _matmul_t, _onednn_works
 
 
 def cpu_name() -> str:

@@ -17,7 +17,7 @@ def max_diff(a, b) -> float:
 @pytest.fixture(scope="module")
 def pair(tiny_hf_dir):
     hf = GPT2LMHeadModel.from_pretrained(tiny_hf_dir).eval()
-    ours = GPT.from_pretrained(tiny_hf_dir).eval()
+    ours = from_pretrained(tiny_hf_dir).eval()
     return hf, ours
 
 
