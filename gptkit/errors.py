@@ -19,6 +19,7 @@ def run_cli(main: Callable[[], object]) -> None:
     except GptkitError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        # gptkit.runguard.Interrupted carries the signal and says what was saved
+        print(str(e) or "interrupted", file=sys.stderr)
+        sys.exit(128 + getattr(e, "signum", 2))

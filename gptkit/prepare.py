@@ -11,6 +11,7 @@ old ones only once complete, so an interrupted run never leaves half a dataset b
 
 import argparse
 import codecs
+import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from gptkit import checkpoint
+from gptkit.checkpoint import write_failed
 from gptkit.data import BIN_DTYPE
 from gptkit.errors import GptkitError, run_cli
 from gptkit.tokenizer import EOT_ID, get_encoding
@@ -82,25 +85,40 @@ def _read_text_chunks(path: Path, bar: tqdm) -> Iterator[str]:
 
 
 class _BinWriter:
-    """Appends token ids to `NAME.bin.tmp`; `commit()` renames it over `NAME.bin`."""
+    """Appends token ids to `NAME.bin.tmp`; `finish()` makes it durable, `commit()` renames it over `NAME.bin`.
+
+    A write the machine refuses (disk full) becomes a GptkitError naming `NAME.bin` and the free space.
+    """
 
     def __init__(self, path: Path):
         self.path, self.tmp = path, path.with_suffix(".bin.tmp")
-        self.file = open(self.tmp, "wb")
+        try:
+            self.file = open(self.tmp, "wb")
+        except OSError as e:
+            raise write_failed(self.path, e) from None
         self.count = 0
 
     def write(self, ids: np.ndarray) -> None:
-        self.file.write(ids.tobytes())
+        try:
+            self.file.write(ids.tobytes())
+        except OSError as e:
+            raise write_failed(self.path, e) from None
         self.count += len(ids)
 
+    def finish(self) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+        except OSError as e:
+            raise write_failed(self.path, e) from None
+
     def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
-        self.file.close()
+        with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+            self.file.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -138,24 +156,52 @@ class _StreamEncoder:
             self.writer.write(self.pending.popleft().result())
 
 
-def _prepare_file(path: Path, writers: dict, val_fraction: float, num_threads: int, bar: tqdm) -> None:
+def _split_by_characters(path: Path, writers: dict, val_fraction: float, pool, num_threads: int, bar: tqdm) -> None:
+    """The first 1 - val_fraction of the characters of `path` train, the rest validates."""
     total_chars = _count_chars(path)
-    if total_chars == 0:
-        raise GptkitError(f"{path} is empty: give it some text")
     n_train, seen = int(total_chars * (1 - val_fraction)), 0
     # Train and val are tokenized separately, as in the seed: no token spans the cut.
+    encoders = {s: _StreamEncoder(w, pool, num_threads) for s, w in writers.items()}
+    for text in _read_text_chunks(path, bar):
+        cut = max(0, min(len(text), n_train - seen))
+        encoders["train"].feed(text[:cut])
+        encoders["val"].feed(text[cut:])
+        seen += len(text)
+    for e in encoders.values():
+        e.finish()
+
+
+def _prepare_file(path: Path, writers: dict, val_fraction: float, num_threads: int, bar: tqdm) -> str:
+    if path.stat().st_size == 0:
+        raise GptkitError(f"{path} is empty: give it some text")
     with ThreadPoolExecutor(num_threads) as pool:
-        encoders = {s: _StreamEncoder(w, pool, num_threads) for s, w in writers.items()}
-        for text in _read_text_chunks(path, bar):
-            cut = max(0, min(len(text), n_train - seen))
-            encoders["train"].feed(text[:cut])
-            encoders["val"].feed(text[cut:])
-            seen += len(text)
-        for e in encoders.values():
-            e.finish()
+        _split_by_characters(path, writers, val_fraction, pool, num_threads, bar)
+    return "characters"
 
 
-def _prepare_folder(folder: Path, writers: dict, val_fraction: float, num_threads: int, bar: tqdm) -> None:
+# The folder rule: whole documents validate when a set of them comes within this share of
+# the asked val size (0.1 asked: 0.09 to 0.11); otherwise the tail of every document does.
+SPLIT_TOLERANCE = 0.1
+
+
+def pick_val_documents(sizes: list[int], val_fraction: float, tolerance: float = SPLIT_TOLERANCE) -> list[int] | None:
+    """Indices of whole documents whose sizes add up to within `tolerance` of the asked val share, or None.
+
+    From the last document (by sorted path) back to the first, each one joins val unless it
+    would overshoot; one document always stays in train.
+    """
+    target = val_fraction * sum(sizes)
+    picked, total = [], 0
+    for i in range(len(sizes) - 1, 0, -1):  # never index 0: train keeps at least one document
+        if total + sizes[i] <= target * (1 + tolerance):
+            picked.append(i)
+            total += sizes[i]
+        if total >= target * (1 - tolerance):
+            return sorted(picked)
+    return None
+
+
+def _prepare_folder(folder: Path, writers: dict, val_fraction: float, num_threads: int, bar: tqdm) -> str:
     files = sorted(p for p in folder.rglob("*.txt") if p.is_file())
     if len(files) < 2:
         raise GptkitError(
@@ -165,17 +211,24 @@ def _prepare_folder(folder: Path, writers: dict, val_fraction: float, num_thread
     sizes = [p.stat().st_size for p in files]
     if sum(sizes) == 0:
         raise GptkitError(f"the .txt files in {folder} are all empty: give them some text")
-    # Whole documents go to one split: the last ones (by sorted path) make up the val share.
-    train_budget, seen = sum(sizes) * (1 - val_fraction), 0
+    eot = np.asarray([EOT_ID], dtype=BIN_DTYPE)
+    val_docs = pick_val_documents(sizes, val_fraction)
     with ThreadPoolExecutor(num_threads) as pool:
         for i, (path, size) in enumerate(zip(files, sizes, strict=True)):
-            split = "train" if seen < train_budget and i < len(files) - 1 else "val"
-            seen += size
+            if size == 0:
+                continue
+            if val_docs is None:  # too few or too uneven documents: the tail of each one validates
+                _split_by_characters(path, writers, val_fraction, pool, num_threads, bar)
+                for w in writers.values():
+                    w.write(eot)
+                continue
+            split = "val" if i in val_docs else "train"
             encoder = _StreamEncoder(writers[split], pool, num_threads)
             for text in _read_text_chunks(path, bar):
                 encoder.feed(text)
             encoder.finish()
-            writers[split].write(np.asarray([EOT_ID], dtype=BIN_DTYPE))
+            writers[split].write(eot)
+    return "documents" if val_docs is not None else "tail of each document"
 
 
 def source_sha256(path: Path) -> str:
@@ -221,9 +274,9 @@ def prepare(
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"tokenizing {source.name}", disable=not progress)
     try:
         if source.is_file():
-            _prepare_file(source, writers, val_fraction, num_threads, bar)
+            split = _prepare_file(source, writers, val_fraction, num_threads, bar)
         else:
-            _prepare_folder(source, writers, val_fraction, num_threads, bar)
+            split = _prepare_folder(source, writers, val_fraction, num_threads, bar)
         if writers["train"].count == 0:
             raise GptkitError(f"{source} gave no training tokens: give it more text or a smaller --val-fraction")
         if writers["val"].count < block_size + 1:
@@ -231,33 +284,45 @@ def prepare(
                 f"the val split of {source} has {writers['val'].count:,} tokens, fewer than one block "
                 f"({block_size + 1}): give it more text, raise --val-fraction, or lower --block-size"
             )
+        n_train, n_val = writers["train"].count, writers["val"].count
+        meta = {
+            "tokenizer": "gpt2",
+            "vocab_size": get_encoding().n_vocab,
+            "dtype": np.dtype(BIN_DTYPE).name,
+            "train_tokens": n_train,
+            "val_tokens": n_val,
+            "val_fraction": val_fraction,
+            "val_share": round(n_val / (n_train + n_val), 6),  # what the split achieved, in tokens
+            "split": split,
+            "source": str(source),
+            "source_sha256": source_sha256(source),
+        }
+        # Everything is written and synced before anything replaces the old dataset, so a full
+        # disk leaves the old train.bin, val.bin and meta.json together, as they were.
+        for w in writers.values():
+            w.finish()
+        meta_text = json.dumps(meta, indent=2) + "\n"
+        with checkpoint.replacing(out_dir / "meta.json") as meta_tmp:
+            meta_tmp.write_text(meta_text)
+            for w in writers.values():
+                w.commit()
     except BaseException:
         for w in writers.values():
             w.discard()
         raise
     finally:
         bar.close()
-    for w in writers.values():
-        w.commit()
-    meta = {
-        "tokenizer": "gpt2",
-        "vocab_size": get_encoding().n_vocab,
-        "dtype": np.dtype(BIN_DTYPE).name,
-        "train_tokens": writers["train"].count,
-        "val_tokens": writers["val"].count,
-        "val_fraction": val_fraction,
-        "source": str(source),
-        "source_sha256": source_sha256(source),
-    }
-    tmp = out_dir / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, out_dir / "meta.json")
     return meta
 
 
 def print_counts(meta: dict) -> None:
     print(f"train has {meta['train_tokens']:,} tokens")
     print(f"val has {meta['val_tokens']:,} tokens")
+    if "val_share" in meta:
+        print(
+            f"val share {meta['val_share']:.1%} of the tokens (asked {meta['val_fraction']:.1%}; "
+            f"split by {meta['split']})"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

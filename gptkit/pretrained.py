@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from gptkit.checkpoint import replacing, write_failed
 from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig
 
@@ -197,9 +198,15 @@ def export_hf(model: GPT, out_dir: str | os.PathLike) -> Path:
     if not model.config.bias:
         raise GptkitError("export_hf needs bias=True: Hugging Face GPT-2 layers always have biases")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    hf_config(model.config).save_pretrained(out)
-    save_file(to_hf_state_dict(model), out / "model.safetensors", metadata={"format": "pt"})
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_failed(out, e) from None
+    # Each file is replaced whole, and a full disk is one clear line (gptkit.checkpoint.replacing).
+    with replacing(out / "model.safetensors") as tmp:
+        save_file(to_hf_state_dict(model), tmp, metadata={"format": "pt"})
+    with replacing(out / "config.json") as tmp:
+        hf_config(model.config).to_json_file(tmp)
     return out
 
 

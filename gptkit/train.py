@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -22,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint
+from gptkit import checkpoint, runguard
 from gptkit.config import TrainConfig, parse_args
 from gptkit.data import Batches, read_meta
 from gptkit.errors import GptkitError, run_cli
@@ -102,8 +103,9 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
 
 
-def prepare_out_dir(cfg: TrainConfig) -> Path:
-    """Create out_dir, check it is writable, and refuse to overwrite another run's checkpoints."""
+def prepare_out_dir(cfg: TrainConfig, held: contextlib.ExitStack | None = None) -> Path:
+    """Create out_dir, check it is writable, lock it for this run (held until `held` closes),
+    and refuse to overwrite another run's checkpoints."""
     out = Path(cfg.out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -111,6 +113,8 @@ def prepare_out_dir(cfg: TrainConfig) -> Path:
         raise GptkitError(f"cannot create out_dir {out}: {e.strerror}; choose another --out_dir") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise GptkitError(f"out_dir {out} is not writable: choose another --out_dir or fix its permissions")
+    if held is not None:
+        held.enter_context(runguard.OutDirLock(out))  # refuses if another live run writes here
     existing = [n for n in (checkpoint.BEST, checkpoint.LATEST) if (out / n).exists()]
     if cfg.init_from != "resume" and existing and not cfg.overwrite_out_dir and not cfg.eval_only:
         raise GptkitError(
@@ -123,7 +127,7 @@ def prepare_out_dir(cfg: TrainConfig) -> Path:
 class Run:
     """Everything one training run holds: model, optimizer, data, counters."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, held: contextlib.ExitStack | None = None):
         self.cfg = cfg
         self.ddp = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.ddp else 0
@@ -142,7 +146,7 @@ class Run:
             if self.dtype != torch.float32
             else contextlib.nullcontext()
         )
-        self.out = prepare_out_dir(cfg) if self.master else Path(cfg.out_dir)
+        self.out = prepare_out_dir(cfg, held) if self.master else Path(cfg.out_dir)
         if self.ddp:
             dist.barrier()  # rank 0 checked out_dir before anyone goes on
         torch.manual_seed(cfg.seed + self.rank)
@@ -238,8 +242,11 @@ class Run:
             torch.manual_seed(self.cfg.seed + self.rank)  # saved with another process count: keep masks distinct
         self.train_data.load_state_dict(ckpt["sampler"])
 
-    def save(self, improved: bool) -> None:
-        """Checkpoint (rank 0 writes); under DDP every rank calls this to hand in its RNG state."""
+    def save(self, improved: bool, latest: bool = False) -> None:
+        """Checkpoint (rank 0 writes); under DDP every rank calls this to hand in its RNG state.
+
+        `latest=True` writes latest.pt whatever always_save_checkpoint says (a stop between evaluations).
+        """
         rngs = [self.rng_state()]
         if self.ddp:
             # Each rank draws its own dropout masks: keeping every rank's generator is what makes
@@ -248,7 +255,7 @@ class Run:
             dist.all_gather_object(rngs, self.rng_state())
         if not self.master:
             return
-        if self.cfg.always_save_checkpoint or improved:
+        if (self.cfg.always_save_checkpoint or improved) and not latest:
             checkpoint.atomic_save(self.state(rngs), self.out / checkpoint.BEST)
             (self.out / checkpoint.LATEST).unlink(missing_ok=True)  # ckpt.pt is the latest now
         else:
@@ -313,7 +320,7 @@ class Metrics:
     def __init__(self, path: Path, resume_iter: int | None):
         self.path = path
         if resume_iter is None:
-            path.write_text("")
+            checkpoint.atomic_write(path, lambda f: None)
         elif path.exists():
             # Drop what a crashed run logged after the checkpoint it resumes from: the resumed
             # run repeats the steps from resume_iter on (its eval at resume_iter is not repeated).
@@ -321,16 +328,26 @@ class Metrics:
                 return r["iter"] < resume_iter or (r["iter"] == resume_iter and r["type"] == "eval")
 
             records = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-            path.write_text("".join(json.dumps(r) + "\n" for r in records if before_resume(r)))
+            text = "".join(json.dumps(r) + "\n" for r in records if before_resume(r))
+            checkpoint.atomic_write(path, lambda f: f.write(text.encode()))
 
     def write(self, **record) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        checkpoint.append_line(self.path, json.dumps(record))  # whole lines only, even on a full disk
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run the training loop described by `cfg`; returns a summary of the run."""
-    run = Run(cfg)
+    """Run the training loop described by `cfg`; returns a summary of the run.
+
+    out_dir is locked against other runs until train returns or raises. The first SIGINT
+    (Ctrl-C) or SIGTERM stops the loop after its current step: latest.pt is saved, then
+    `runguard.Interrupted` (a KeyboardInterrupt) is raised; a second signal stops at once.
+    """
+    with contextlib.ExitStack() as held:
+        return _train(cfg, held)
+
+
+def _train(cfg: TrainConfig, held: contextlib.ExitStack) -> dict:
+    run = Run(cfg, held)
     master = run.master
     resumed = cfg.init_from == "resume"
     metrics = Metrics(run.out / "metrics.jsonl", run.iter_num if resumed else None) if master else None
@@ -353,7 +370,8 @@ def train(cfg: TrainConfig) -> dict:
         file=sys.stdout,
     )
     summary = {"stopped_early": False, "last_val_loss": None}
-    t_start, skip_eval = time.time(), resumed
+    t_start, skip_eval, saved_at = time.time(), resumed, None
+    stop = held.enter_context(runguard.StopSignals(announce=master))
     while True:
         it = run.iter_num
         lr = lr_at(it, cfg)
@@ -380,6 +398,7 @@ def train(cfg: TrainConfig) -> dict:
                     wandb.log({"iter": it, "train/loss": losses["train"], "val/loss": losses["val"], "lr": lr})
             if not cfg.eval_only and it > 0:  # step 0 is the untouched model: nothing to save
                 run.save(improved)  # on every rank: each hands in its RNG state, rank 0 writes
+                saved_at = it
             if cfg.early_stop_patience and run.evals_since_best >= cfg.early_stop_patience:
                 if master:
                     bar.write(
@@ -391,6 +410,9 @@ def train(cfg: TrainConfig) -> dict:
         skip_eval = False
         if cfg.eval_only or it >= cfg.max_iters:
             break
+        if signum := stop.should_stop(run.device):  # checked here, so a due evaluation ran first
+            bar.close()
+            raise stopped(run, signum, saved_at)
 
         t0 = time.time()
         loss = run.step(lr)
@@ -424,6 +446,20 @@ def train(cfg: TrainConfig) -> dict:
         wandb.finish()
     summary.update(iter_num=run.iter_num, best_val_loss=run.best_val_loss, out_dir=str(run.out))
     return summary
+
+
+def stopped(run: Run, signum: int, saved_at: int | None) -> runguard.Interrupted:
+    """Save the state a stop signal found (unless this iteration's evaluation just did); say where."""
+    it, name = run.iter_num, signal.Signals(signum).name
+    if it == 0:
+        return runguard.Interrupted(signum, f"{name}: stopped before the first step; nothing to save")
+    if saved_at != it:
+        run.save(improved=False, latest=True)  # latest.pt: ckpt.pt stays the best model
+    # This iteration's evaluation saved ckpt.pt (and removed latest.pt), or latest.pt.
+    path = run.out / (checkpoint.LATEST if (run.out / checkpoint.LATEST).exists() else checkpoint.BEST)
+    return runguard.Interrupted(
+        signum, f"{name}: stopped at iteration {it}; its state is saved in {path}; continue with --init_from=resume"
+    )
 
 
 def start_wandb(cfg: TrainConfig):

@@ -24,6 +24,7 @@ import torch.distributed as dist  # noqa: E402
 
 from gptkit.config import TrainConfig, parse_args  # noqa: E402
 from gptkit.errors import GptkitError  # noqa: E402
+from gptkit.runguard import Interrupted  # noqa: E402
 from gptkit.train import pick_device, train  # noqa: E402
 
 PROG = "torchrun --standalone --nproc_per_node=N scripts/ddp_finetune.py"
@@ -75,9 +76,17 @@ def main(argv: list[str]) -> None:
         train(cfg)
         return
     init_distributed(cfg)
-    train(cfg)
-    # Leave together: a rank tearing gloo down while rank 0 still writes its last checkpoint
-    # was seen to abort ("terminate called without an active exception").
+    try:
+        train(cfg)
+    except Interrupted:
+        leave_together()  # every rank stopped at the same iteration and the checkpoint is written
+        raise
+    leave_together()
+
+
+def leave_together() -> None:
+    # A rank tearing gloo down while rank 0 still writes its last checkpoint was seen to abort
+    # ("terminate called without an active exception").
     dist.barrier()
     dist.destroy_process_group()
 
@@ -94,10 +103,10 @@ def run_rank(argv: list[str]) -> None:
         where = f"rank {rank}: " if rank > 0 else ""
         print(f"error: {where}{e}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if rank == 0:
-            print("interrupted", file=sys.stderr)
-        sys.exit(130)
+            print(str(e) or "interrupted", file=sys.stderr)
+        sys.exit(128 + getattr(e, "signum", 2))
     except Exception:
         # A rank that lost its peers fails with a communication error; the rank that failed first
         # holds the cause, and torchrun stops this one during the wait, before it adds noise.
