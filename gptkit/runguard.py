@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from gptkit.checkpoint import write_failed
 from gptkit.errors import GptkitError
 
 LOCK = ".lock"
@@ -43,7 +44,10 @@ class OutDirLock:
 
     def acquire(self) -> "OutDirLock":
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise write_failed(self.path, e) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -62,11 +66,15 @@ class OutDirLock:
             if same:
                 break
             os.close(fd)
-        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        argv = getattr(sys, "orig_argv", sys.argv)  # python -m gptkit.train ..., as it was typed
+        command = " ".join([Path(argv[0]).name, *argv[1:]])
         command = command if len(command) <= 80 else command[:79] + "…"
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command}
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps(holder) + "\n").encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(holder) + "\n").encode())
+        except OSError:
+            pass  # only a refused run reads this, to name us: a full disk is reported by the run's own writes
         self.fd = fd
         return self
 

@@ -1,0 +1,319 @@
+"""Nothing lost when the machine says no: a full disk, two runs in one out_dir, Ctrl-C / SIGTERM.
+
+Real processes, real signals, and a real small filesystem (a 4 MB tmpfs) where this machine
+lets us mount one; elsewhere a per-file size limit (RLIMIT_FSIZE), under which the kernel
+refuses writes the same way (EFBIG instead of ENOSPC). Files are compared byte for byte.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, assert_user_error, run_cli
+from gptkit import checkpoint, runguard
+from gptkit.config import TrainConfig
+from gptkit.errors import GptkitError
+from gptkit.errors import run_cli as gptkit_run_cli
+from gptkit.model import GPT, GPTConfig
+from gptkit.prepare import prepare
+from gptkit.pretrained import export_hf
+from gptkit.train import train
+
+# A tiny model on a 256-token dataset: steps take milliseconds and a checkpoint ~450 KB.
+TINY = dict(
+    init_from="scratch",
+    n_layer=2,
+    n_head=2,
+    n_embd=32,
+    block_size=32,
+    batch_size=2,
+    eval_iters=2,
+    device="cpu",
+    progress=False,
+    dropout=0.1,
+    learning_rate=3e-3,
+    dataset="tiny",
+)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory, shakespeare_bins) -> Path:
+    """Shakespeare's tokens folded into a 256-token vocabulary (meta.json says so)."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "tiny").mkdir()
+    for split in ("train", "val"):
+        tokens = np.fromfile(shakespeare_bins / f"{split}.bin", dtype=np.uint16)[:30_000]
+        (tokens % 256).astype(np.uint16).tofile(root / "tiny" / f"{split}.bin")
+    (root / "tiny" / "meta.json").write_text(json.dumps({"vocab_size": 256}))
+    return root
+
+
+def tiny_cfg(data_root: Path, out: Path, **kw) -> TrainConfig:
+    return TrainConfig(**(TINY | {"data_root": str(data_root), "out_dir": str(out)} | kw))
+
+
+def cli_args(data_root: Path, out: Path, **kw) -> list[str]:
+    settings = TINY | {"data_root": str(data_root), "out_dir": str(out)} | kw
+    return ["-m", "gptkit.train", *(f"--{k}={v}" for k, v in settings.items())]
+
+
+def child_env() -> dict:
+    return os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+
+
+def snapshot(root: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.iterdir()) if p.is_file()}
+
+
+def steps_logged(out: Path) -> int:
+    path = out / "metrics.jsonl"
+    return path.read_text().count('"type": "step"') if path.exists() else 0
+
+
+def wait_for_steps(job: subprocess.Popen, out: Path, n: int) -> None:
+    deadline = time.time() + 90
+    while steps_logged(out) < n:
+        assert job.poll() is None, job.communicate()
+        assert time.time() < deadline, "the run did not start training within 90 s"
+        time.sleep(0.02)
+
+
+def records(out: Path, kind: str) -> list[dict]:
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]
+
+
+# --- a full disk ----------------------------------------------------------------------------
+class SmallDisk:
+    """A folder where the machine refuses writes beyond `room` bytes."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.tmpfs = False
+        if os.geteuid() == 0 and shutil.which("mount") and os.environ.get("GPTKIT_TEST_SMALL_DISK") != "rlimit":
+            cmd = ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(root)]
+            self.tmpfs = subprocess.run(cmd, capture_output=True).returncode == 0
+
+    def close(self) -> None:
+        if self.tmpfs:
+            subprocess.run(["umount", "-l", str(self.root)], check=True)
+
+    @contextlib.contextmanager
+    def full(self, room: int):
+        """Within: a tmpfs with `room` bytes free, or `room` as this process's largest file size."""
+        if self.tmpfs:
+            ballast = self.root / "ballast"
+            free = shutil.disk_usage(self.root).free
+            with open(ballast, "wb") as f:
+                f.write(b"\0" * max(0, free - room))
+            try:
+                yield
+            finally:
+                ballast.unlink()
+        else:
+            soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (room, hard))
+            try:
+                yield
+            finally:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    def run(self, *args: str, room: int) -> subprocess.CompletedProcess:
+        """`python ARGS` with only `room` bytes to write (the file size limit is set in the child only)."""
+        if self.tmpfs:
+            with self.full(room):
+                return run_cli(*args)
+
+        def limit():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (room, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+        return subprocess.run(
+            [sys.executable, *args], env=child_env(), capture_output=True, text=True, timeout=300, preexec_fn=limit
+        )
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    (tmp_path / "disk").mkdir()
+    disk = SmallDisk(tmp_path / "disk")
+    yield disk
+    disk.close()
+
+
+def disk_full_line(result, *fragments) -> str:
+    line = assert_user_error(result, "could not write", *fragments)
+    assert re.search(r"\((free space unknown|[\d.,]+ (bytes|KiB|MiB|GiB) free) on its disk\)", line), line
+    assert "run the command again" in line
+    return line
+
+
+def test_disk_full_during_training_keeps_the_checkpoint_and_the_log(small_disk, data_root):
+    out = small_disk.root / "run"
+    train(tiny_cfg(data_root, out, max_iters=2, eval_interval=2))
+    before = snapshot(out)
+    ckpt_bytes, log = (out / "ckpt.pt").read_bytes(), (out / "metrics.jsonl").read_text()
+
+    # Room for the log, not for a checkpoint: the save at iteration 4 fails.
+    result = small_disk.run(*cli_args(data_root, out, max_iters=4, eval_interval=2, init_from="resume"), room=64 << 10)
+    disk_full_line(result, str(out / "ckpt.pt"))
+    assert (out / "ckpt.pt").read_bytes() == ckpt_bytes
+    assert checkpoint.load(out / "ckpt.pt")["iter_num"] == 2
+    grown = (out / "metrics.jsonl").read_text()
+    assert grown.startswith(log) and grown.endswith("\n")
+    assert [r["iter"] for r in records(out, "step")] == [0, 1, 2, 3]  # every line whole
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # no temp file left behind
+
+    # No room at all: not even the log is written, and nothing changes.
+    after_first = snapshot(out)
+    with small_disk.full(room=0), pytest.raises(GptkitError) as failed:
+        train(tiny_cfg(data_root, out, max_iters=4, eval_interval=2, init_from="resume"))
+    assert f"could not write {out / 'metrics.jsonl'}: " in str(failed.value) and "\n" not in str(failed.value)
+    assert snapshot(out) == after_first
+
+
+def test_a_log_line_is_written_whole_or_not_at_all(small_disk):
+    log = small_disk.root / "metrics.jsonl"
+    log.write_text("x" * 4095 + "\n")  # one full page
+    room = 4096 if small_disk.tmpfs else 8192  # one more page free, or a file size limit one page larger
+    with small_disk.full(room), pytest.raises(GptkitError, match="could not write .*metrics.jsonl"):
+        checkpoint.append_line(log, "y" * 10_000)  # the disk takes one more page of it, then no more
+    assert log.read_text() == "x" * 4095 + "\n"
+
+
+def test_disk_full_during_prepare_keeps_the_old_dataset(small_disk, tmp_path):
+    text = (ROOT / "data" / "shakespeare" / "input.txt").read_text(encoding="utf-8")
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    small.write_text(text[:20_000], encoding="utf-8")
+    large.write_text(text[:400_000], encoding="utf-8")
+    data = small_disk.root / "data"
+    prepare(small, data / "x", block_size=64, progress=False)
+    before = snapshot(data / "x")
+    result = small_disk.run(
+        "-m", "gptkit.prepare", str(large), "--name", "x", "--out-root", str(data), "--block-size", "64", room=64 << 10
+    )
+    disk_full_line(result, str(data / "x" / "train.bin"))
+    assert snapshot(data / "x") == before  # train.bin, val.bin and meta.json as they were; no temp files
+
+
+def test_disk_full_during_export_keeps_the_old_export(small_disk):
+    out = small_disk.root / "hf"
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, vocab_size=256, n_layer=2, n_head=2, n_embd=32, bias=True))
+    export_hf(model, out)
+    before = snapshot(out)
+    assert sorted(before) == ["config.json", "model.safetensors"]
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)
+    with small_disk.full(room=8 << 10), pytest.raises(GptkitError) as failed:
+        export_hf(model, out)
+    assert f"could not write {out / 'model.safetensors'}: " in str(failed.value) and "\n" not in str(failed.value)
+    assert snapshot(out) == before
+
+
+# --- one run per out_dir --------------------------------------------------------------------
+def test_a_second_run_on_a_live_out_dir_is_refused(data_root, tmp_path):
+    out = tmp_path / "run"
+    args = cli_args(data_root, out, max_iters=100_000, eval_interval=100_000)
+    first = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=child_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_steps(first, out, 2)
+        second = run_cli(*cli_args(data_root, out, max_iters=4, overwrite_out_dir=True))
+        assert_user_error(second, f"{out} is in use by another run (pid {first.pid} on ", "gptkit.train")
+        with pytest.raises(GptkitError, match=f"pid {first.pid}"):
+            train(tiny_cfg(data_root, out, max_iters=4, init_from="resume"))
+        assert first.poll() is None  # the first run goes on
+        first.send_signal(signal.SIGKILL)  # dies without a chance to clean up
+        first.wait(timeout=30)
+    finally:
+        first.kill()
+        first.communicate()
+    assert json.loads((out / runguard.LOCK).read_text())["pid"] == first.pid  # its lock file stays behind...
+    summary = train(tiny_cfg(data_root, out, max_iters=2, eval_interval=2, overwrite_out_dir=True))  # ...harmless
+    assert summary["iter_num"] == 2 and not (out / runguard.LOCK).exists()
+
+
+def test_train_releases_the_lock_however_it_ends(data_root, tmp_path):
+    """The notebooks' panel calls train() again and again in one process, sometimes after an error."""
+    out = tmp_path / "run"
+    train(tiny_cfg(data_root, out, max_iters=2, eval_interval=2))
+    train(tiny_cfg(data_root, out, max_iters=2, eval_interval=2, overwrite_out_dir=True))
+    with pytest.raises(GptkitError, match="prepare the dataset first"):
+        train(tiny_cfg(data_root, out, max_iters=2, overwrite_out_dir=True, dataset="missing"))
+    with runguard.OutDirLock(out), pytest.raises(GptkitError, match=f"in use by another run \\(pid {os.getpid()} "):
+        train(tiny_cfg(data_root, out, max_iters=4, init_from="resume"))
+    assert train(tiny_cfg(data_root, out, max_iters=4, eval_interval=2, init_from="resume"))["iter_num"] == 4
+
+
+# --- Ctrl-C and SIGTERM ---------------------------------------------------------------------
+def test_ctrl_c_saves_the_state_and_resume_is_exact(data_root, tmp_path):
+    """SIGINT mid-run: the step ends, latest.pt is saved, exit 130; resuming gives the uninterrupted run."""
+    settings = dict(max_iters=40, eval_interval=8, always_save_checkpoint=False)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    train(tiny_cfg(data_root, whole, **settings))
+
+    job = subprocess.Popen(
+        [sys.executable, *cli_args(data_root, stopped, **settings)],
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_steps(job, stopped, 3)
+        job.send_signal(signal.SIGINT)
+        _, err = job.communicate(timeout=60)
+    finally:
+        job.kill()
+    assert job.returncode == 130, err
+    assert "Traceback" not in err
+    said = re.search(r"SIGINT: stopped at iteration (\d+); its state is saved in (\S+);", err)
+    assert said, err
+    it, path = int(said[1]), Path(said[2])
+    assert 3 <= it < 40
+    assert path == checkpoint.latest_in(stopped) and checkpoint.load(path)["iter_num"] == it
+    if (stopped / checkpoint.BEST).exists():  # ckpt.pt still holds an evaluated model, never the stop's
+        assert checkpoint.load(stopped / checkpoint.BEST)["iter_num"] % 8 == 0
+    assert [r["iter"] for r in records(stopped, "step")] == list(range(it))
+    assert not (stopped / runguard.LOCK).exists()
+
+    train(tiny_cfg(data_root, stopped, **settings, init_from="resume"))
+    assert [r["loss"] for r in records(stopped, "step")] == [r["loss"] for r in records(whole, "step")]
+
+    def evals(out):
+        return [(r["iter"], r["train_loss"], r["val_loss"]) for r in records(out, "eval")]
+
+    assert evals(stopped) == evals(whole)
+    a, b = checkpoint.load(checkpoint.latest_in(whole)), checkpoint.load(checkpoint.latest_in(stopped))
+    assert a["iter_num"] == b["iter_num"] == 40
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+
+
+def test_a_second_signal_quits_at_once():
+    with runguard.StopSignals(announce=False) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # handlers run between bytecodes
+        assert stop.requested == signal.SIGINT  # asked, not raised
+        os.kill(os.getpid(), signal.SIGINT)  # the same Ctrl-C forwarded again (torchrun does): ignored
+        time.sleep(runguard.SAME_REQUEST_S + 0.1)
+        with pytest.raises(runguard.Interrupted) as raised:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    assert raised.value.signum == signal.SIGTERM and "without saving" in str(raised.value)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+    with pytest.raises(SystemExit) as exited:
+        gptkit_run_cli(lambda: (_ for _ in ()).throw(raised.value))
+    assert exited.value.code == 143  # 128 + SIGTERM, as a shell reports a process killed by it
