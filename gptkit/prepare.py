@@ -4,9 +4,13 @@
 
 PATH is one text file (split by characters: the first 90% trains, the rest validates, as
 nanoGPT's Shakespeare script does) or a folder of `.txt` files (each file one document,
-documents separated by `<|endoftext|>`, split by documents). Text is read and tokenized in
-bounded pieces on all cores, and the bins are written to temporary files that replace the
-old ones only once complete, so an interrupted run never leaves half a dataset behind.
+documents separated by `<|endoftext|>`). A folder's val split is whole documents when some
+of them add up to within 10% of the asked share (`pick_val_documents`), else the last
+val_fraction of every document's characters; the share achieved goes to meta.json.
+
+Text is read and tokenized in bounded pieces on all cores, and the bins are written to
+temporary files that replace the old ones only once complete, so an interrupted run, or a
+full disk, never leaves half a dataset behind.
 """
 
 import argparse

@@ -187,8 +187,8 @@ print(f"ln({enc.n_vocab}) = {math.log(enc.n_vocab):.3f} nats per token")
 # ## Your own text
 #
 # Any UTF-8 text file works: one file is split by characters (first 90% train), a folder of
-# `.txt` files is split by documents, each document ending with `<|endoftext|>`. From a
-# terminal:
+# `.txt` files by documents, each ending with `<|endoftext|>` (whole documents validate when
+# some of them add up to the asked share, else the tail of each one). From a terminal:
 #
 # ```
 # python -m gptkit.prepare my_text.txt --name mytext     # writes data/mytext/{train,val}.bin

@@ -7,7 +7,7 @@ import torch
 from conftest import ROOT, SHAKESPEARE, assert_user_error, run_cli
 from gptkit.data import Batches
 from gptkit.errors import GptkitError
-from gptkit.prepare import prepare, split_for_threads
+from gptkit.prepare import pick_val_documents, prepare, split_for_threads
 from gptkit.tokenizer import EOT_ID, get_encoding
 
 
@@ -93,12 +93,58 @@ def test_prepare_folder_of_documents(tmp_path):
     enc = get_encoding()
     train = np.fromfile(tmp_path / "data/mydocs/train.bin", dtype=np.uint16).tolist()
     val = np.fromfile(tmp_path / "data/mydocs/val.bin", dtype=np.uint16).tolist()
-    # Sorted paths: a, b train; sub/c (the last ~30% of bytes) validates; each document ends with EOT.
-    assert train == enc.encode_ordinary(texts["a.txt"]) + [EOT_ID] + enc.encode_ordinary(texts["b.txt"]) + [EOT_ID]
-    assert val == enc.encode_ordinary(texts["sub/c.txt"]) + [EOT_ID]
+    # No set of these three documents comes within 10% of a 30% share (c alone is 22%), so the
+    # last 30% of the characters of each document validates; every piece ends with EOT.
+    want_train, want_val = [], []
+    for name in ("a.txt", "b.txt", "sub/c.txt"):
+        text = texts[name]
+        cut = int(len(text) * 0.7)
+        want_train += enc.encode_ordinary(text[:cut]) + [EOT_ID]
+        want_val += enc.encode_ordinary(text[cut:]) + [EOT_ID]
+    assert train == want_train and val == want_val
     meta = json.loads((tmp_path / "data/mydocs/meta.json").read_text())
     assert meta["train_tokens"] == len(train) and meta["val_tokens"] == len(val)
+    assert meta["split"] == "tail of each document"
+    assert meta["val_share"] == pytest.approx(len(val) / (len(train) + len(val)), abs=1e-6)
+    assert abs(meta["val_share"] - 0.3) < 0.03
     assert f"train has {len(train):,} tokens" in result.stdout
+    assert f"val share {meta['val_share']:.1%} of the tokens (asked 30.0%" in result.stdout
+
+
+def test_folder_val_share_is_close_to_the_asked_share(tmp_path):
+    """The issue's folder: six plays, the last one large; whole documents alone gave 20% for 10%."""
+    play = (SHAKESPEARE / "input.txt").read_text(encoding="utf-8")
+    plays = tmp_path / "plays"
+    plays.mkdir()
+    for i, size in enumerate([20_000, 15_000, 25_000, 18_000, 22_000, 30_000]):
+        (plays / f"play{i}.txt").write_text(play[i * 30_000 : i * 30_000 + size], encoding="utf-8")
+    meta = prepare(plays, tmp_path / "six", block_size=64, progress=False)
+    assert meta["split"] == "tail of each document"
+    assert abs(meta["val_share"] - 0.1) <= 0.01
+
+    # Many documents: whole ones validate (never cut), and their share is within 10% of the asked.
+    many = tmp_path / "many"
+    many.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1_000, 12_000, size=30)
+    for i, size in enumerate(sizes):
+        (many / f"doc{i:02d}.txt").write_text(play[i * 3_000 : i * 3_000 + size], encoding="utf-8")
+    meta = prepare(many, tmp_path / "many-out", block_size=64, progress=False)
+    assert meta["split"] == "documents"
+    assert abs(meta["val_share"] - 0.1) <= 0.011  # bytes pick the documents; tokens follow closely
+    picked = pick_val_documents([int(s) for s in sizes], 0.1)
+    enc = get_encoding()
+    want = []
+    for i in picked:
+        want += enc.encode_ordinary((many / f"doc{i:02d}.txt").read_text(encoding="utf-8")) + [EOT_ID]
+    assert np.fromfile(tmp_path / "many-out/val.bin", dtype=np.uint16).tolist() == want
+
+
+def test_pick_val_documents():
+    assert pick_val_documents([100] * 10, 0.2) == [8, 9]
+    assert pick_val_documents([100, 100, 100, 100, 400], 0.1) is None  # the last one alone is 50%
+    assert pick_val_documents([500, 100, 30, 60, 300], 0.1) == [2, 3]  # skips what would overshoot
+    assert pick_val_documents([10, 10], 0.9) is None  # the first document always trains
 
 
 @pytest.mark.parametrize(
