@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 
 from gptkit.config import TrainConfig
 from gptkit.diagnostics import read_metrics
+from gptkit.errors import GptkitError
 from gptkit.widgets import FinetunePanel, short_finetune, train_live
 
 
@@ -101,7 +102,7 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
         f.write(b'{"new":')
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(GptkitError, match="could not write .*config.json: disk full"):  # one line for the user
         atomic_write(path, half_then_fail)
     assert path.read_text() == '{"old": true}'
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temp file left behind
