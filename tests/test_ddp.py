@@ -17,8 +17,6 @@ import pytest
 import torch
 
 from conftest import ROOT
-from gptkit.config import TrainConfig, parse_args
-from gptkit.train import train
 
 SCRIPT = ROOT / "scripts" / "ddp_finetune.py"
 TOL = 1e-5  # the issue's bound; fp32 reductions in another order differ by ~1e-7
@@ -266,7 +264,7 @@ def test_a_hung_rank_times_out(config_file, tmp_path):
 
 def test_sigterm_stops_every_rank_at_one_iteration(config_file, tmp_path):
     """SIGTERM to torchrun (as a cluster scheduler sends it): it forwards the signal to every rank;
-    the ranks agree on one iteration, save latest.pt with each rank's RNG, and resuming continues the run."""
+    the ranks agree on one iteration and save latest.pt with each rank's RNG."""
     out = tmp_path / "stopped"
     job = start_long_run(config_file, out)
     try:
@@ -283,16 +281,4 @@ def test_sigterm_stops_every_rank_at_one_iteration(config_file, tmp_path):
     assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
     assert sorted(records(out, "step")) == list(range(it))
     assert not (out / ".lock").exists()
-
-    # Resumed under torchrun for two more steps, it matches one plain process run straight through.
-    more = [f"--max_iters={it + 2}", "--eval_interval=100000"]
-    check_ok(launch([*torchrun_cmd(2), str(config_file), f"--out_dir={out}", "--init_from=resume", *more]))
-    single = tmp_path / "single"
-    train(parse_args(TrainConfig, [str(config_file), f"--out_dir={single}", *more], "test"))  # in this process
-    steps, reference = records(out, "step"), records(single, "step")
-    assert sorted(steps) == sorted(reference) == list(range(it + 2))
-    for i in reference:
-        assert steps[i]["loss"] == pytest.approx(reference[i]["loss"], abs=TOL), f"step {i}"
-    resumed = final_state(out)["model"]
-    for name, w in final_state(single)["model"].items():
-        assert (w - resumed[name]).abs().max().item() <= TOL, name
+    # That the state resumes exactly under DDP is test_resume_under_ddp_continues_the_run: the same save.

@@ -222,49 +222,16 @@ def test_disk_full_during_export_keeps_the_old_export(small_disk):
     assert snapshot(out) == before
 
 
-# --- one run per out_dir --------------------------------------------------------------------
-def test_a_second_run_on_a_live_out_dir_is_refused(data_root, tmp_path):
-    out = tmp_path / "run"
-    args = cli_args(data_root, out, max_iters=100_000, eval_interval=100_000)
-    first = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=child_env(), stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_steps(first, out, 2)
-        second = run_cli(*cli_args(data_root, out, max_iters=4, overwrite_out_dir=True))
-        assert_user_error(second, f"{out} is in use by another run (pid {first.pid} on ", "gptkit.train")
-        with pytest.raises(GptkitError, match=f"pid {first.pid}"):
-            train(tiny_cfg(data_root, out, max_iters=4, init_from="resume"))
-        assert first.poll() is None  # the first run goes on
-        first.send_signal(signal.SIGKILL)  # dies without a chance to clean up
-        first.wait(timeout=30)
-    finally:
-        first.kill()
-        first.communicate()
-    assert json.loads((out / runguard.LOCK).read_text())["pid"] == first.pid  # its lock file stays behind...
-    summary = train(tiny_cfg(data_root, out, max_iters=2, eval_interval=2, overwrite_out_dir=True))  # ...harmless
-    assert summary["iter_num"] == 2 and not (out / runguard.LOCK).exists()
-
-
-def test_train_releases_the_lock_however_it_ends(data_root, tmp_path):
-    """The notebooks' panel calls train() again and again in one process, sometimes after an error."""
-    out = tmp_path / "run"
-    train(tiny_cfg(data_root, out, max_iters=2, eval_interval=2))
-    train(tiny_cfg(data_root, out, max_iters=2, eval_interval=2, overwrite_out_dir=True))
-    with pytest.raises(GptkitError, match="prepare the dataset first"):
-        train(tiny_cfg(data_root, out, max_iters=2, overwrite_out_dir=True, dataset="missing"))
-    with runguard.OutDirLock(out), pytest.raises(GptkitError, match=f"in use by another run \\(pid {os.getpid()} "):
-        train(tiny_cfg(data_root, out, max_iters=4, init_from="resume"))
-    assert train(tiny_cfg(data_root, out, max_iters=4, eval_interval=2, init_from="resume"))["iter_num"] == 4
-
-
-# --- Ctrl-C and SIGTERM ---------------------------------------------------------------------
-def test_ctrl_c_saves_the_state_and_resume_is_exact(data_root, tmp_path):
-    """SIGINT mid-run: the step ends, latest.pt is saved, exit 130; resuming gives the uninterrupted run."""
-    settings = dict(max_iters=40, eval_interval=8, always_save_checkpoint=False)
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+# --- one run per out_dir; Ctrl-C ------------------------------------------------------------
+def test_a_live_run_locks_its_out_dir_and_ctrl_c_saves_a_state_that_resumes_exactly(data_root, tmp_path):
+    """A second run on a live run's folder is refused; SIGINT then ends the live run after its
+    step with latest.pt saved and exit 130; resuming gives exactly the run never interrupted."""
+    settings = dict(max_iters=16, eval_interval=4, always_save_checkpoint=False)
+    whole, out = tmp_path / "whole", tmp_path / "run"
     train(tiny_cfg(data_root, whole, **settings))
 
     job = subprocess.Popen(
-        [sys.executable, *cli_args(data_root, stopped, **settings)],
+        [sys.executable, *cli_args(data_root, out, **settings)],
         cwd=ROOT,
         env=child_env(),
         stdout=subprocess.PIPE,
@@ -272,34 +239,77 @@ def test_ctrl_c_saves_the_state_and_resume_is_exact(data_root, tmp_path):
         text=True,
     )
     try:
-        wait_for_steps(job, stopped, 3)
+        wait_for_steps(job, out, 3)
+        job.send_signal(signal.SIGSTOP)  # alive and holding its lock, but not racing to the end meanwhile
+        second = run_cli(*cli_args(data_root, out, max_iters=4, overwrite_out_dir=True))
+        assert_user_error(second, f"{out} is in use by another run (pid {job.pid} on ", "-m gptkit.train")
+        with pytest.raises(GptkitError, match=f"pid {job.pid}"):
+            train(tiny_cfg(data_root, out, **settings, init_from="resume"))
         job.send_signal(signal.SIGINT)
+        job.send_signal(signal.SIGCONT)
         _, err = job.communicate(timeout=60)
     finally:
         job.kill()
+        job.communicate()
     assert job.returncode == 130, err
     assert "Traceback" not in err
     said = re.search(r"SIGINT: stopped at iteration (\d+); its state is saved in (\S+);", err)
     assert said, err
     it, path = int(said[1]), Path(said[2])
-    assert 3 <= it < 40
-    assert path == checkpoint.latest_in(stopped) and checkpoint.load(path)["iter_num"] == it
-    if (stopped / checkpoint.BEST).exists():  # ckpt.pt still holds an evaluated model, never the stop's
-        assert checkpoint.load(stopped / checkpoint.BEST)["iter_num"] % 8 == 0
-    assert [r["iter"] for r in records(stopped, "step")] == list(range(it))
-    assert not (stopped / runguard.LOCK).exists()
+    assert 3 <= it < 16
+    assert path == checkpoint.latest_in(out) and checkpoint.load(path)["iter_num"] == it
+    if (out / checkpoint.BEST).exists():  # ckpt.pt still holds an evaluated model, never the stop's
+        assert checkpoint.load(out / checkpoint.BEST)["iter_num"] % 4 == 0
+    assert [r["iter"] for r in records(out, "step")] == list(range(it))
+    assert not (out / runguard.LOCK).exists()
 
-    train(tiny_cfg(data_root, stopped, **settings, init_from="resume"))
-    assert [r["loss"] for r in records(stopped, "step")] == [r["loss"] for r in records(whole, "step")]
+    train(tiny_cfg(data_root, out, **settings, init_from="resume"))
+    assert [r["loss"] for r in records(out, "step")] == [r["loss"] for r in records(whole, "step")]
 
-    def evals(out):
-        return [(r["iter"], r["train_loss"], r["val_loss"]) for r in records(out, "eval")]
+    def evals(run):
+        return [(r["iter"], r["train_loss"], r["val_loss"]) for r in records(run, "eval")]
 
-    assert evals(stopped) == evals(whole)
-    a, b = checkpoint.load(checkpoint.latest_in(whole)), checkpoint.load(checkpoint.latest_in(stopped))
-    assert a["iter_num"] == b["iter_num"] == 40
+    assert evals(out) == evals(whole)
+    a, b = checkpoint.load(checkpoint.latest_in(whole)), checkpoint.load(checkpoint.latest_in(out))
+    assert a["iter_num"] == b["iter_num"] == 16
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name]), name
+
+
+HOLD_LOCK = "import sys, time\nfrom gptkit.runguard import OutDirLock\nOutDirLock(sys.argv[1]).acquire()\n"
+HOLD_LOCK += "print('locked', flush=True)\ntime.sleep(120)\n"
+
+
+def test_a_killed_runs_lock_blocks_nothing(data_root, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(GptkitError, match=f"pid {holder.pid}"):
+            train(tiny_cfg(data_root, out, max_iters=1))
+        holder.send_signal(signal.SIGKILL)  # dies without a chance to clean up
+        holder.wait(timeout=30)
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert json.loads((out / runguard.LOCK).read_text())["pid"] == holder.pid  # its lock file stays behind...
+    assert train(tiny_cfg(data_root, out, max_iters=1, eval_interval=1))["iter_num"] == 1  # ...and is harmless
+    assert not (out / runguard.LOCK).exists()
+
+
+def test_train_releases_the_lock_however_it_ends(data_root, tmp_path):
+    """The notebooks' panel calls train() again and again in one process, sometimes after an error."""
+    out = tmp_path / "run"
+    train(tiny_cfg(data_root, out, max_iters=1, eval_interval=1))
+    train(tiny_cfg(data_root, out, max_iters=1, eval_interval=1, overwrite_out_dir=True))
+    with pytest.raises(GptkitError, match="prepare the dataset first"):
+        train(tiny_cfg(data_root, out, max_iters=1, overwrite_out_dir=True, dataset="missing"))
+    with runguard.OutDirLock(out), pytest.raises(GptkitError, match=f"in use by another run \\(pid {os.getpid()} "):
+        train(tiny_cfg(data_root, out, max_iters=2, init_from="resume"))
+    assert train(tiny_cfg(data_root, out, max_iters=2, eval_interval=1, init_from="resume"))["iter_num"] == 2
 
 
 def test_a_second_signal_quits_at_once():
