@@ -5,6 +5,10 @@ state, the model's architecture (`model_args`), the training config, `iter_num`,
 `best_val_loss`, RNG states and the data sampler's state; enough for `init_from=resume` to
 continue exactly where a run stopped. Reading uses `weights_only=True`, so opening a
 checkpoint never runs code from it.
+
+Every file gptkit writes goes through here (`atomic_write`, `replacing`, `append_line`): whole
+or not at all, and a write the machine refuses (disk full, quota) is one line naming the file
+and the free space (`write_failed`), with the old file left as it was.
 """
 
 import contextlib
@@ -232,7 +236,11 @@ def _check_shapes(model: GPT, state: dict, path) -> None:
 
 
 def latest_in(out_dir: str | Path) -> Path:
-    """The checkpoint `init_from=resume` continues from: the one with the highest iter_num."""
+    """The checkpoint `init_from=resume` continues from: the one with the highest iter_num.
+
+    latest.pt on a tie (the same state). After a stop between evaluations, that is latest.pt,
+    while ckpt.pt keeps the best evaluated model.
+    """
     out_dir = Path(out_dir)
     found = [out_dir / name for name in (LATEST, BEST) if (out_dir / name).is_file()]
     if not found:
