@@ -67,7 +67,7 @@ class OutDirLock:
                 break
             os.close(fd)
         argv = getattr(sys, "orig_argv", sys.argv)  # python -m gptkit.train ..., as it was typed
-        command = " ".join([Path(argv[0]).name, *argv[1:]])
+        command = " ".join(" ".join([Path(argv[0]).name, *argv[1:]]).split())  # one line, even for python -c
         command = command if len(command) <= 80 else command[:79] + "…"
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command}
         try:

@@ -288,8 +288,9 @@ def test_a_killed_runs_lock_blocks_nothing(data_root, tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(GptkitError, match=f"pid {holder.pid}"):
+        with pytest.raises(GptkitError, match=f"pid {holder.pid} on .*: python -c import sys, time") as refused:
             train(tiny_cfg(data_root, out, max_iters=1))
+        assert "\n" not in str(refused.value)  # the holder's multi-line command, on one line
         holder.send_signal(signal.SIGKILL)  # dies without a chance to clean up
         holder.wait(timeout=30)
     finally:
