@@ -135,7 +135,7 @@ class StopSignals:
             self.requested, self.first_at = signum, time.monotonic()
             if self.announce:  # os.write: print() is not safe inside a signal handler
                 name = signal.Signals(signum).name
-                os.write(2, f"\n{name}: finishing this step, then saving latest.pt (again to quit at once)\n".encode())
+                os.write(2, f"\n{name}: finishing this step, then saving (once more to quit at once)\n".encode())
             return
         if time.monotonic() - self.first_at < SAME_REQUEST_S:
             return
