@@ -68,6 +68,9 @@ class TrainConfig:
     # system
     backend: str = setting("nccl", "DDP backend on CUDA (CPU runs use gloo)")
     ddp_timeout: int = setting(1800, "seconds a DDP process waits for the others before failing (a hung rank)")
+    fsdp: bool = setting(
+        False, "under torchrun, shard weights, gradients and AdamW state across the processes (FSDP2), not copy them"
+    )
     device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     dtype: str = setting(
         "auto", "auto (bf16 on CUDA if supported, else fp16; fp32 elsewhere), float32, bfloat16, float16"

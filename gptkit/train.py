@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint
+from gptkit import checkpoint, distributed
 from gptkit.config import TrainConfig, parse_args
 from gptkit.data import Batches, read_meta
 from gptkit.errors import GptkitError, run_cli
@@ -128,6 +128,7 @@ class Run:
         self.ddp = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.ddp else 0
         self.world = dist.get_world_size() if self.ddp else 1
+        self.fsdp = self.ddp and cfg.fsdp  # one process: an ordinary run
         self.master = self.rank == 0
         validate(cfg, self.world)
 
@@ -164,6 +165,11 @@ class Run:
         if cfg.block_size < self.model.config.block_size:
             self.model.crop_block_size(cfg.block_size)
         self.model.to(self.device)
+        if self.fsdp:
+            distributed.shard(self.model, self.device, self.dtype)  # before the optimizer: it must hold the shards
+            shards = distributed.describe_shards(self.model)
+            if self.master:
+                print(shards)
 
         data_dir = Path(cfg.data_root) / cfg.dataset
         vocab = self.model.config.vocab_size
@@ -173,14 +179,17 @@ class Run:
         self.optimizer = self.model.configure_optimizers(
             cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), self.device.type
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        # Under FSDP each rank checks only its gradient shards for inf/nan: the sharded scaler
+        # makes the ranks agree on skipping a step.
+        scaler = distributed.ShardedGradScaler if self.fsdp else torch.amp.GradScaler
+        self.scaler = scaler(self.device.type, enabled=self.dtype == torch.float16)
         self.iter_num, self.best_val_loss, self.evals_since_best = 0, float("inf"), 0
         self.tokens_seen = 0
         if ckpt is not None:
             self.restore(ckpt)
 
         self.net = torch.compile(self.model) if cfg.compile else self.model
-        if self.ddp:
+        if self.ddp and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -201,11 +210,12 @@ class Run:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return rng
 
-    def state(self, rngs: list[dict]) -> dict:
-        """The checkpoint; `rngs` holds every rank's RNG state, rank 0's first."""
+    def state(self, rngs: list[dict], gathered: tuple[dict, dict] | None = None) -> dict:
+        """The checkpoint; `rngs` holds every rank's RNG state, rank 0's first; `gathered`, FSDP's whole state."""
+        model_state, optim_state = gathered or (self.model.state_dict(), self.optimizer.state_dict())
         return {
-            "model": checkpoint.clean_state_dict(self.model.state_dict()),
-            "optimizer": self.optimizer.state_dict(),
+            "model": checkpoint.clean_state_dict(model_state),
+            "optimizer": optim_state,
             "scaler": self.scaler.state_dict(),
             "model_args": asdict(self.model.config),
             "config": asdict(self.cfg),
@@ -218,7 +228,10 @@ class Run:
         }
 
     def restore(self, ckpt: dict) -> None:
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.fsdp:
+            distributed.load_optimizer_state(self.model, self.optimizer, ckpt["optimizer"])
+        else:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
         # A resumed run follows the learning rate the current config asks for.
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.learning_rate
@@ -246,13 +259,15 @@ class Run:
             # a resumed DDP run continue bit for bit, and keeps the ranks' masks distinct.
             rngs = [None] * self.world
             dist.all_gather_object(rngs, self.rng_state())
+        # FSDP: every rank hands in its shards, rank 0 receives the whole state on its CPU.
+        gathered = distributed.full_state(self.model, self.optimizer) if self.fsdp else None
         if not self.master:
             return
         if self.cfg.always_save_checkpoint or improved:
-            checkpoint.atomic_save(self.state(rngs), self.out / checkpoint.BEST)
+            checkpoint.atomic_save(self.state(rngs, gathered), self.out / checkpoint.BEST)
             (self.out / checkpoint.LATEST).unlink(missing_ok=True)  # ckpt.pt is the latest now
         else:
-            checkpoint.atomic_save(self.state(rngs), self.out / checkpoint.LATEST)
+            checkpoint.atomic_save(self.state(rngs, gathered), self.out / checkpoint.LATEST)
 
     # --- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -266,6 +281,8 @@ class Run:
                 with self.autocast:
                     _, loss = self.model(x, y)
                 total += torch.stack([loss.double(), torch.ones((), device=self.device, dtype=torch.float64)])
+            if self.fsdp:
+                distributed.idle_forwards(self.model, self.cfg.eval_iters, self.rank, self.world, self.device)
             if self.ddp:
                 dist.all_reduce(total)
             out[split] = (total[0] / total[1]).item()
@@ -288,8 +305,10 @@ class Run:
         for micro, rows in enumerate(mine):
             x, y = self.train_data.windows(rows)
             last = micro == local_steps - 1
-            # Gradients are averaged across ranks once, on the last micro-step.
-            sync = contextlib.nullcontext() if (last or not self.ddp) else self.net.no_sync()
+            # DDP averages gradients across ranks once, on the last micro-step. FSDP reduce-scatters
+            # them after every micro-step: holding whole gradients until the last one (FSDP2's
+            # set_requires_gradient_sync(False)) would cost the memory that sharding saves.
+            sync = contextlib.nullcontext() if (last or not self.ddp or self.fsdp) else self.net.no_sync()
             with sync:
                 with self.autocast:
                     _, loss = self.net(x, y)
