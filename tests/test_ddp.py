@@ -65,6 +65,24 @@ def launch(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def launch_together(*cmds: list[str], timeout: float = 180) -> list[subprocess.CompletedProcess]:
+    """Run independent commands at the same time (their start-ups overlap); wait for all."""
+    jobs = [
+        subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cmd in cmds
+    ]
+    done = []
+    for cmd, job in zip(cmds, jobs, strict=True):
+        try:
+            out, err = job.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for j in jobs:
+                j.kill()
+            raise
+        done.append(subprocess.CompletedProcess(cmd, job.returncode, out, err))
+    return done
+
+
 def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -239,21 +257,26 @@ def test_fsdp_resumes_under_fsdp_and_under_one_process(single, config_file, tmp_
     check_ok(launch([*run, f"--out_dir={sharded}", "--max_iters=3"]))
     shutil.copytree(sharded, alone)
     # Both read the same FSDP-written ckpt.pt and carry on to iteration 6.
-    check_ok(launch([*run, f"--out_dir={sharded}", "--max_iters=6", "--init_from=resume"]))
-    one = [sys.executable, "-m", "gptkit.train", str(config_file), f"--out_dir={alone}", "--max_iters=6"]
-    check_ok(launch([*one, "--init_from=resume"]))
+    one = [sys.executable, "-m", "gptkit.train", str(config_file), f"--out_dir={alone}"]
+    for proc in launch_together(
+        [*run, f"--out_dir={sharded}", "--max_iters=6", "--init_from=resume"],
+        [*one, "--max_iters=6", "--init_from=resume"],
+    ):
+        check_ok(proc)
     assert_same_run(single, sharded)
     assert_same_run(single, alone)
 
 
 def test_sample_reads_an_fsdp_checkpoint(single, fsdp):
-    def greedy(out: Path) -> str:
-        args = ["--num_samples=1", "--max_new_tokens=16", "--temperature=0", "--device=cpu", "--start=ROMEO:"]
-        return check_ok(launch([sys.executable, "-m", "gptkit.sample", f"--out_dir={out}", *args])).stdout
-
-    text = greedy(fsdp[0])
-    assert text.startswith("ROMEO:") and len(text) > len("ROMEO:\n---------------\n")
-    assert text == greedy(single)
+    args = ["--num_samples=1", "--max_new_tokens=16", "--temperature=0", "--device=cpu", "--start=ROMEO:"]
+    sharded, alone = (
+        check_ok(proc).stdout
+        for proc in launch_together(
+            *([sys.executable, "-m", "gptkit.sample", f"--out_dir={out}", *args] for out in (fsdp[0], single))
+        )
+    )
+    assert sharded.startswith("ROMEO:") and len(sharded) > len("ROMEO:\n---------------\n")
+    assert sharded == alone  # greedy: the same tokens from the same weights
 
 
 # --- a rank that dies or hangs ends the job ---------------------------------------------------
