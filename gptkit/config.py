@@ -73,6 +73,10 @@ class TrainConfig:
         "auto", "auto (bf16 on CUDA if supported, else fp16; fp32 elsewhere), float32, bfloat16, float16"
     )
     compile: bool = setting(False, "torch.compile the model (PyTorch 2, CUDA)")
+    grad_checkpoint: bool = setting(
+        False, "recompute each block's activations in the backward pass (saves memory, ~30% slower)"
+    )
+    check_memory: bool = setting(True, "estimate the run's memory first and stop if the device lacks it")
     mfu_peak_flops: float = setting(0.0, "peak FLOP/s for MFU (0: known GPUs' bf16 peak, none on CPU)")
 
 

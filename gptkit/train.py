@@ -164,6 +164,7 @@ class Run:
         if cfg.block_size < self.model.config.block_size:
             self.model.crop_block_size(cfg.block_size)
         self.model.to(self.device)
+        self.model.grad_checkpoint = cfg.grad_checkpoint
 
         data_dir = Path(cfg.data_root) / cfg.dataset
         vocab = self.model.config.vocab_size
