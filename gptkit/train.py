@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint
+from gptkit import checkpoint, memory
 from gptkit.config import TrainConfig, parse_args
 from gptkit.data import Batches, read_meta
 from gptkit.errors import GptkitError, run_cli
@@ -142,6 +142,8 @@ class Run:
             if self.dtype != torch.float32
             else contextlib.nullcontext()
         )
+        # From the settings alone, before a folder is made or a weight loaded: stop if it cannot fit.
+        self.memory = memory.check(cfg, self.device, self.dtype, world=self.world)
         self.out = prepare_out_dir(cfg) if self.master else Path(cfg.out_dir)
         if self.ddp:
             dist.barrier()  # rank 0 checked out_dir before anyone goes on
@@ -293,7 +295,8 @@ class Run:
             sync = contextlib.nullcontext() if (last or not self.ddp) else self.net.no_sync()
             with sync:
                 with self.autocast:
-                    _, loss = self.net(x, y)
+                    # [1]: no name keeps this micro-batch's logits (B x T x 50257) alive into the next
+                    loss = self.net(x, y)[1]
                 self.scaler.scale(loss / local_steps).backward()
             loss_sum += loss.detach().float()
         if cfg.grad_clip > 0:
@@ -344,6 +347,8 @@ def train(cfg: TrainConfig) -> dict:
             f"({cfg.batch_size} x {cfg.gradient_accumulation_steps} x {cfg.block_size}"
             f"{f', over {run.world} processes' if run.world > 1 else ''}) | {run.device} {str(run.dtype)[6:]}"
         )
+        if run.memory:
+            print(f"memory estimate {run.memory.describe()}{' per process' if run.world > 1 else ''}")
     wandb = start_wandb(cfg) if (cfg.wandb_log and master) else None
     bar = tqdm(
         total=cfg.max_iters,
