@@ -179,3 +179,15 @@ def test_lora_with_early_stopping_and_the_panel_callback(tmp_path, tiny_hf_dir, 
     ckpt = checkpoint.load(next((tmp_path).glob("lr*")) / checkpoint.BEST)
     assert ckpt["lora"]["rank"] == 4 and len(run.evals) < 41
     assert run.val_loss[-1] > run.val_loss.min() and run.val_loss[-2] > run.val_loss.min()
+
+
+def test_lora_recipe_is_the_seeds_plus_lora():
+    from conftest import ROOT
+    from gptkit.config import read_config_file
+
+    seed = read_config_file(ROOT / "config/finetune_shakespeare.py")
+    lora = read_config_file(ROOT / "config/finetune_shakespeare_lora.py")
+    changed = {k for k in seed.keys() | lora.keys() if seed.get(k) != lora.get(k)}
+    lora_keys = {"lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "grad_checkpoint"}
+    assert changed == lora_keys | {"learning_rate", "out_dir", "wandb_run_name"}
+    assert lora["lora_rank"] > 0 and lora["grad_checkpoint"] and 1e-4 <= lora["learning_rate"] <= 3e-4
