@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint, memory
+from gptkit import checkpoint, lora, memory
 from gptkit.config import TrainConfig, parse_args
 from gptkit.data import Batches, read_meta
 from gptkit.errors import GptkitError, run_cli
@@ -98,6 +98,13 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
             f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} does not divide across "
             f"{world_size} processes: make it a multiple of {world_size}, or use another process count"
         )
+    lora.check_settings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    if cfg.lora_rank and cfg.init_from == "scratch":
+        raise GptkitError(
+            f"lora_rank={cfg.lora_rank} with init_from=scratch would train adapters on a frozen random model, "
+            "which learns next to nothing: LoRA adapts pretrained weights, so use --init_from=gpt2 "
+            "(or a HF directory), or --lora_rank=0 to train from scratch"
+        )
     if cfg.init_from in GPT2_SIZES and cfg.block_size > 1024:
         raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
 
@@ -150,14 +157,28 @@ class Run:
         torch.manual_seed(cfg.seed + self.rank)
 
         ckpt = None
+        self.lora = None  # a LoRA run's settings and base reference (see gptkit.lora)
         if cfg.init_from == "resume":
             ckpt_path = checkpoint.latest_in(self.out)
             ckpt = checkpoint.load(ckpt_path, map_location="cpu")
             self.model = checkpoint.model_from_checkpoint(ckpt, ckpt_path, dropout=cfg.dropout)
+            self.lora = ckpt.get("lora")  # a LoRA run stays one, with its settings, on the same base
+            saved_rank = self.lora["rank"] if self.lora else 0
+            if cfg.lora_rank and cfg.lora_rank != saved_rank:
+                kind = f"a LoRA run of rank {saved_rank}" if saved_rank else "a full finetune"
+                raise GptkitError(
+                    f"{ckpt_path} is {kind}; a resumed run keeps its settings: drop --lora_rank "
+                    "or start a new run in another --out_dir"
+                )
         elif cfg.init_from == "scratch":
             self.model = GPT(self.scratch_config())
         else:
             self.model = from_pretrained(cfg.init_from, {"dropout": cfg.dropout})
+            if cfg.lora_rank:
+                self.lora = lora.run_settings(
+                    cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from
+                )
+                lora.apply_lora(self.model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
         if cfg.block_size > self.model.config.block_size:
             raise GptkitError(
                 f"block_size {cfg.block_size} is larger than the model's context of "
@@ -165,6 +186,8 @@ class Run:
             )
         if cfg.block_size < self.model.config.block_size:
             self.model.crop_block_size(cfg.block_size)
+        if self.lora and self.dtype != torch.float32:
+            lora.hold_base_in(self.model, self.dtype)  # frozen: autocast's dtype is precision enough
         self.model.to(self.device)
         self.model.grad_checkpoint = cfg.grad_checkpoint
 
@@ -206,8 +229,11 @@ class Run:
 
     def state(self, rngs: list[dict]) -> dict:
         """The checkpoint; `rngs` holds every rank's RNG state, rank 0's first."""
+        # A LoRA run keeps only its adapters, and in "lora" the reference to its frozen base.
+        model = lora.lora_state_dict(self.model) if self.lora else self.model.state_dict()
         return {
-            "model": checkpoint.clean_state_dict(self.model.state_dict()),
+            "model": checkpoint.clean_state_dict(model),
+            "lora": self.lora,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "model_args": asdict(self.model.config),
@@ -342,6 +368,12 @@ def train(cfg: TrainConfig) -> dict:
         # atomic: a live plot (gptkit.widgets) may read it at any moment
         config_text = json.dumps(asdict(cfg), indent=2) + "\n"
         checkpoint.atomic_write(run.out / "config.json", lambda f: f.write(config_text.encode()))
+        if run.lora:
+            trainable = lora.trainable_params(run.model)
+            print(
+                f"LoRA rank {run.lora['rank']} on {run.lora['targets']}: {trainable / 1e6:.2f}M trainable "
+                f"parameters ({100 * trainable / run.model.num_params(False):.2f}%), base {run.lora['base']} frozen"
+            )
         print(
             f"{run.model.num_params() / 1e6:.2f}M parameters | {run.tokens_per_iter:,} tokens per iteration "
             f"({cfg.batch_size} x {cfg.gradient_accumulation_steps} x {cfg.block_size}"
