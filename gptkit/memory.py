@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from gptkit.errors import GptkitError
+from gptkit.lora import count_lora_params, parse_targets
 from gptkit.model import GPTConfig
 
 GIB = 2**30
@@ -66,13 +67,6 @@ def gib(n: int) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
-def parse_targets(targets) -> tuple[str, ...]:
-    """LoRA targets as a tuple of LINEAR_SHAPES names, from 'c_attn,c_fc' or a sequence."""
-    if isinstance(targets, str):
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
-    return tuple(targets)
-
-
 def param_counts(model: GPTConfig, positions: int | None = None) -> tuple[int, int, int]:
     """(all parameters, of one block, of the largest tensor) for `model`; tied head counted once."""
     c = model.n_embd
@@ -82,12 +76,6 @@ def param_counts(model: GPTConfig, positions: int | None = None) -> tuple[int, i
     positions = model.block_size if positions is None else positions
     total = model.vocab_size * c + positions * c + model.n_layer * block + c + bias
     return total, block, max(model.vocab_size * c, 4 * c * c)
-
-
-def lora_params(model: GPTConfig, rank: int, targets) -> int:
-    """Trainable parameters of LoRA: rank x (in + out) for each targeted Linear of each block."""
-    c = model.n_embd
-    return model.n_layer * sum(rank * (i + o) * c for i, o in (LINEAR_SHAPES[t] for t in parse_targets(targets)))
 
 
 def activation_bytes(
@@ -138,8 +126,14 @@ def activation_bytes(
         else:
             input_saved = e * width * btc
         if lora:
-            input_saved = (e + mask) * width * btc if lora_dropout > 0 else input_saved  # dropped input + mask
+            if lora_dropout > 0:
+                # the dropped input (cast for the matmul) and the mask, in the input's dtype on CPU:
+                # fp32 after a LayerNorm, the matmul dtype after a matmul
+                fp32_input = name in ("c_attn", "c_fc")
+                input_saved = (e + ((4 if fp32_input else e) if device_type == "cpu" else 1)) * width * btc
             block += input_saved + e * bt * lora_rank  # + x A^T, for B's gradient
+            if half:
+                block += 2 * lora_rank * (width + LINEAR_SHAPES[name][1]) * c  # autocast's copies of A and B
         else:
             block += input_saved
     if half and not half_base:
@@ -148,10 +142,19 @@ def activation_bytes(
     base = 4 * (btc + 2 * bt + bt * v)  # final LayerNorm input and stats; fp32 log-probabilities
     base += 0 if half else 4 * bt  # the fp32 loss's log-sum-exp per row
     base += 0 if lora else e * btc  # the head's input, for its (tied) weight's gradient
-    base += 2 * v * c if half and not half_base else 0  # autocast's copy of the head
-    base += 8 * (2 * bt + t) + 4  # token ids, targets, positions (int64), the loss's weight
-    if dropout:
-        base += (4 if device_type == "cpu" else 1) * btc  # the (fp32) embeddings' dropout mask
+    base += 2 * v * c if half else 0  # autocast's copy of the head (tied to the fp32 embedding)
+    if lora:
+        # Frozen embeddings: nothing before the first adapter needs a gradient, so neither the
+        # ids, nor the embeddings' dropout mask, nor the first block's first LayerNorm, nor the
+        # mask of its first adapter's dropout keep anything.
+        base += 8 * bt + 4 - 4 * (btc + 2 * bt)  # targets (int64), the loss's weight
+        if "c_attn" in targets:
+            base -= (4 if device_type == "cpu" else 1) * btc if lora_dropout > 0 else 0
+            base -= 2 * lora_rank * c if half else 0  # nor its A's autocast copy
+    else:
+        base += 8 * (2 * bt + t) + 4  # token ids, targets, positions (int64), the loss's weight
+        if dropout:
+            base += (4 if device_type == "cpu" else 1) * btc  # the (fp32) embeddings' dropout mask
     if grad_checkpoint:
         # every block's fp32 input; one block at a time recomputed (its input counted already)
         return n * 4 * btc + (block - 4 * btc) + base
@@ -166,7 +169,7 @@ def estimate(
     device_type: str = "cpu",
     dtype: torch.dtype = torch.float32,
     lora_rank: int = 0,
-    lora_targets=("c_attn",),
+    lora_targets="c_attn,attn.c_proj,c_fc,mlp.c_proj",
     lora_dropout: float = 0.0,
     half_base: bool | None = None,
     grad_checkpoint: bool = False,
@@ -176,7 +179,7 @@ def estimate(
 ) -> MemoryEstimate:
     """Bytes per process for training `model` on micro-batches of batch_size x block_size tokens.
 
-    `half_base` (default: LoRA under 16-bit autocast on a GPU) holds the frozen base in that
+    `half_base` (default: LoRA under 16-bit autocast) holds the frozen block matrices in that
     dtype. `shards` > 1: FSDP, each process keeps 1/shards of the weights, gradients and
     optimizer state, plus two blocks' gathered weights. `ddp`: DistributedDataParallel's
     gradient buckets, a second copy of the gradients.
@@ -184,10 +187,11 @@ def estimate(
     half = dtype in (torch.bfloat16, torch.float16)
     lora = lora_rank > 0
     if half_base is None:
-        half_base = lora and half and device_type == "cuda"
+        half_base = lora and half  # as gptkit.train does (gptkit.lora.hold_base_in)
     total, per_block, largest = param_counts(model, block_size)
-    trainable = lora_params(model, lora_rank, lora_targets) if lora else total
-    weights = total * (2 if half_base else 4) + (4 * trainable if lora else 0)
+    trainable = count_lora_params(model, lora_rank, lora_targets) if lora else total
+    block_matrices = model.n_layer * 12 * model.n_embd**2  # what hold_base_in halves
+    weights = 4 * total - (2 * block_matrices if half_base else 0) + (4 * trainable if lora else 0)
     gradients = 4 * trainable
     optimizer = 8 * trainable
     gathered = 0
@@ -215,11 +219,12 @@ def estimate(
 # --- a run's settings -> its estimate ---------------------------------------------------------
 
 
-def model_config(cfg) -> GPTConfig | None:
-    """The architecture `cfg` trains, read without loading weights; None when it cannot be known yet
-    (loading will then report what is wrong)."""
+def run_shape(cfg) -> tuple[GPTConfig, dict] | None:
+    """The architecture `cfg` trains and its LoRA settings ({} for a full finetune), read without
+    loading weights; None when they cannot be known yet (loading will then say what is wrong)."""
     from gptkit.pretrained import GPT2_SIZES, gpt2_config
 
+    lora = {"rank": cfg.lora_rank, "targets": cfg.lora_targets, "dropout": cfg.lora_dropout} if cfg.lora_rank else {}
     try:
         if cfg.init_from == "scratch":
             from gptkit.data import read_meta
@@ -230,7 +235,8 @@ def model_config(cfg) -> GPTConfig | None:
             from gptkit import checkpoint
 
             # mmap: only the pickled header is read, not the weights
-            config = GPTConfig(**checkpoint.load(checkpoint.latest_in(cfg.out_dir))["model_args"])
+            ckpt = checkpoint.load(checkpoint.latest_in(cfg.out_dir))
+            config, lora = GPTConfig(**ckpt["model_args"]), ckpt.get("lora") or {}
         elif Path(cfg.init_from).is_dir():
             hf = json.loads((Path(cfg.init_from) / "config.json").read_text())
             config = GPTConfig(hf["n_positions"], hf["vocab_size"], hf["n_layer"], hf["n_head"], hf["n_embd"])
@@ -240,23 +246,24 @@ def model_config(cfg) -> GPTConfig | None:
             return None
     except (GptkitError, OSError, KeyError, TypeError, ValueError):
         return None
-    return replace(config, dropout=cfg.dropout, block_size=min(config.block_size, cfg.block_size))
+    return replace(config, dropout=cfg.dropout, block_size=min(config.block_size, cfg.block_size)), lora
 
 
 def estimate_run(cfg, device_type: str, dtype: torch.dtype, shards: int = 1, world: int = 1) -> MemoryEstimate | None:
     """The estimate for TrainConfig `cfg` on one process of `world` (None: architecture unknown yet)."""
-    model = model_config(cfg)
-    if model is None:
+    shape = run_shape(cfg)
+    if shape is None:
         return None
+    model, lora = shape
     return estimate(
         model,
         cfg.batch_size,
         model.block_size,
         device_type=device_type,
         dtype=dtype,
-        lora_rank=getattr(cfg, "lora_rank", 0),
-        lora_targets=getattr(cfg, "lora_targets", ("c_attn",)),
-        lora_dropout=getattr(cfg, "lora_dropout", 0.0),
+        lora_rank=lora.get("rank", 0),
+        lora_targets=lora.get("targets", ()),
+        lora_dropout=lora.get("dropout", 0.0),
         grad_checkpoint=cfg.grad_checkpoint,
         fused_adamw=device_type in ("cpu", "cuda"),
         shards=shards,
@@ -294,10 +301,8 @@ def available_bytes(device: torch.device, local_world: int = 1) -> int | None:
 
 def fitting_settings(cfg, device_type: str, dtype: torch.dtype, available: int, shards: int = 1, world: int = 1):
     """The least change to `cfg` whose estimate fits in `available`: ([--key=value ...], estimate), or None."""
-    lora_known = hasattr(cfg, "lora_rank")
-    pretrained = cfg.init_from != "scratch"
     memory_options = [{"grad_checkpoint": True}]
-    if lora_known and pretrained and cfg.lora_rank == 0:
+    if cfg.init_from not in ("scratch", "resume") and cfg.lora_rank == 0:
         memory_options += [{"lora_rank": 8}, {"lora_rank": 8, "grad_checkpoint": True}]
     tried = list(memory_options)
     strongest = memory_options[-1]

@@ -171,3 +171,24 @@ def test_estimate_is_within_15_percent_of_the_measured_peak(tmp_path, shakespear
     assert ckpt["estimate"] < full["estimate"] and ckpt["added"] < full["added"]
     saved = full["added"] - ckpt["added"]
     assert abs(saved / (full["estimate"] - ckpt["estimate"]) - 1) < 0.5, (saved, full, ckpt)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize(
+    "targets,lora_dropout,dropout",
+    [("c_attn,attn.c_proj,c_fc,mlp.c_proj", 0.0, 0.0), ("c_attn", 0.05, 0.0), ("c_attn,attn.c_proj,c_fc,mlp.c_proj", 0.05, 0.1)],
+)
+def test_lora_activation_formula_equals_what_pytorch_saves(bf16, targets, lora_dropout, dropout):
+    from gptkit.lora import apply_lora, hold_base_in
+
+    cfg = GPTConfig(block_size=48, vocab_size=160, n_layer=2, n_head=4, n_embd=32, dropout=dropout)
+    torch.manual_seed(0)
+    model = apply_lora(GPT(cfg), rank=4, alpha=8, dropout=lora_dropout, targets=targets).train()
+    if bf16:
+        hold_base_in(model, torch.bfloat16)  # as gptkit.train does for a LoRA run under autocast
+    idx, targets_ = (torch.randint(0, cfg.vocab_size, (3, cfg.block_size)) for _ in range(2))  # as Batches
+    measured = saved_bytes(model, idx, targets_, bf16)
+    formula = activation_bytes(
+        cfg, 3, cfg.block_size, half=bf16, lora_rank=4, lora_targets=targets, lora_dropout=lora_dropout, half_base=bf16
+    )
+    assert formula == measured
