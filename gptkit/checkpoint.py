@@ -4,7 +4,8 @@ A checkpoint is a plain dict saved with `torch.save`: model weights, optimizer a
 state, the model's architecture (`model_args`), the training config, `iter_num`,
 `best_val_loss`, RNG states and the data sampler's state; enough for `init_from=resume` to
 continue exactly where a run stopped. Reading uses `weights_only=True`, so opening a
-checkpoint never runs code from it.
+checkpoint never runs code from it. A LoRA run's checkpoint holds only its adapters as
+`model`, and under `lora` its settings and the name or path of the frozen base it adapts.
 """
 
 import os
@@ -18,6 +19,7 @@ from typing import BinaryIO
 import torch
 
 from gptkit.errors import GptkitError
+from gptkit.lora import model_from_lora_checkpoint
 from gptkit.model import GPT, GPTConfig
 
 BEST = "ckpt.pt"  # the best model so far (by val loss), or the latest with always_save_checkpoint
@@ -79,7 +81,13 @@ def clean_state_dict(state: dict) -> dict:
 
 
 def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint", dropout: float | None = None) -> GPT:
-    """Build the GPT a checkpoint describes and load its weights."""
+    """Build the GPT a checkpoint describes and load its weights.
+
+    A LoRA run's checkpoint holds only adapters: its base is loaded from where the checkpoint
+    says, and the adapters are added, not merged (`gptkit.lora.merge_lora` folds them in).
+    """
+    if ckpt.get("lora"):
+        return model_from_lora_checkpoint(ckpt, path, dropout)
     args = dict(ckpt["model_args"])
     if dropout is not None:
         args["dropout"] = dropout

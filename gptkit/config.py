@@ -53,6 +53,13 @@ class TrainConfig:
     n_embd: int = setting(768, "embedding width (scratch only)")
     dropout: float = setting(0.0, "dropout; overrides a pretrained model's (0 for pretraining, 0.1+ to finetune)")
     bias: bool = setting(True, "biases in Linear and LayerNorm layers (scratch only)")
+    # LoRA: train low-rank adapters on a frozen pretrained model (gptkit.lora)
+    lora_rank: int = setting(0, "rank of the LoRA adapters; 0 trains every weight (a full finetune)")
+    lora_alpha: float = setting(16.0, "LoRA scale: the update B A is multiplied by lora_alpha / lora_rank")
+    lora_dropout: float = setting(0.0, "dropout on the LoRA adapters' input")
+    lora_targets: str = setting(
+        "c_attn,attn.c_proj,c_fc,mlp.c_proj", "comma-separated layers of each block that get adapters"
+    )
     # optimizer
     learning_rate: float = setting(6e-4, "peak learning rate")
     max_iters: int = setting(600000, "optimizer steps in total")
@@ -76,6 +83,10 @@ class TrainConfig:
         "auto", "auto (bf16 on CUDA if supported, else fp16; fp32 elsewhere), float32, bfloat16, float16"
     )
     compile: bool = setting(False, "torch.compile the model (PyTorch 2, CUDA)")
+    grad_checkpoint: bool = setting(
+        False, "recompute each block's activations in the backward pass (saves memory, ~30% slower)"
+    )
+    check_memory: bool = setting(True, "estimate the run's memory first and stop if the device lacks it")
     mfu_peak_flops: float = setting(0.0, "peak FLOP/s for MFU (0: known GPUs' bf16 peak, none on CPU)")
 
 

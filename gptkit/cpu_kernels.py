@@ -42,7 +42,8 @@ class _OneDNNLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
+        # x is needed only for the weight's gradient: a frozen layer (LoRA's base) need not keep it.
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
         ctx.has_bias = bias is not None
         return _matmul_t(x, weight, bias)
 

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint, distributed
+from gptkit import checkpoint, distributed, lora, memory
 from gptkit.config import TrainConfig, parse_args
 from gptkit.data import Batches, read_meta
 from gptkit.errors import GptkitError, run_cli
@@ -98,6 +98,13 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
             f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} does not divide across "
             f"{world_size} processes: make it a multiple of {world_size}, or use another process count"
         )
+    lora.check_settings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    if cfg.lora_rank and cfg.init_from == "scratch":
+        raise GptkitError(
+            f"lora_rank={cfg.lora_rank} with init_from=scratch would train adapters on a frozen random model, "
+            "which learns next to nothing: LoRA adapts pretrained weights, so use --init_from=gpt2 "
+            "(or a HF directory), or --lora_rank=0 to train from scratch"
+        )
     if cfg.init_from in GPT2_SIZES and cfg.block_size > 1024:
         raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
 
@@ -143,20 +150,37 @@ class Run:
             if self.dtype != torch.float32
             else contextlib.nullcontext()
         )
+        # From the settings alone, before a folder is made or a weight loaded: stop if it cannot fit.
+        shards = self.world if self.fsdp else 1  # FSDP keeps 1/N of the weights, gradients and AdamW state
+        self.memory = memory.check(cfg, self.device, self.dtype, shards=shards, world=self.world)
         self.out = prepare_out_dir(cfg) if self.master else Path(cfg.out_dir)
         if self.ddp:
             dist.barrier()  # rank 0 checked out_dir before anyone goes on
         torch.manual_seed(cfg.seed + self.rank)
 
         ckpt = None
+        self.lora = None  # a LoRA run's settings and base reference (see gptkit.lora)
         if cfg.init_from == "resume":
             ckpt_path = checkpoint.latest_in(self.out)
             ckpt = checkpoint.load(ckpt_path, map_location="cpu")
             self.model = checkpoint.model_from_checkpoint(ckpt, ckpt_path, dropout=cfg.dropout)
+            self.lora = ckpt.get("lora")  # a LoRA run stays one, with its settings, on the same base
+            saved_rank = self.lora["rank"] if self.lora else 0
+            if cfg.lora_rank and cfg.lora_rank != saved_rank:
+                kind = f"a LoRA run of rank {saved_rank}" if saved_rank else "a full finetune"
+                raise GptkitError(
+                    f"{ckpt_path} is {kind}; a resumed run keeps its settings: drop --lora_rank "
+                    "or start a new run in another --out_dir"
+                )
         elif cfg.init_from == "scratch":
             self.model = GPT(self.scratch_config())
         else:
             self.model = from_pretrained(cfg.init_from, {"dropout": cfg.dropout})
+            if cfg.lora_rank:
+                self.lora = lora.run_settings(
+                    cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from
+                )
+                lora.apply_lora(self.model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
         if cfg.block_size > self.model.config.block_size:
             raise GptkitError(
                 f"block_size {cfg.block_size} is larger than the model's context of "
@@ -164,8 +188,16 @@ class Run:
             )
         if cfg.block_size < self.model.config.block_size:
             self.model.crop_block_size(cfg.block_size)
+        if self.lora and self.dtype != torch.float32:
+            lora.hold_base_in(self.model, self.dtype)  # frozen: autocast's dtype is precision enough
         self.model.to(self.device)
+        self.model.grad_checkpoint = cfg.grad_checkpoint
         if self.fsdp:
+            if self.lora:
+                raise GptkitError(
+                    "--fsdp=True does not shard LoRA runs (their optimizer state is small): "
+                    "leave --fsdp off to run LoRA with DDP"
+                )
             distributed.shard(self.model, self.device, self.dtype)  # before the optimizer: it must hold the shards
             shards = distributed.describe_shards(self.model)
             if self.master:
@@ -212,9 +244,12 @@ class Run:
 
     def state(self, rngs: list[dict], gathered: tuple[dict, dict] | None = None) -> dict:
         """The checkpoint; `rngs` holds every rank's RNG state, rank 0's first; `gathered`, FSDP's whole state."""
-        model_state, optim_state = gathered or (self.model.state_dict(), self.optimizer.state_dict())
+        # A LoRA run keeps only its adapters, and in "lora" the reference to its frozen base.
+        model = lora.lora_state_dict(self.model) if self.lora else self.model.state_dict()
+        model_state, optim_state = gathered or (model, self.optimizer.state_dict())
         return {
             "model": checkpoint.clean_state_dict(model_state),
+            "lora": self.lora,
             "optimizer": optim_state,
             "scaler": self.scaler.state_dict(),
             "model_args": asdict(self.model.config),
@@ -311,7 +346,8 @@ class Run:
             sync = contextlib.nullcontext() if (last or not self.ddp or self.fsdp) else self.net.no_sync()
             with sync:
                 with self.autocast:
-                    _, loss = self.net(x, y)
+                    # [1]: no name keeps this micro-batch's logits (B x T x 50257) alive into the next
+                    loss = self.net(x, y)[1]
                 self.scaler.scale(loss / local_steps).backward()
             loss_sum += loss.detach().float()
         if cfg.grad_clip > 0:
@@ -357,11 +393,19 @@ def train(cfg: TrainConfig) -> dict:
         # atomic: a live plot (gptkit.widgets) may read it at any moment
         config_text = json.dumps(asdict(cfg), indent=2) + "\n"
         checkpoint.atomic_write(run.out / "config.json", lambda f: f.write(config_text.encode()))
+        if run.lora:
+            trainable = lora.trainable_params(run.model)
+            print(
+                f"LoRA rank {run.lora['rank']} on {run.lora['targets']}: {trainable / 1e6:.2f}M trainable "
+                f"parameters ({100 * trainable / run.model.num_params(False):.2f}%), base {run.lora['base']} frozen"
+            )
         print(
             f"{run.model.num_params() / 1e6:.2f}M parameters | {run.tokens_per_iter:,} tokens per iteration "
             f"({cfg.batch_size} x {cfg.gradient_accumulation_steps} x {cfg.block_size}"
             f"{f', over {run.world} processes' if run.world > 1 else ''}) | {run.device} {str(run.dtype)[6:]}"
         )
+        if run.memory:
+            print(f"memory estimate {run.memory.describe()}{' per process' if run.world > 1 else ''}")
     wandb = start_wandb(cfg) if (cfg.wandb_log and master) else None
     bar = tqdm(
         total=cfg.max_iters,

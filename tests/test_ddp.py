@@ -211,7 +211,10 @@ def same_checkpoint_format(a: dict, b: dict) -> None:
 @pytest.fixture(scope="module")
 def fsdp(tmp_path_factory, config_file) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("fsdp")
-    proc = check_ok(launch([*torchrun_cmd(2), str(config_file), f"--out_dir={out}", "--max_iters=6", "--fsdp=True"]))
+    # With activation checkpointing too: each block's forward runs again in the backward pass,
+    # gathering the block's weights again (the resume test below runs FSDP without it).
+    cmd = [*torchrun_cmd(2), str(config_file), f"--out_dir={out}", "--max_iters=6", "--fsdp=True"]
+    proc = check_ok(launch([*cmd, "--grad_checkpoint=True"]))
     return out, proc.stdout
 
 
@@ -378,3 +381,16 @@ def test_a_hung_rank_times_out(config_file, tmp_path, mode):
     assert job.returncode != 0
     assert waited >= timeout_s
     assert "Timed out" in output, output[-3000:]
+
+
+def test_lora_two_processes_match_one(config_file, tiny_hf_dir, tmp_path):
+    """Frozen base, trainable adapters: DDP reduces only the adapters' gradients, with no
+    find_unused_parameters (every adapter is used in every forward), and matches one process."""
+    lora = [f"--init_from={tiny_hf_dir}", "--lora_rank=4", "--lora_alpha=8", "--max_iters=6"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    check_ok(launch([sys.executable, "-m", "gptkit.train", str(config_file), f"--out_dir={one}", *lora]))
+    check_ok(launch([*torchrun_cmd(2), str(config_file), f"--out_dir={two}", *lora]))
+    steps = records(one, "step")
+    assert abs(steps[5]["loss"] - steps[0]["loss"]) > 100 * TOL
+    assert all(k.endswith(("lora_A", "lora_B")) for k in final_state(two)["model"])
+    assert_same_run(one, two)
