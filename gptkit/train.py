@@ -75,6 +75,11 @@ def lr_at(it: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
 
 
+FSDP_NO_LORA = (
+    "--fsdp=True does not shard LoRA runs (their optimizer state is small): leave --fsdp off to run LoRA with DDP"
+)
+
+
 def validate(cfg: TrainConfig, world_size: int) -> None:
     """Settings that cannot work, caught before any file is touched."""
     for key in (
@@ -99,6 +104,8 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
             f"{world_size} processes: make it a multiple of {world_size}, or use another process count"
         )
     lora.check_settings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    if cfg.fsdp and world_size > 1 and cfg.lora_rank:
+        raise GptkitError(FSDP_NO_LORA)
     if cfg.lora_rank and cfg.init_from == "scratch":
         raise GptkitError(
             f"lora_rank={cfg.lora_rank} with init_from=scratch would train adapters on a frozen random model, "
@@ -193,11 +200,8 @@ class Run:
         self.model.to(self.device)
         self.model.grad_checkpoint = cfg.grad_checkpoint
         if self.fsdp:
-            if self.lora:
-                raise GptkitError(
-                    "--fsdp=True does not shard LoRA runs (their optimizer state is small): "
-                    "leave --fsdp off to run LoRA with DDP"
-                )
+            if self.lora:  # resumed from a LoRA run's checkpoint
+                raise GptkitError(FSDP_NO_LORA)
             distributed.shard(self.model, self.device, self.dtype)  # before the optimizer: it must hold the shards
             shards = distributed.describe_shards(self.model)
             if self.master:

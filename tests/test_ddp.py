@@ -19,6 +19,9 @@ import pytest
 import torch
 
 from conftest import ROOT
+from gptkit.config import TrainConfig
+from gptkit.errors import GptkitError
+from gptkit.train import validate
 
 SCRIPT = ROOT / "scripts" / "ddp_finetune.py"
 TOL = 1e-5  # the bound; fp32 reductions in another order differ by ~1e-7
@@ -280,6 +283,15 @@ def test_sample_reads_an_fsdp_checkpoint(single, fsdp):
     )
     assert sharded.startswith("ROMEO:") and len(sharded) > len("ROMEO:\n---------------\n")
     assert sharded == alone  # greedy: the same tokens from the same weights
+
+
+def test_fsdp_refuses_lora_before_touching_files():
+    # validate() runs first in every rank, before out_dir is made or a weight loaded.
+    cfg = TrainConfig(fsdp=True, lora_rank=4, init_from="gpt2", gradient_accumulation_steps=2)
+    with pytest.raises(GptkitError, match="does not shard LoRA runs"):
+        validate(cfg, world_size=2)
+    validate(cfg, world_size=1)  # one process: an ordinary LoRA run
+    validate(TrainConfig(fsdp=True, init_from="gpt2", gradient_accumulation_steps=2), world_size=2)
 
 
 # --- a rank that dies or hangs ends the job ---------------------------------------------------
