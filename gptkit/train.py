@@ -248,9 +248,11 @@ class Run:
 
     def state(self, rngs: list[dict], gathered: tuple[dict, dict] | None = None) -> dict:
         """The checkpoint; `rngs` holds every rank's RNG state, rank 0's first; `gathered`, FSDP's whole state."""
-        # A LoRA run keeps only its adapters, and in "lora" the reference to its frozen base.
-        model = lora.lora_state_dict(self.model) if self.lora else self.model.state_dict()
-        model_state, optim_state = gathered or (model, self.optimizer.state_dict())
+        if gathered is None:
+            # A LoRA run keeps only its adapters, and in "lora" the reference to its frozen base.
+            model = lora.lora_state_dict(self.model) if self.lora else self.model.state_dict()
+            gathered = model, self.optimizer.state_dict()
+        model_state, optim_state = gathered
         return {
             "model": checkpoint.clean_state_dict(model_state),
             "lora": self.lora,
