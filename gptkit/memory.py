@@ -64,7 +64,7 @@ class MemoryEstimate:
 
 
 def gib(n: int) -> str:
-    return f"{n / GIB:.1f} GiB"
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.0f} MiB"
 
 
 def param_counts(model: GPTConfig, positions: int | None = None) -> tuple[int, int, int]:
