@@ -9,6 +9,9 @@ checkpoint never runs code from it.
 Every file gptkit writes goes through here (`atomic_write`, `replacing`, `append_line`): whole
 or not at all, and a write the machine refuses (disk full, quota) is one line naming the file
 and the free space (`write_failed`), with the old file left as it was.
+
+A LoRA run's checkpoint holds only its adapters as `model`, and under `lora` its settings and
+the name or path of the frozen base it adapts.
 """
 
 import contextlib
@@ -26,6 +29,7 @@ from typing import BinaryIO
 import torch
 
 from gptkit.errors import GptkitError
+from gptkit.lora import model_from_lora_checkpoint
 from gptkit.model import GPT, GPTConfig
 
 BEST = "ckpt.pt"  # the best model so far (by val loss), or the latest with always_save_checkpoint
@@ -204,7 +208,13 @@ def clean_state_dict(state: dict) -> dict:
 
 
 def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint", dropout: float | None = None) -> GPT:
-    """Build the GPT a checkpoint describes and load its weights."""
+    """Build the GPT a checkpoint describes and load its weights.
+
+    A LoRA run's checkpoint holds only adapters: its base is loaded from where the checkpoint
+    says, and the adapters are added, not merged (`gptkit.lora.merge_lora` folds them in).
+    """
+    if ckpt.get("lora"):
+        return model_from_lora_checkpoint(ckpt, path, dropout)
     args = dict(ckpt["model_args"])
     if dropout is not None:
         args["dropout"] = dropout

@@ -53,6 +53,13 @@ class TrainConfig:
     n_embd: int = setting(768, "embedding width (scratch only)")
     dropout: float = setting(0.0, "dropout; overrides a pretrained model's (0 for pretraining, 0.1+ to finetune)")
     bias: bool = setting(True, "biases in Linear and LayerNorm layers (scratch only)")
+    # LoRA: train low-rank adapters on a frozen pretrained model (gptkit.lora)
+    lora_rank: int = setting(0, "rank of the LoRA adapters; 0 trains every weight (a full finetune)")
+    lora_alpha: float = setting(16.0, "LoRA scale: the update B A is multiplied by lora_alpha / lora_rank")
+    lora_dropout: float = setting(0.0, "dropout on the LoRA adapters' input")
+    lora_targets: str = setting(
+        "c_attn,attn.c_proj,c_fc,mlp.c_proj", "comma-separated layers of each block that get adapters"
+    )
     # optimizer
     learning_rate: float = setting(6e-4, "peak learning rate")
     max_iters: int = setting(600000, "optimizer steps in total")
@@ -68,11 +75,18 @@ class TrainConfig:
     # system
     backend: str = setting("nccl", "DDP backend on CUDA (CPU runs use gloo)")
     ddp_timeout: int = setting(1800, "seconds a DDP process waits for the others before failing (a hung rank)")
+    fsdp: bool = setting(
+        False, "under torchrun, shard weights, gradients and AdamW state across the processes (FSDP2), not copy them"
+    )
     device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     dtype: str = setting(
         "auto", "auto (bf16 on CUDA if supported, else fp16; fp32 elsewhere), float32, bfloat16, float16"
     )
     compile: bool = setting(False, "torch.compile the model (PyTorch 2, CUDA)")
+    grad_checkpoint: bool = setting(
+        False, "recompute each block's activations in the backward pass (saves memory, ~30% slower)"
+    )
+    check_memory: bool = setting(True, "estimate the run's memory first and stop if the device lacks it")
     mfu_peak_flops: float = setting(0.0, "peak FLOP/s for MFU (0: known GPUs' bf16 peak, none on CPU)")
 
 

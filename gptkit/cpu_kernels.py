@@ -42,7 +42,8 @@ class _OneDNNLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
+        # x is needed only for the weight's gradient: a frozen layer (LoRA's base) need not keep it.
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
         ctx.has_bias = bias is not None
         return _matmul_t(x, weight, bias)
 
@@ -50,9 +51,9 @@ class _OneDNNLinear(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        grad_2d, x_2d = grad.reshape(-1, grad.size(-1)), x.reshape(-1, x.size(-1))
+        grad_2d = grad.reshape(-1, grad.size(-1))
         grad_x = _matmul_t(grad, weight.t()) if ctx.needs_input_grad[0] else None
-        grad_w = _matmul_t(grad_2d.t(), x_2d.t()) if ctx.needs_input_grad[1] else None
+        grad_w = _matmul_t(grad_2d.t(), x.reshape(-1, x.size(-1)).t()) if ctx.needs_input_grad[1] else None
         grad_b = grad_2d.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
 

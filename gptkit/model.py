@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from gptkit.cpu_kernels import Linear, cross_entropy
 
@@ -103,6 +104,9 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
+        # Set by training (--grad_checkpoint): keep only each block's input in the forward pass and
+        # recompute the rest in the backward pass; less memory, about a third more compute.
+        self.grad_checkpoint = False
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
@@ -144,7 +148,12 @@ class GPT(nn.Module):
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
-            x = block(x, cache)
+            if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+                # Non-reentrant checkpointing replays the block with the same RNG state, so the
+                # dropout masks, and the gradients, equal those of the plain pass.
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x, cache)
         if cache is not None:
             cache.pos += T
         return self.transformer.ln_f(x)
@@ -164,7 +173,8 @@ class GPT(nn.Module):
         if block_size > self.config.block_size:
             raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
         self.config.block_size = block_size
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        wpe = self.transformer.wpe.weight  # a frozen one (LoRA) stays frozen
+        self.transformer.wpe.weight = nn.Parameter(wpe[:block_size], requires_grad=wpe.requires_grad)
 
     def configure_optimizers(
         self, weight_decay: float, learning_rate: float, betas: tuple[float, float], device_type: str

@@ -106,7 +106,12 @@ def _read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
             if name.endswith(".safetensors"):
                 from safetensors.torch import load_file
 
-                return load_file(path)
+                try:
+                    # pread, not mmap: the file's pages would otherwise count as resident
+                    # memory on top of the tensors read from them (6 GB more for gpt2-xl).
+                    return load_file(path, backend="pread")
+                except TypeError:  # safetensors < 0.8 has no backend choice
+                    return load_file(path)
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise GptkitError(f"{path} could not be read ({type(e).__name__}: {e}); it may be truncated") from None
@@ -114,7 +119,11 @@ def _read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def load_hf_state_dict(model: GPT, hf_state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy Hugging Face GPT-2 tensors into `model`, transposing the Conv1D weights."""
+    """Put Hugging Face GPT-2 tensors into `model`, transposing the Conv1D weights.
+
+    A model built on the meta device takes the tensors themselves (`hf_state` is emptied as it
+    goes), so only one copy of the weights ever exists; any other model gets them copied in.
+    """
     hf = {k.removeprefix("transformer."): v for k, v in hf_state.items()}
     hf = {k: v for k, v in hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
     hf.pop("lm_head.weight", None)  # tied to wte
@@ -124,12 +133,22 @@ def load_hf_state_dict(model: GPT, hf_state: dict[str, torch.Tensor], source: st
         raise GptkitError(
             f"{source} does not match GPT-2's layout (missing: {missing[:3]}, unexpected: {unexpected[:3]})"
         )
+    on_meta = any(t.is_meta for t in ours.values())
+    taken = {}
     with torch.no_grad():
         for key, target in ours.items():
-            src = hf[key].t() if key.endswith(TRANSPOSED) else hf[key]
+            src = hf.pop(key)
+            src = src.t() if key.endswith(TRANSPOSED) else src
             if src.shape != target.shape:
                 raise GptkitError(f"{source}: {key} has shape {tuple(src.shape)}, expected {tuple(target.shape)}")
-            target.copy_(src)
+            if on_meta:
+                taken["transformer." + key] = src.to(target.dtype).contiguous()
+                hf_state.clear()  # drop the caller's references: the model now holds the only copy
+            else:
+                target.copy_(src)
+    if on_meta:
+        model.load_state_dict(taken, strict=False, assign=True)
+        model.lm_head.weight = model.transformer.wte.weight  # assign=True replaced the tied tensor
 
 
 def from_pretrained(name_or_path: str | os.PathLike, override_args: dict | None = None) -> GPT:
@@ -157,7 +176,8 @@ def from_pretrained(name_or_path: str | os.PathLike, override_args: dict | None 
         bias=True,
         dropout=float(override_args.get("dropout", 0.0)),
     )
-    model = GPT(config)
+    with torch.device("meta"):
+        model = GPT(config)  # shapes only: a random init would be a second full copy of the weights
     load_hf_state_dict(model, _read_hf_weights(directory), str(directory))
     return model
 

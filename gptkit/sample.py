@@ -15,6 +15,7 @@ import torch
 from gptkit import checkpoint
 from gptkit.config import parse_args, setting
 from gptkit.errors import GptkitError, run_cli
+from gptkit.lora import merge_lora
 from gptkit.model import GPT
 from gptkit.pretrained import from_pretrained
 from gptkit.tokenizer import EOT_ID, get_encoding
@@ -44,7 +45,8 @@ def load_model(init_from: str, out_dir: str) -> GPT:
         path = Path(out_dir) / checkpoint.BEST
         if not path.exists() and (Path(out_dir) / checkpoint.LATEST).exists():
             path = Path(out_dir) / checkpoint.LATEST  # val never beat step 0: the latest is all there is
-        return checkpoint.model_from_checkpoint(checkpoint.load(path), path)
+        model = checkpoint.model_from_checkpoint(checkpoint.load(path), path)
+        return merge_lora(model)  # a LoRA run: its adapters folded into the base's weights
     return from_pretrained(init_from)
 
 

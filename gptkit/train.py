@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint, runguard
+from gptkit import checkpoint, distributed, lora, memory, runguard
 from gptkit.config import TrainConfig, parse_args
 from gptkit.data import Batches, read_meta
 from gptkit.errors import GptkitError, run_cli
@@ -76,6 +76,11 @@ def lr_at(it: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
 
 
+FSDP_NO_LORA = (
+    "--fsdp=True does not shard LoRA runs (their optimizer state is small): leave --fsdp off to run LoRA with DDP"
+)
+
+
 def validate(cfg: TrainConfig, world_size: int) -> None:
     """Settings that cannot work, caught before any file is touched."""
     for key in (
@@ -98,6 +103,15 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         raise GptkitError(
             f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} does not divide across "
             f"{world_size} processes: make it a multiple of {world_size}, or use another process count"
+        )
+    lora.check_settings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    if cfg.fsdp and world_size > 1 and cfg.lora_rank:
+        raise GptkitError(FSDP_NO_LORA)
+    if cfg.lora_rank and cfg.init_from == "scratch":
+        raise GptkitError(
+            f"lora_rank={cfg.lora_rank} with init_from=scratch would train adapters on a frozen random model, "
+            "which learns next to nothing: LoRA adapts pretrained weights, so use --init_from=gpt2 "
+            "(or a HF directory), or --lora_rank=0 to train from scratch"
         )
     if cfg.init_from in GPT2_SIZES and cfg.block_size > 1024:
         raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
@@ -132,6 +146,7 @@ class Run:
         self.ddp = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.ddp else 0
         self.world = dist.get_world_size() if self.ddp else 1
+        self.fsdp = self.ddp and cfg.fsdp  # one process: an ordinary run
         self.master = self.rank == 0
         validate(cfg, self.world)
 
@@ -146,20 +161,37 @@ class Run:
             if self.dtype != torch.float32
             else contextlib.nullcontext()
         )
+        # From the settings alone, before a folder is made or a weight loaded: stop if it cannot fit.
+        shards = self.world if self.fsdp else 1  # FSDP keeps 1/N of the weights, gradients and AdamW state
+        self.memory = memory.check(cfg, self.device, self.dtype, shards=shards, world=self.world)
         self.out = prepare_out_dir(cfg, held) if self.master else Path(cfg.out_dir)
         if self.ddp:
             dist.barrier()  # rank 0 checked out_dir before anyone goes on
         torch.manual_seed(cfg.seed + self.rank)
 
         ckpt = None
+        self.lora = None  # a LoRA run's settings and base reference (see gptkit.lora)
         if cfg.init_from == "resume":
             ckpt_path = checkpoint.latest_in(self.out)
             ckpt = checkpoint.load(ckpt_path, map_location="cpu")
             self.model = checkpoint.model_from_checkpoint(ckpt, ckpt_path, dropout=cfg.dropout)
+            self.lora = ckpt.get("lora")  # a LoRA run stays one, with its settings, on the same base
+            saved_rank = self.lora["rank"] if self.lora else 0
+            if cfg.lora_rank and cfg.lora_rank != saved_rank:
+                kind = f"a LoRA run of rank {saved_rank}" if saved_rank else "a full finetune"
+                raise GptkitError(
+                    f"{ckpt_path} is {kind}; a resumed run keeps its settings: drop --lora_rank "
+                    "or start a new run in another --out_dir"
+                )
         elif cfg.init_from == "scratch":
             self.model = GPT(self.scratch_config())
         else:
             self.model = from_pretrained(cfg.init_from, {"dropout": cfg.dropout})
+            if cfg.lora_rank:
+                self.lora = lora.run_settings(
+                    cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from
+                )
+                lora.apply_lora(self.model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
         if cfg.block_size > self.model.config.block_size:
             raise GptkitError(
                 f"block_size {cfg.block_size} is larger than the model's context of "
@@ -167,7 +199,17 @@ class Run:
             )
         if cfg.block_size < self.model.config.block_size:
             self.model.crop_block_size(cfg.block_size)
+        if self.lora and self.dtype != torch.float32:
+            lora.hold_base_in(self.model, self.dtype)  # frozen: autocast's dtype is precision enough
         self.model.to(self.device)
+        self.model.grad_checkpoint = cfg.grad_checkpoint
+        if self.fsdp:
+            if self.lora:  # resumed from a LoRA run's checkpoint
+                raise GptkitError(FSDP_NO_LORA)
+            distributed.shard(self.model, self.device, self.dtype)  # before the optimizer: it must hold the shards
+            shards = distributed.describe_shards(self.model)
+            if self.master:
+                print(shards)
 
         data_dir = Path(cfg.data_root) / cfg.dataset
         vocab = self.model.config.vocab_size
@@ -177,14 +219,17 @@ class Run:
         self.optimizer = self.model.configure_optimizers(
             cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), self.device.type
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        # Under FSDP each rank checks only its gradient shards for inf/nan: the sharded scaler
+        # makes the ranks agree on skipping a step.
+        scaler = distributed.ShardedGradScaler if self.fsdp else torch.amp.GradScaler
+        self.scaler = scaler(self.device.type, enabled=self.dtype == torch.float16)
         self.iter_num, self.best_val_loss, self.evals_since_best = 0, float("inf"), 0
         self.tokens_seen = 0
         if ckpt is not None:
             self.restore(ckpt)
 
         self.net = torch.compile(self.model) if cfg.compile else self.model
-        if self.ddp:
+        if self.ddp and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -205,11 +250,17 @@ class Run:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return rng
 
-    def state(self, rngs: list[dict]) -> dict:
-        """The checkpoint; `rngs` holds every rank's RNG state, rank 0's first."""
+    def state(self, rngs: list[dict], gathered: tuple[dict, dict] | None = None) -> dict:
+        """The checkpoint; `rngs` holds every rank's RNG state, rank 0's first; `gathered`, FSDP's whole state."""
+        if gathered is None:
+            # A LoRA run keeps only its adapters, and in "lora" the reference to its frozen base.
+            model = lora.lora_state_dict(self.model) if self.lora else self.model.state_dict()
+            gathered = model, self.optimizer.state_dict()
+        model_state, optim_state = gathered
         return {
-            "model": checkpoint.clean_state_dict(self.model.state_dict()),
-            "optimizer": self.optimizer.state_dict(),
+            "model": checkpoint.clean_state_dict(model_state),
+            "lora": self.lora,
+            "optimizer": optim_state,
             "scaler": self.scaler.state_dict(),
             "model_args": asdict(self.model.config),
             "config": asdict(self.cfg),
@@ -222,7 +273,10 @@ class Run:
         }
 
     def restore(self, ckpt: dict) -> None:
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.fsdp:
+            distributed.load_optimizer_state(self.model, self.optimizer, ckpt["optimizer"])
+        else:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
         # A resumed run follows the learning rate the current config asks for.
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.learning_rate
@@ -253,13 +307,15 @@ class Run:
             # a resumed DDP run continue bit for bit, and keeps the ranks' masks distinct.
             rngs = [None] * self.world
             dist.all_gather_object(rngs, self.rng_state())
+        # FSDP: every rank hands in its shards, rank 0 receives the whole state on its CPU.
+        gathered = distributed.full_state(self.model, self.optimizer) if self.fsdp else None
         if not self.master:
             return
         if (self.cfg.always_save_checkpoint or improved) and not latest:
-            checkpoint.atomic_save(self.state(rngs), self.out / checkpoint.BEST)
+            checkpoint.atomic_save(self.state(rngs, gathered), self.out / checkpoint.BEST)
             (self.out / checkpoint.LATEST).unlink(missing_ok=True)  # ckpt.pt is the latest now
         else:
-            checkpoint.atomic_save(self.state(rngs), self.out / checkpoint.LATEST)
+            checkpoint.atomic_save(self.state(rngs, gathered), self.out / checkpoint.LATEST)
 
     # --- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -273,6 +329,8 @@ class Run:
                 with self.autocast:
                     _, loss = self.model(x, y)
                 total += torch.stack([loss.double(), torch.ones((), device=self.device, dtype=torch.float64)])
+            if self.fsdp:
+                distributed.idle_forwards(self.model, self.cfg.eval_iters, self.rank, self.world, self.device)
             if self.ddp:
                 dist.all_reduce(total)
             out[split] = (total[0] / total[1]).item()
@@ -295,11 +353,14 @@ class Run:
         for micro, rows in enumerate(mine):
             x, y = self.train_data.windows(rows)
             last = micro == local_steps - 1
-            # Gradients are averaged across ranks once, on the last micro-step.
-            sync = contextlib.nullcontext() if (last or not self.ddp) else self.net.no_sync()
+            # DDP averages gradients across ranks once, on the last micro-step. FSDP reduce-scatters
+            # them after every micro-step: holding whole gradients until the last one (FSDP2's
+            # set_requires_gradient_sync(False)) would cost the memory that sharding saves.
+            sync = contextlib.nullcontext() if (last or not self.ddp or self.fsdp) else self.net.no_sync()
             with sync:
                 with self.autocast:
-                    _, loss = self.net(x, y)
+                    # [1]: no name keeps this micro-batch's logits (B x T x 50257) alive into the next
+                    loss = self.net(x, y)[1]
                 self.scaler.scale(loss / local_steps).backward()
             loss_sum += loss.detach().float()
         if cfg.grad_clip > 0:
@@ -355,11 +416,19 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack) -> dict:
         # atomic: a live plot (gptkit.widgets) may read it at any moment
         config_text = json.dumps(asdict(cfg), indent=2) + "\n"
         checkpoint.atomic_write(run.out / "config.json", lambda f: f.write(config_text.encode()))
+        if run.lora:
+            trainable = lora.trainable_params(run.model)
+            print(
+                f"LoRA rank {run.lora['rank']} on {run.lora['targets']}: {trainable / 1e6:.2f}M trainable "
+                f"parameters ({100 * trainable / run.model.num_params(False):.2f}%), base {run.lora['base']} frozen"
+            )
         print(
             f"{run.model.num_params() / 1e6:.2f}M parameters | {run.tokens_per_iter:,} tokens per iteration "
             f"({cfg.batch_size} x {cfg.gradient_accumulation_steps} x {cfg.block_size}"
             f"{f', over {run.world} processes' if run.world > 1 else ''}) | {run.device} {str(run.dtype)[6:]}"
         )
+        if run.memory:
+            print(f"memory estimate {run.memory.describe()}{' per process' if run.world > 1 else ''}")
     wandb = start_wandb(cfg) if (cfg.wandb_log and master) else None
     bar = tqdm(
         total=cfg.max_iters,

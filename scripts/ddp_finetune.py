@@ -1,6 +1,7 @@
 """Finetune with DistributedDataParallel: one process per GPU (or per CPU slot), launched by torchrun.
 
     torchrun --standalone --nproc_per_node=4 scripts/ddp_finetune.py config/finetune_shakespeare.py
+    torchrun --standalone --nproc_per_node=4 scripts/ddp_finetune.py config/finetune_shakespeare.py --fsdp=True
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
         --rdzv_endpoint=HOST:29500 scripts/ddp_finetune.py config/finetune_shakespeare.py --batch_size=4
 
@@ -8,7 +9,9 @@ It takes the same config files and `--key=value` overrides as `python -m gptkit.
 script only joins the process group torchrun describes (NCCL on CUDA, one GPU per local rank;
 gloo on CPU) and then calls `gptkit.train.train`, whose loop shares the work out: each rank runs
 gradient_accumulation_steps / WORLD_SIZE micro-steps of the same global batch, and rank 0 alone
-prints, logs and checkpoints. Run without torchrun, it is a plain single-process run.
+prints, logs and checkpoints. With `--fsdp=True` the model, its gradients and AdamW state are
+sharded across the processes instead of copied (FSDP2, see `gptkit.distributed`), for models
+that do not fit one GPU. Run without torchrun, it is a plain single-process run.
 """
 
 import os

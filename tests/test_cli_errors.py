@@ -189,3 +189,66 @@ def test_sample_bad_values(unchanged):
         "--max_new_tokens=2",
     )
     check(unchanged, result, "prompt file")
+
+
+# --- LoRA ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "arg, fragments",
+    [
+        ("--lora_rank=-4", ("lora_rank", "0 (full finetune) or more")),
+        ("--lora_rank=abc", ("lora_rank", "int")),
+        ("--lora_targets=c_attn,c_proj", ("'c_proj'", "c_attn, attn.c_proj, c_fc, mlp.c_proj")),
+    ],
+)
+def test_bad_lora_settings(unchanged, tiny_hf_dir, arg, fragments):
+    result = train_cli(unchanged, "--out_dir=lora-run", f"--init_from={tiny_hf_dir}", "--lora_rank=4", arg)
+    check(unchanged, result, *fragments)
+    assert not (unchanged / "lora-run").exists()
+
+
+def test_lora_on_a_scratch_model_is_refused(unchanged):
+    check(unchanged, train_cli(unchanged, "--out_dir=lora-run", "--lora_rank=4"), "init_from=scratch", "pretrained")
+
+
+@pytest.fixture(scope="module")
+def lora_run_on_own_base(workspace, tmp_path_factory):
+    """A LoRA run whose base is a folder of its own, so tests can move or replace that base."""
+    from conftest import build_hf_gpt2
+
+    root = tmp_path_factory.mktemp("lora-ws")
+    base = build_hf_gpt2(root / "base")
+    result = train_cli(workspace, f"--out_dir={root / 'run'}", f"--init_from={base}", "--lora_rank=4")
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_lora_run_whose_base_is_missing_or_reshaped(unchanged, lora_run_on_own_base):
+    from conftest import build_hf_gpt2
+
+    root = lora_run_on_own_base
+    run, base = root / "run", root / "base"
+    before = snapshot(run)
+    resume = [f"--out_dir={run}", "--init_from=resume", "--max_iters=4"]
+    base.rename(root / "moved")
+    try:
+        for result in (
+            train_cli(unchanged, *resume),
+            run_cli("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"),
+            run_cli("-m", "gptkit.export", str(run), str(root / "hf")),
+        ):
+            check(unchanged, result, f"trained on base {base}", "missing", "restore")
+        build_hf_gpt2(base, n_layer=3)  # the same path, another shape
+        check(unchanged, train_cli(unchanged, *resume), "another shape", "n_layer=3 (was 2)")
+    finally:
+        if (root / "moved").exists():
+            shutil.rmtree(base, ignore_errors=True)
+            (root / "moved").rename(base)
+    assert snapshot(run) == before and not (root / "hf").exists()
+
+
+def test_resuming_a_lora_run_with_another_rank(unchanged, lora_run_on_own_base):
+    run = lora_run_on_own_base / "run"
+    before = snapshot(run)
+    result = train_cli(unchanged, f"--out_dir={run}", "--init_from=resume", "--lora_rank=8", "--max_iters=4")
+    check(unchanged, result, "LoRA run of rank 4", "keeps its settings")
+    assert snapshot(run) == before

@@ -82,3 +82,24 @@ def test_cross_entropy_matches_torch_with_ignored_targets():
     assert torch.allclose(grad, ref_grad, atol=1e-6, rtol=1e-4)  # float rounding of exp; grads reach 0.03
     assert grad[::7].abs().max() == 0  # ignored rows get no gradient
     assert cross_entropy(logits[:3].detach(), torch.full((3,), -1)).isnan()  # like torch: 0 / 0
+
+
+def test_frozen_linear_keeps_no_input_and_still_passes_the_gradient_on():
+    """LoRA's frozen base: the input's gradient equals F.linear's, and the input is not saved."""
+    import torch.nn.functional as F
+
+    from gptkit.cpu_kernels import Linear
+
+    torch.manual_seed(0)
+    layer = Linear(16, 24)
+    layer.weight.requires_grad_(False)
+    layer.bias.requires_grad_(False)
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = layer(x)
+    y.square().sum().backward()
+    ref = x.detach().clone().requires_grad_()
+    F.linear(ref, layer.weight, layer.bias).square().sum().backward()
+    torch.testing.assert_close(x.grad, ref.grad)
+    assert not any(t.data_ptr() == x.data_ptr() for t in saved)

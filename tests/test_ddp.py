@@ -2,11 +2,13 @@
 
 Every run here is a real subprocess (torchrun, or `python -m gptkit.train`) training a tiny
 model on the prepared Shakespeare bins, so the process group, DistributedDataParallel's gradient
-all-reduce, the window slicing per rank and rank 0's checkpointing are all the real thing.
+all-reduce (or FSDP's sharding, with `--fsdp=True`), the window slicing per rank and rank 0's
+checkpointing are all the real thing.
 """
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +19,9 @@ import pytest
 import torch
 
 from conftest import ROOT
+from gptkit.config import TrainConfig
+from gptkit.errors import GptkitError
+from gptkit.train import validate
 
 SCRIPT = ROOT / "scripts" / "ddp_finetune.py"
 TOL = 1e-5  # the issue's bound; fp32 reductions in another order differ by ~1e-7
@@ -35,7 +40,12 @@ dtype = "float32"
 dropout = 0.0
 progress = False
 compile = False
-learning_rate = 1e-2  # large, so the weights move far more than TOL in a few steps
+# Large enough that the weights move far more than TOL in a few steps. At 1e-2, FSDP's final
+# weights drifted 6e-5 from one process's (after one step: 3e-8): AdamW divides the tiny
+# gradients of rare tokens' embedding rows by their own size, so last-bit differences in the
+# matmuls grow from step to step; the gradients themselves are compared in fsdp_grads_worker.
+learning_rate = 2e-3
+grad_clip = 0.05  # well under the gradient norm (~1): every step is clipped, so clipping is compared too
 warmup_iters = 2
 lr_decay_iters = 6
 eval_interval = 3
@@ -43,10 +53,10 @@ eval_iters = 3  # uneven across 2 ranks (2 + 1 batches): the all-reduced mean mu
 """
 
 
-def torchrun_cmd(nproc: int) -> list[str]:
+def torchrun_cmd(nproc: int, script: Path = SCRIPT) -> list[str]:
     torchrun = Path(sys.executable).with_name("torchrun")
     launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
-    return [*launcher, "--standalone", f"--nproc_per_node={nproc}", str(SCRIPT)]
+    return [*launcher, "--standalone", f"--nproc_per_node={nproc}", str(script)]
 
 
 def child_env() -> dict:
@@ -56,6 +66,24 @@ def child_env() -> dict:
 
 def launch(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def launch_together(*cmds: list[str], timeout: float = 180) -> list[subprocess.CompletedProcess]:
+    """Run independent commands at the same time (their start-ups overlap); wait for all."""
+    jobs = [
+        subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cmd in cmds
+    ]
+    done = []
+    for cmd, job in zip(cmds, jobs, strict=True):
+        try:
+            out, err = job.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for j in jobs:
+                j.kill()
+            raise
+        done.append(subprocess.CompletedProcess(cmd, job.returncode, out, err))
+    return done
 
 
 def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -166,6 +194,106 @@ def test_rank0_refuses_to_overwrite_a_checkpoint(single, config_file):
     assert (single / "ckpt.pt").read_bytes() == before
 
 
+# --- FSDP: the same runs with the model sharded across the processes --------------------------
+def same_checkpoint_format(a: dict, b: dict) -> None:
+    """Two checkpoints hold the same entries in the same layout (values compared elsewhere)."""
+    assert a.keys() == b.keys()
+    assert a["model"].keys() == b["model"].keys()
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]  # indices, lr, betas, ...
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for i, state in a["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert (value - b["optimizer"]["state"][i][key]).abs().max().item() <= TOL, f"optimizer {i} {key}"
+    for ckpt in (a, b):  # the head's weight is the token embedding's: one tensor in the file
+        model = ckpt["model"]
+        assert model["lm_head.weight"].untyped_storage().data_ptr() == (
+            model["transformer.wte.weight"].untyped_storage().data_ptr()
+        )
+
+
+@pytest.fixture(scope="module")
+def fsdp(tmp_path_factory, config_file) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("fsdp")
+    # With activation checkpointing too: each block's forward runs again in the backward pass,
+    # gathering the block's weights again (the resume test below runs FSDP without it).
+    cmd = [*torchrun_cmd(2), str(config_file), f"--out_dir={out}", "--max_iters=6", "--fsdp=True"]
+    proc = check_ok(launch([*cmd, "--grad_checkpoint=True"]))
+    return out, proc.stdout
+
+
+def test_fsdp_matches_one_process(single, fsdp):
+    out, stdout = fsdp
+    # Evaluated and checkpointed at iteration 3 (gathering the shards) and trained on: still the same run.
+    assert_same_run(single, out)
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "config.json", "metrics.jsonl"]
+    same_checkpoint_format(final_state(single), final_state(out))
+
+
+def test_fsdp_each_process_stores_half_the_parameters(fsdp):
+    # Printed by rank 0 from every rank's local shard sizes (DTensor.to_local()), gathered.
+    line = next(ln for ln in fsdp[1].splitlines() if ln.startswith("FSDP:"))
+    total = int(line.split()[1].replace(",", ""))
+    shares = [int(n.replace(",", "")) for n in line.split("storing ")[1].split(" / ")]
+    assert len(shares) == 2 and sum(shares) == total
+    for share in shares:
+        assert abs(share - total / 2) <= 0.001 * total, line  # uneven first dimensions leave a row or so
+
+
+def test_fsdp_gradients_and_state_match_plain_pytorch(tmp_path):
+    """Gradients (averaged, not summed), clipping, tying, state gathering and loading, fp16's inf check."""
+    check_ok(launch([*torchrun_cmd(2, ROOT / "tests" / "fsdp_grads_worker.py"), str(tmp_path)]))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:
+        assert r["tied"]
+        assert r["local_numel"] * 2 == pytest.approx(r["total_numel"], rel=0.01)
+        assert r["grad_norm_ratio"] == pytest.approx(1.0, abs=1e-6)  # 2.0 when gloo sums (#162338)
+        assert r["grad_diff"] < 1e-6
+        assert r["norm"] == pytest.approx(r["ref_norm"], rel=1e-6) and r["norm"] > 10 * 0.05  # it clips
+        assert r["clipped_grad_diff"] < 1e-7
+        assert r["loaded_state_diff"] < 1e-6
+        assert r["found_inf"] == 1.0  # the overflow was in the last rank's shard only
+    assert ranks[0]["param_groups_equal"] and ranks[0]["state_keys_equal"] and ranks[0]["model_keys_equal"]
+    assert ranks[0]["state_diff"] < 1e-6 and ranks[0]["weights_diff"] < 1e-5
+    assert ranks[0]["tied_in_state"] and ranks[1]["empty_off_rank0"]
+
+
+def test_fsdp_resumes_under_fsdp_and_under_one_process(single, config_file, tmp_path):
+    run = [*torchrun_cmd(2), str(config_file), "--fsdp=True"]
+    sharded, alone = tmp_path / "sharded", tmp_path / "alone"
+    check_ok(launch([*run, f"--out_dir={sharded}", "--max_iters=3"]))
+    shutil.copytree(sharded, alone)
+    # Both read the same FSDP-written ckpt.pt and carry on to iteration 6.
+    one = [sys.executable, "-m", "gptkit.train", str(config_file), f"--out_dir={alone}"]
+    for proc in launch_together(
+        [*run, f"--out_dir={sharded}", "--max_iters=6", "--init_from=resume"],
+        [*one, "--max_iters=6", "--init_from=resume"],
+    ):
+        check_ok(proc)
+    assert_same_run(single, sharded)
+    assert_same_run(single, alone)
+
+
+def test_sample_reads_an_fsdp_checkpoint(single, fsdp):
+    args = ["--num_samples=1", "--max_new_tokens=16", "--temperature=0", "--device=cpu", "--start=ROMEO:"]
+    sharded, alone = (
+        check_ok(proc).stdout
+        for proc in launch_together(
+            *([sys.executable, "-m", "gptkit.sample", f"--out_dir={out}", *args] for out in (fsdp[0], single))
+        )
+    )
+    assert sharded.startswith("ROMEO:") and len(sharded) > len("ROMEO:\n---------------\n")
+    assert sharded == alone  # greedy: the same tokens from the same weights
+
+
+def test_fsdp_refuses_lora_before_touching_files():
+    # validate() runs first in every rank, before out_dir is made or a weight loaded.
+    cfg = TrainConfig(fsdp=True, lora_rank=4, init_from="gpt2", gradient_accumulation_steps=2)
+    with pytest.raises(GptkitError, match="does not shard LoRA runs"):
+        validate(cfg, world_size=2)
+    validate(cfg, world_size=1)  # one process: an ordinary LoRA run
+    validate(TrainConfig(fsdp=True, init_from="gpt2", gradient_accumulation_steps=2), world_size=2)
+
+
 # --- a rank that dies or hangs ends the job ---------------------------------------------------
 def parent_of(pid: int) -> int | None:
     try:
@@ -225,8 +353,12 @@ def stop_all(job: subprocess.Popen, *pids: int) -> None:
     job.communicate()
 
 
-def test_a_crashed_rank_fails_the_job(config_file, tmp_path):
-    job = start_long_run(config_file, tmp_path / "crash")
+SHARDING = pytest.mark.parametrize("mode", [[], ["--fsdp=True"]], ids=["ddp", "fsdp"])
+
+
+@SHARDING
+def test_a_crashed_rank_fails_the_job(config_file, tmp_path, mode):
+    job = start_long_run(config_file, tmp_path / "crash", *mode)
     rank1 = worker_pid(job, 1)
     try:
         os.kill(rank1, signal.SIGKILL)  # as the kernel's OOM killer would
@@ -239,9 +371,10 @@ def test_a_crashed_rank_fails_the_job(config_file, tmp_path):
     assert took < 30  # torchrun stops rank 0 at once; it does not wait out ddp_timeout
 
 
-def test_a_hung_rank_times_out(config_file, tmp_path):
+@SHARDING
+def test_a_hung_rank_times_out(config_file, tmp_path, mode):
     timeout_s = 4
-    job = start_long_run(config_file, tmp_path / "hang", f"--ddp_timeout={timeout_s}")
+    job = start_long_run(config_file, tmp_path / "hang", f"--ddp_timeout={timeout_s}", *mode)
     rank0, rank1 = worker_pid(job, 0), worker_pid(job, 1)
     try:
         # A stopped process is alive, so torchrun sees no failure: only the process group's
@@ -282,3 +415,16 @@ def test_sigterm_stops_every_rank_at_one_iteration(config_file, tmp_path):
     assert sorted(records(out, "step")) == list(range(it))
     assert not (out / ".lock").exists()
     # That the state resumes exactly under DDP is test_resume_under_ddp_continues_the_run: the same save.
+
+
+def test_lora_two_processes_match_one(config_file, tiny_hf_dir, tmp_path):
+    """Frozen base, trainable adapters: DDP reduces only the adapters' gradients, with no
+    find_unused_parameters (every adapter is used in every forward), and matches one process."""
+    lora = [f"--init_from={tiny_hf_dir}", "--lora_rank=4", "--lora_alpha=8", "--max_iters=6"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    check_ok(launch([sys.executable, "-m", "gptkit.train", str(config_file), f"--out_dir={one}", *lora]))
+    check_ok(launch([*torchrun_cmd(2), str(config_file), f"--out_dir={two}", *lora]))
+    steps = records(one, "step")
+    assert abs(steps[5]["loss"] - steps[0]["loss"]) > 100 * TOL
+    assert all(k.endswith(("lora_A", "lora_B")) for k in final_state(two)["model"])
+    assert_same_run(one, two)

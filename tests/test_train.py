@@ -250,3 +250,13 @@ def test_fp16_grad_scaler_path_trains_and_resumes(tmp_path, shakespeare_bins):
     assert summary["iter_num"] == 6
     assert [r["iter"] for r in records(out, "step")] == list(range(6))
     assert all(math.isfinite(r["loss"]) for r in records(out, "step"))
+
+
+def test_grad_checkpoint_run_trains_like_the_plain_run(tmp_path, shakespeare_bins):
+    """--grad_checkpoint=True changes memory, not the numbers: the same losses as the plain run."""
+    plain, ckpt = tmp_path / "plain", tmp_path / "ckpt"
+    train(tiny_cfg(plain, max_iters=3, eval_interval=3))
+    train(tiny_cfg(ckpt, max_iters=3, eval_interval=3, grad_checkpoint=True))
+    a, b = [r["loss"] for r in records(plain, "step")], [r["loss"] for r in records(ckpt, "step")]
+    assert len(a) == 3 and a == pytest.approx(b, rel=1e-5)
+    assert records(ckpt, "eval")[-1]["val_loss"] == pytest.approx(records(plain, "eval")[-1]["val_loss"], rel=1e-5)

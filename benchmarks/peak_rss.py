@@ -1,0 +1,63 @@
+"""Run `gptkit.train` with the given arguments in this process; print its peak memory and estimate.
+
+    python benchmarks/peak_rss.py CONFIG.py --key=value ...
+
+Prints one JSON line: `baseline` is the resident memory after one optimizer step of a
+model of a few thousand parameters (what any run pays before its model: torch and the
+libraries its optimizer and kernels load on first use, about 300 MB), `peak` the process's peak
+resident memory
+(getrusage's ru_maxrss), `estimate` gptkit.memory's peak for the same settings. `peak -
+baseline` is the memory the run itself added: the figure the estimate stands for. Run it in a
+fresh process each time: ru_maxrss never goes down.
+"""
+
+import json
+import resource
+import sys
+import time
+
+import torch
+
+from gptkit import memory
+from gptkit.config import TrainConfig, parse_args
+from gptkit.model import GPT, GPTConfig
+from gptkit.train import pick_device, pick_dtype, train
+
+
+def rss_now() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def warm_up() -> None:
+    """One training step of a tiny model: loads what every run loads, so the baseline holds it."""
+    model = GPT(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=1, n_embd=8))
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    model(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long))[1].backward()
+    opt.step()
+
+
+def main(argv: list[str]) -> None:
+    cfg = parse_args(TrainConfig, argv, "benchmarks/peak_rss.py")
+    device = torch.device(pick_device(cfg.device))
+    est = memory.estimate_run(cfg, device.type, pick_dtype(cfg.dtype, device.type))
+    warm_up()
+    baseline = rss_now()
+    start = time.perf_counter()
+    error = None
+    try:
+        train(cfg)
+    except Exception as e:  # the memory check's stop is a result here, not a crash
+        error = f"{type(e).__name__}: {e}"
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    print(
+        json.dumps(
+            dict(baseline=baseline, peak=peak, added=peak - baseline, estimate=est.peak if est else None,
+                 parts=est.__dict__ if est else None, seconds=seconds, error=error)
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,232 @@
+"""LoRA (Hu et al. 2021): finetune a frozen GPT through small low-rank adapters.
+
+A targeted layer computes `y = W x + b + (alpha / r) * B A dropout(x)`, with A (r x in) and
+B (out x r). Only A and B train; W, b, the embeddings and the LayerNorms stay frozen. B starts
+at zero, so before the first step the model is exactly the base model. For gpt2-xl with r=8 on
+all four block layers that is 9.8M trainable parameters instead of 1558M: their gradients and
+AdamW state take megabytes, and so does a checkpoint, which holds only A and B and a reference
+to the base (see `run_settings`, `model_from_lora_checkpoint`).
+
+    apply_lora(model, rank=8, alpha=16, dropout=0.05, targets=DEFAULT_TARGETS)
+    lora_state_dict(model)   # the adapters only
+    merge_lora(model)        # W + (alpha / r) B A: a plain GPT again, for sampling and export
+
+Choices, and why:
+- Default targets: all four linear layers of each block. Hu et al. adapted only the attention's
+  query and value projections; QLoRA (Dettmers et al. 2023) found that adapting every linear
+  layer is what matches a full finetune, at a cost that stays small (gpt2-xl: 0.6% of the
+  weights at r=8). `--lora_targets=c_attn` is the paper's attention-only setting (on the fused
+  q/k/v projection). The output head is never adapted: it is tied to the token embedding.
+- Weight decay applies to A and B as configured (they are matrices, so
+  `GPT.configure_optimizers` puts them in the decayed group), as peft with the transformers
+  Trainer does: it pulls B A, the change to the model, towards zero, i.e. towards the base.
+- A is initialised like peft and loralib (kaiming-uniform with a=sqrt(5), nn.Linear's own
+  default), B with zeros.
+- `hold_base_in(model, dtype)` keeps the frozen block matrices in the autocast dtype (bf16 or
+  fp16), halving the biggest part of the memory; embeddings, LayerNorms and biases stay fp32,
+  so the residual stream keeps full precision. Autocast computes those matmuls in that dtype
+  anyway, so the result is the same as with an fp32 base up to rounding of W itself.
+"""
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from gptkit.cpu_kernels import Linear
+from gptkit.errors import GptkitError
+from gptkit.model import GPT, GPTConfig
+
+# Each name, as --lora_targets spells it: (the block's sub-module, the Linear in it).
+TARGETS = {
+    "c_attn": ("attn", "c_attn"),
+    "attn.c_proj": ("attn", "c_proj"),
+    "c_fc": ("mlp", "c_fc"),
+    "mlp.c_proj": ("mlp", "c_proj"),
+}
+DEFAULT_TARGETS = "c_attn,attn.c_proj,c_fc,mlp.c_proj"
+
+
+class LoRALinear(Linear):
+    """A frozen `Linear` plus a trainable low-rank update (alpha / r) * B A.
+
+    It keeps the base layer's `weight` and `bias` Parameters under the same names (no copy), so
+    base weights load into it unchanged and the adapters are the only new keys: `lora_A`, `lora_B`.
+    """
+
+    def __init__(self, base: Linear, rank: int, alpha: float, dropout: float):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight, self.bias = base.weight, base.bias
+        self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
+        device = base.weight.device
+        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, device=device))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=device))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        update = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
+        return super().forward(x) + self.scaling * update
+
+    def merged_weight(self) -> torch.Tensor:
+        """W + (alpha / r) B A, computed in fp32, in W's dtype."""
+        delta = self.scaling * (self.lora_B.float() @ self.lora_A.float())
+        return (self.weight.float() + delta).to(self.weight.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rank={self.rank}, alpha={self.alpha:g}"
+
+
+def parse_targets(targets: str | tuple | list) -> list[str]:
+    """The target names of `--lora_targets` (comma-separated), checked; one clear error otherwise."""
+    names = [t.strip() for t in targets.split(",")] if isinstance(targets, str) else [str(t) for t in targets]
+    names = [n for n in names if n]
+    if not names:
+        raise GptkitError(f"lora_targets is empty: name one or more of {', '.join(TARGETS)}")
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        raise GptkitError(
+            f"unknown lora_targets name {unknown[0]!r}: use a comma-separated list of {', '.join(TARGETS)}"
+        )
+    return list(dict.fromkeys(names))  # in the order given, once each
+
+
+def check_settings(rank: int, alpha: float, dropout: float, targets) -> None:
+    """Raise GptkitError for LoRA settings that cannot work."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise GptkitError(f"lora_rank must be a whole number, 0 (full finetune) or more, not {rank!r}")
+    if rank and alpha <= 0:
+        raise GptkitError(f"lora_alpha must be positive, not {alpha}")
+    if not 0.0 <= dropout < 1.0:
+        raise GptkitError(f"lora_dropout must be in [0, 1), not {dropout}")
+    parse_targets(targets)
+
+
+def apply_lora(
+    model: GPT, rank: int, alpha: float, dropout: float = 0.0, targets: str | tuple | list = DEFAULT_TARGETS
+) -> GPT:
+    """Freeze every weight of `model` and add rank-`rank` adapters to the `targets` layers (in place)."""
+    check_settings(rank, alpha, dropout, targets)
+    if rank == 0:
+        raise GptkitError("apply_lora needs lora_rank of 1 or more (0 means a full finetune)")
+    names = parse_targets(targets)
+    if any(isinstance(m, LoRALinear) for m in model.modules()):
+        raise GptkitError("this model already has LoRA adapters")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for block in model.transformer.h:
+        for name in names:
+            parent_name, child = TARGETS[name]
+            parent = getattr(block, parent_name)
+            setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout))
+    return model
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def has_lora(model: nn.Module) -> bool:
+    return bool(lora_layers(model))
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapters only (`...lora_A`, `...lora_B`): what a LoRA checkpoint stores."""
+    return {k: v for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] in ("lora_A", "lora_B")}
+
+
+def trainable_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_lora_params(config: GPTConfig, rank: int, targets=DEFAULT_TARGETS) -> int:
+    """Trainable parameters of `apply_lora` on a GPT of this shape: r (in + out) per adapted layer."""
+    d = config.n_embd
+    shapes = {"c_attn": (d, 3 * d), "attn.c_proj": (d, d), "c_fc": (d, 4 * d), "mlp.c_proj": (4 * d, d)}
+    return config.n_layer * sum(rank * sum(shapes[t]) for t in parse_targets(targets))
+
+
+def hold_base_in(model: GPT, dtype: torch.dtype) -> None:
+    """Store the frozen block matrices in `dtype` (bf16/fp16 under autocast) to halve their memory.
+
+    Embeddings (tied to the output head), LayerNorms, biases and the adapters stay fp32. One
+    layer at a time, so at most one layer's weight exists twice.
+    """
+    for block in model.transformer.h:
+        for parent_name, child in TARGETS.values():
+            layer = getattr(getattr(block, parent_name), child)
+            layer.weight = nn.Parameter(layer.weight.detach().to(dtype), requires_grad=False)
+
+
+def merge_lora(model: GPT) -> GPT:
+    """Fold every adapter into its weight (W + (alpha / r) B A): a plain GPT again, in place."""
+    for name, layer in lora_layers(model).items():
+        parent_name, _, child = name.rpartition(".")
+        plain = Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+        plain.weight = nn.Parameter(layer.merged_weight().detach(), requires_grad=False)
+        plain.bias = layer.bias
+        setattr(model.get_submodule(parent_name), child, plain)
+    for p in model.parameters():  # not frozen any more: it is an ordinary model now
+        p.requires_grad_(True)
+    return model
+
+
+# --- LoRA runs' checkpoints ------------------------------------------------------------------
+def base_reference(init_from: str) -> str:
+    """How a checkpoint names its base: a GPT-2 size as is, a directory by its absolute path."""
+    path = Path(init_from)
+    return str(path.resolve()) if path.is_dir() else init_from
+
+
+def run_settings(rank: int, alpha: float, dropout: float, targets, init_from: str) -> dict:
+    """The LoRA settings a run keeps (and checkpoints), with the reference to its base."""
+    return {
+        "rank": rank,
+        "alpha": float(alpha),
+        "dropout": float(dropout),
+        "targets": ",".join(parse_targets(targets)),
+        "base": base_reference(init_from),
+    }
+
+
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size")
+
+
+def model_from_lora_checkpoint(ckpt: dict, path: str | Path, dropout: float | None = None) -> GPT:
+    """The base model a LoRA checkpoint names, with its adapters loaded (not merged)."""
+    from gptkit.pretrained import WeightsUnavailable, from_pretrained
+
+    settings, args = ckpt["lora"], dict(ckpt["model_args"])
+    base = settings["base"]
+    where = f"the LoRA run in {Path(path).parent} was trained on base {base}"
+    if Path(base).is_absolute() and not Path(base).is_dir():
+        raise GptkitError(
+            f"{where}, which is missing: restore that folder (the checkpoint holds only the adapters), "
+            "or train a new run"
+        )
+    try:
+        model = from_pretrained(base, {"dropout": args["dropout"] if dropout is None else dropout})
+    except WeightsUnavailable as e:
+        raise GptkitError(f"{where}, which cannot be loaded: {e}") from None
+    except GptkitError as e:
+        raise GptkitError(f"{where}, which no longer loads ({e}); restore the original base") from None
+    got = {k: getattr(model.config, k) for k in SHAPE_KEYS}
+    want = {k: args[k] for k in SHAPE_KEYS}
+    if got != want or model.config.block_size < args["block_size"]:
+        differ = ", ".join(f"{k}={got[k]} (was {want[k]})" for k in SHAPE_KEYS if got[k] != want[k])
+        differ = differ or f"block_size={model.config.block_size} (was {args['block_size']})"
+        raise GptkitError(f"{where}, which now has another shape: {differ}; restore the original base to use this run")
+    if args["block_size"] < model.config.block_size:
+        model.crop_block_size(args["block_size"])
+    apply_lora(model, settings["rank"], settings["alpha"], settings["dropout"], settings["targets"])
+    adapters = lora_state_dict(model)
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    if set(state) != set(adapters) or any(state[k].shape != adapters[k].shape for k in adapters):
+        raise GptkitError(f"{path} holds adapters that do not fit its LoRA settings; it cannot be loaded")
+    with torch.no_grad():
+        for k, v in state.items():
+            adapters[k].copy_(v)
+    return model

@@ -1,0 +1,352 @@
+"""How many bytes a training run needs, worked out from its settings before anything is allocated.
+
+A training step holds four things: the **weights**, their **gradients**, AdamW's **state** (two
+fp32 running averages per trainable parameter) and the **activations**, the tensors the
+forward pass keeps for the backward pass. On top of those come short-lived buffers at the
+start of the backward pass (the gradient of the logits, batch x tokens x 50,257 floats).
+
+`estimate` adds these up from the model's shape and the run's settings: full finetune or LoRA
+(only the low-rank factors have gradients and optimizer state), with or without activation
+checkpointing (only each block's input is kept, one block is recomputed at a time), fp32 or
+autocast, and sharded over `shards` processes (FSDP divides weights, gradients and optimizer
+state). The activation counts are exact for what PyTorch saves on CPU (tests/test_memory.py
+compares them with the saved tensors, and the whole estimate with measured peaks).
+
+`check` is what `gptkit.train` calls first: it compares the estimate with the memory the device
+has free and stops, in one line that says which settings would fit, before a run is killed by
+the out-of-memory killer half way through loading or its first step.
+"""
+
+import json
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from gptkit.errors import GptkitError
+from gptkit.lora import count_lora_params, parse_targets
+from gptkit.model import GPTConfig
+
+GIB = 2**30
+# in and out width of each Linear of a block that LoRA can target, in multiples of n_embd
+LINEAR_SHAPES = {"c_attn": (1, 3), "attn.c_proj": (1, 1), "c_fc": (1, 4), "mlp.c_proj": (4, 1)}
+AVAILABLE_ENV = "GPTKIT_AVAILABLE_MEMORY"  # e.g. "8GiB": pretend the device has this much free
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a run needs, per process; `peak` is what must fit."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int  # saved by the forward pass of one micro-batch
+    transient: int  # alive with the activations at the start of the backward pass
+    step_transient: int  # alive during the optimizer step (non-fused AdamW)
+    loading: int  # the peak while the weights are loaded
+
+    @property
+    def peak(self) -> int:
+        held = self.weights + self.gradients + self.optimizer
+        return max(held + max(self.activations + self.transient, self.step_transient), self.loading)
+
+    def describe(self) -> str:
+        parts = [
+            ("weights", self.weights),
+            ("grads", self.gradients),
+            ("AdamW", self.optimizer),
+            ("activations", self.activations),
+            ("backward buffers", self.transient),
+        ]
+        return f"{gib(self.peak)} (" + ", ".join(f"{name} {b / GIB:.2f}" for name, b in parts) + ")"
+
+
+def gib(n: int) -> str:
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.0f} MiB"
+
+
+def param_counts(model: GPTConfig, positions: int | None = None) -> tuple[int, int, int]:
+    """(all parameters, of one block, of the largest tensor) for `model`; tied head counted once."""
+    c = model.n_embd
+    bias = c if model.bias else 0
+    linear = sum(i * o * c * c + (o * bias if model.bias else 0) for i, o in LINEAR_SHAPES.values())
+    block = linear + 2 * (c + bias)  # + two LayerNorms
+    positions = model.block_size if positions is None else positions
+    total = model.vocab_size * c + positions * c + model.n_layer * block + c + bias
+    return total, block, max(model.vocab_size * c, 4 * c * c)
+
+
+def activation_bytes(
+    model: GPTConfig,
+    batch: int,
+    seq: int,
+    half: bool = False,
+    device_type: str = "cpu",
+    lora_rank: int = 0,
+    lora_targets=(),
+    lora_dropout: float = 0.0,
+    half_base: bool = False,
+    grad_checkpoint: bool = False,
+) -> int:
+    """Bytes the forward pass of one micro-batch keeps for the backward pass.
+
+    `half`: matmuls under 16-bit autocast; `lora_rank` > 0: the base is frozen and only the
+    `lora_targets` Linears have trainable factors; `half_base`: the frozen base is held in the
+    16-bit dtype (no autocast copies of its weights); `grad_checkpoint`: each block keeps only
+    its input, and one block's activations exist again while it is recomputed.
+    """
+    b, t, c, h, v, n = batch, seq, model.n_embd, model.n_head, model.vocab_size, model.n_layer
+    btc, bt = b * t * c, b * t
+    e = 2 if half else 4  # bytes of a matmul's inputs and outputs; the residual stream and LayerNorms stay fp32
+    dropout = model.dropout > 0
+    # nn.Dropout's mask has the tensor's dtype on CPU, one byte elsewhere; with dropout, CPU
+    # attention takes the math path, which keeps the T x T probabilities, their mask and their
+    # dropped version instead of the fused kernels' one log-sum-exp per row.
+    mask = e if device_type == "cpu" else 1
+    math_attention = dropout and device_type == "cpu"
+    lora = lora_rank > 0
+    targets = set(parse_targets(lora_targets)) if lora else set(LINEAR_SHAPES)
+
+    ea = 4 if math_attention else e  # CPU autocast runs the math attention in fp32
+    block = 4 * (2 * btc + 4 * bt)  # LayerNorm inputs and their mean / rstd
+    block += ea * 3 * btc + e * 4 * btc  # q, k, v; the GELU's input
+    if math_attention:
+        block += 4 * 3 * b * h * t * t
+    else:
+        block += e * btc + 4 * b * h * t  # attention output (also c_proj's input) and log-sum-exp
+    if dropout:
+        block += 2 * mask * btc  # attention and MLP output masks
+    for name, (width, _) in LINEAR_SHAPES.items():
+        if name not in targets:
+            continue
+        if name == "attn.c_proj" and not math_attention:
+            input_saved = 0  # the same tensor as the attention output, counted above
+        else:
+            input_saved = e * width * btc
+        if lora:
+            if lora_dropout > 0:
+                # the dropped input (cast for the matmul) and the mask, in the input's dtype on CPU:
+                # fp32 after a LayerNorm, the matmul dtype after a matmul
+                fp32_input = name in ("c_attn", "c_fc")
+                input_saved = (e + ((4 if fp32_input else e) if device_type == "cpu" else 1)) * width * btc
+            block += input_saved + e * bt * lora_rank  # + x A^T, for B's gradient
+            if half:
+                block += 2 * lora_rank * (width + LINEAR_SHAPES[name][1]) * c  # autocast's copies of A and B
+        else:
+            block += input_saved
+    if half and not half_base:
+        block += 2 * 12 * c * c  # autocast's 16-bit copies of the block's weight matrices
+
+    base = 4 * (btc + 2 * bt + bt * v)  # final LayerNorm input and stats; fp32 log-probabilities
+    base += 0 if half else 4 * bt  # the fp32 loss's log-sum-exp per row
+    base += 0 if lora else e * btc  # the head's input, for its (tied) weight's gradient
+    base += 2 * v * c if half else 0  # autocast's copy of the head (tied to the fp32 embedding)
+    if lora:
+        # Frozen embeddings: nothing before the first adapter needs a gradient, so neither the
+        # ids, nor the embeddings' dropout mask, nor the first block's first LayerNorm, nor the
+        # mask of its first adapter's dropout keep anything.
+        base += 8 * bt + 4 - 4 * (btc + 2 * bt)  # targets (int64), the loss's weight
+        if "c_attn" in targets:
+            base -= (4 if device_type == "cpu" else 1) * btc if lora_dropout > 0 else 0
+            base -= 2 * lora_rank * c if half else 0  # nor its A's autocast copy
+    else:
+        base += 8 * (2 * bt + t) + 4  # token ids, targets, positions (int64), the loss's weight
+        if dropout:
+            base += (4 if device_type == "cpu" else 1) * btc  # the (fp32) embeddings' dropout mask
+    if grad_checkpoint:
+        # every block's fp32 input; one block at a time recomputed (its input counted already)
+        return n * 4 * btc + (block - 4 * btc) + base
+    return n * block + base
+
+
+def estimate(
+    model: GPTConfig,
+    batch_size: int,
+    block_size: int,
+    *,
+    device_type: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    lora_rank: int = 0,
+    lora_targets="c_attn,attn.c_proj,c_fc,mlp.c_proj",
+    lora_dropout: float = 0.0,
+    half_base: bool | None = None,
+    grad_checkpoint: bool = False,
+    fused_adamw: bool = True,
+    shards: int = 1,
+    ddp: bool = False,
+) -> MemoryEstimate:
+    """Bytes per process for training `model` on micro-batches of batch_size x block_size tokens.
+
+    `half_base` (default: LoRA under 16-bit autocast) holds the frozen block matrices in that
+    dtype. `shards` > 1: FSDP, each process keeps 1/shards of the weights, gradients and
+    optimizer state, plus two blocks' gathered weights. `ddp`: DistributedDataParallel's
+    gradient buckets, a second copy of the gradients.
+    """
+    half = dtype in (torch.bfloat16, torch.float16)
+    lora = lora_rank > 0
+    if half_base is None:
+        half_base = lora and half  # as gptkit.train does (gptkit.lora.hold_base_in)
+    total, per_block, largest = param_counts(model, block_size)
+    trainable = count_lora_params(model, lora_rank, lora_targets) if lora else total
+    block_matrices = model.n_layer * 12 * model.n_embd**2  # what hold_base_in halves
+    weights = 4 * total - (2 * block_matrices if half_base else 0) + (4 * trainable if lora else 0)
+    gradients = 4 * trainable
+    optimizer = 8 * trainable
+    gathered = 0
+    if shards > 1:
+        weights, gradients, optimizer = (-(-x // shards) for x in (weights, gradients, optimizer))
+        gathered = 2 * per_block * (2 if half_base else 4)
+    if ddp and shards == 1:
+        gradients *= 2
+    acts = activation_bytes(
+        model, batch_size, block_size, half, device_type, lora_rank, lora_targets, lora_dropout, half_base,
+        grad_checkpoint,
+    )
+    btv = batch_size * block_size * model.vocab_size
+    if device_type == "cpu" and not half:
+        logits_grad = 4 * btv  # gptkit's blockwise cross-entropy makes only the logits' gradient
+    else:
+        logits_grad = (2 if half else 4) * btv + 8 * btv  # the logits, grads of log-probs and of logits
+    # A micro-batch after the first adds a fresh gradient to each stored one: the largest is the head's.
+    transient = logits_grad + gathered + (0 if lora else 4 * largest)
+    step_transient = 0 if fused_adamw else 4 * trainable  # foreach AdamW's sqrt(v) for every tensor
+    loading = weights + 4 * largest  # one tensor at a time is read (and transposed) beside the model
+    return MemoryEstimate(weights, gradients, optimizer, acts, transient, step_transient, loading)
+
+
+# --- a run's settings -> its estimate ---------------------------------------------------------
+
+
+def run_shape(cfg) -> tuple[GPTConfig, dict] | None:
+    """The architecture `cfg` trains and its LoRA settings ({} for a full finetune), read without
+    loading weights; None when they cannot be known yet (loading will then say what is wrong)."""
+    from gptkit.pretrained import GPT2_SIZES, gpt2_config
+
+    lora = {"rank": cfg.lora_rank, "targets": cfg.lora_targets, "dropout": cfg.lora_dropout} if cfg.lora_rank else {}
+    try:
+        if cfg.init_from == "scratch":
+            from gptkit.data import read_meta
+
+            vocab = read_meta(Path(cfg.data_root) / cfg.dataset).get("vocab_size", 50257)
+            config = GPTConfig(cfg.block_size, vocab, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
+        elif cfg.init_from == "resume":
+            from gptkit import checkpoint
+
+            # mmap: only the pickled header is read, not the weights
+            ckpt = checkpoint.load(checkpoint.latest_in(cfg.out_dir))
+            config, lora = GPTConfig(**ckpt["model_args"]), ckpt.get("lora") or {}
+        elif Path(cfg.init_from).is_dir():
+            hf = json.loads((Path(cfg.init_from) / "config.json").read_text())
+            config = GPTConfig(hf["n_positions"], hf["vocab_size"], hf["n_layer"], hf["n_head"], hf["n_embd"])
+        elif cfg.init_from in GPT2_SIZES:
+            config = gpt2_config(cfg.init_from)
+        else:
+            return None
+    except (GptkitError, OSError, KeyError, TypeError, ValueError):
+        return None
+    return replace(config, dropout=cfg.dropout, block_size=min(config.block_size, cfg.block_size)), lora
+
+
+def estimate_run(cfg, device_type: str, dtype: torch.dtype, shards: int = 1, world: int = 1) -> MemoryEstimate | None:
+    """The estimate for TrainConfig `cfg` on one process of `world` (None: architecture unknown yet)."""
+    shape = run_shape(cfg)
+    if shape is None:
+        return None
+    model, lora = shape
+    return estimate(
+        model,
+        cfg.batch_size,
+        model.block_size,
+        device_type=device_type,
+        dtype=dtype,
+        lora_rank=lora.get("rank", 0),
+        lora_targets=lora.get("targets", ()),
+        lora_dropout=lora.get("dropout", 0.0),
+        grad_checkpoint=cfg.grad_checkpoint,
+        fused_adamw=device_type in ("cpu", "cuda"),
+        shards=shards,
+        ddp=world > 1 and shards == 1,
+    )
+
+
+# --- what the device has ----------------------------------------------------------------------
+
+
+def parse_bytes(text: str) -> int:
+    """'8GiB', '8G', '512MB', '1e9' -> bytes (binary units: a K, M or G is a power of 1024)."""
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
+    if not m:
+        raise GptkitError(f"{AVAILABLE_ENV}={text!r} is not a size: write e.g. 8GiB, 512MiB or a number of bytes")
+    return int(float(m[1]) * 1024 ** " KMGT".index(m[2].upper() or " "))
+
+
+def available_bytes(device: torch.device, local_world: int = 1) -> int | None:
+    """Free memory this process may count on: CUDA's free memory, or on CPU the available RAM
+    shared by the processes of this machine. None where it cannot be told (MPS, non-Linux)."""
+    if os.environ.get(AVAILABLE_ENV):
+        return parse_bytes(os.environ[AVAILABLE_ENV])
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return kib * 1024 // local_world
+
+
+def fitting_settings(cfg, device_type: str, dtype: torch.dtype, available: int, shards: int = 1, world: int = 1):
+    """The least change to `cfg` whose estimate fits in `available`: ([--key=value ...], estimate), or None."""
+    memory_options = [{"grad_checkpoint": True}]
+    if cfg.init_from not in ("scratch", "resume") and cfg.lora_rank == 0:
+        memory_options += [{"lora_rank": 8}, {"lora_rank": 8, "grad_checkpoint": True}]
+    tried = list(memory_options)
+    strongest = memory_options[-1]
+    # then fewer tokens per micro-batch (the same tokens per step, by more accumulation), then shorter context
+    batch, accum = cfg.batch_size, cfg.gradient_accumulation_steps
+    while batch > 1:
+        batch //= 2
+        accum = cfg.gradient_accumulation_steps * cfg.batch_size // batch
+        tried.append(strongest | {"batch_size": batch, "gradient_accumulation_steps": accum})
+    block = cfg.block_size
+    while block > 128:
+        block //= 2
+        tried.append(tried[-1] | {"block_size": block})
+    from gptkit.pretrained import GPT2_SIZES
+
+    # This model first; if nothing fits it, the smaller GPT-2 sizes, each with the least change that fits.
+    sizes = list(GPT2_SIZES)
+    smaller = sizes[: sizes.index(cfg.init_from)][::-1] if cfg.init_from in sizes else []
+    for model in [{}] + [{"init_from": name} for name in smaller]:
+        for option in [{}] * bool(model) + tried:
+            changed = {k: v for k, v in (model | option).items() if getattr(cfg, k) != v}
+            if not changed:
+                continue
+            est = estimate_run(replace(cfg, **changed), device_type, dtype, shards, world)
+            if est is not None and est.peak <= available:
+                return [f"--{k}={v}" for k, v in changed.items()], est
+    return None
+
+
+def check(cfg, device: torch.device, dtype: torch.dtype, shards: int = 1, world: int = 1) -> MemoryEstimate | None:
+    """The run's estimate; raises GptkitError (one line: need, have, what fits) if it exceeds free memory."""
+    est = estimate_run(cfg, device.type, dtype, shards, world)
+    if est is None or not cfg.check_memory:
+        return est
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if device.type == "cpu" else 1
+    available = available_bytes(device, local_world)
+    if available is None or est.peak <= available:
+        return est
+    fit = fitting_settings(cfg, device.type, dtype, available, shards, world)
+    if fit is None:
+        advice = "not even the smallest GPT-2 with batch_size=1 fits: free memory or use a smaller model"
+    else:
+        advice = f"it fits with {' '.join(fit[0])} (about {gib(fit[1].peak)})"
+    raise GptkitError(
+        f"this run needs about {gib(est.peak)} but {device.type} has {gib(available)} available: {advice}; "
+        "--check_memory=False runs it anyway"
+    )
