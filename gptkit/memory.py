@@ -145,10 +145,12 @@ def activation_bytes(
     base += 2 * v * c if half else 0  # autocast's copy of the head (tied to the fp32 embedding)
     if lora:
         # Frozen embeddings: nothing before the first adapter needs a gradient, so neither the
-        # ids, nor the embeddings' dropout mask, nor the first block's first LayerNorm, nor the
-        # mask of its first adapter's dropout keep anything.
-        base += 8 * bt + 4 - 4 * (btc + 2 * bt)  # targets (int64), the loss's weight
-        if "c_attn" in targets:
+        # ids, nor the embeddings' dropout mask, nor (unless checkpointed, which keeps every
+        # block's input) the first block's first LayerNorm and first adapter keep anything.
+        base += 8 * bt + 4  # targets (int64), the loss's weight
+        if not grad_checkpoint:
+            base -= 4 * (btc + 2 * bt)
+        if "c_attn" in targets and not grad_checkpoint:
             base -= (4 if device_type == "cpu" else 1) * btc if lora_dropout > 0 else 0
             base -= 2 * lora_rank * c if half else 0  # nor its A's autocast copy
     else:
