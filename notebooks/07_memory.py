@@ -13,7 +13,10 @@
 # 3. pretrain a small base model, then finetune it twice on the same budget, fully and with
 #    LoRA, and compare the loss curves on one plot;
 # 4. see what a LoRA checkpoint holds (megabytes, not gigabytes), and export the finetuned
-#    model, adapters merged, for Hugging Face `transformers`.
+#    model, adapters merged, for Hugging Face `transformers`;
+# 5. measure memory with and without LoRA and activation checkpointing, against the estimate
+#    `gptkit.train` checks before every run, and see what the seed's recipe needs on 16, 24 and
+#    80 GB GPUs.
 
 # %%
 import os
@@ -264,6 +267,157 @@ torch.testing.assert_close(logits_hf, logits_lora, atol=1e-5, rtol=0)
 assert len(lora_state_dict(unmerged)) == 2 * 4 * 2  # 2 blocks x 4 layers x (A, B)
 
 # %% [markdown]
+# ## Measured: memory with and without LoRA and checkpointing
+#
+# Training memory has four parts (notebook 02): weights, gradients, AdamW's state and the
+# activations the forward pass keeps for the backward pass. LoRA removes almost all of the
+# gradients and AdamW state, since only the adapters train. **Activation checkpointing**
+# (`--grad_checkpoint=True`) attacks the activations: each block keeps only its input, and
+# during the backward pass it runs its forward again to get the rest back, one block at a
+# time. That costs about a third more compute (one more forward pass) and keeps only
+# n_layer · B·T·C floats plus one block's worth.
+#
+# We measure all four on a small model, in the four combinations, and set them against
+# `gptkit.memory.estimate`, the function `gptkit.train` uses to check that a run fits before
+# it starts. Gradients and AdamW state are summed over the real tensors after one optimizer
+# step; activations are what the forward pass saves for backward (seen through
+# `torch.autograd.graph.saved_tensors_hooks`), plus, with checkpointing, the most that one
+# block saves again while it is recomputed.
+
+# %%
+from gptkit.memory import GIB, estimate
+from gptkit.model import GPTConfig
+
+# GPT-2's shape with a small vocabulary, so that, as in gpt2-xl, the blocks hold most of the
+# weights and activations (with 50257 tokens and n_embd=256 the embedding and logits would)
+mem_config = GPTConfig(block_size=128, vocab_size=1024, n_layer=8, n_head=4, n_embd=256)
+mem_batch = 4
+
+
+def saved_for_backward(model, idx, targets, skip=None) -> int:
+    """Bytes of the distinct tensors the forward pass keeps for backward, parameters excluded."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()} | ({skip} if skip else set())
+    saved = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            saved[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(idx, targets) if targets is not None else model(idx)
+    return sum(saved.values())
+
+
+def measure_memory(lora: bool, checkpointed: bool) -> dict[str, int]:
+    torch.manual_seed(0)
+    model = GPT(mem_config).train()
+    if lora:
+        apply_lora(model, rank=8, alpha=16, targets="c_attn,attn.c_proj,c_fc,mlp.c_proj")
+    idx, targets = (torch.randint(0, mem_config.vocab_size, (mem_batch, mem_config.block_size)) for _ in range(2))
+    model.grad_checkpoint = checkpointed
+    activations = saved_for_backward(model, idx, targets)
+    if checkpointed:  # + one block recomputed during backward (its input is already kept)
+        model.grad_checkpoint = False
+        x = torch.randn(mem_batch, mem_config.block_size, mem_config.n_embd, requires_grad=True)
+        activations += saved_for_backward(model.transformer.h[1], x, None, skip=x.untyped_storage().data_ptr())
+        model.grad_checkpoint = True
+    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    model(idx, targets)[1].backward()
+    optimizer.step()
+    size = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+    return {
+        "weights": size(model.parameters()),
+        "gradients": size(p.grad for p in model.parameters() if p.grad is not None),
+        "optimizer": size(t for s in optimizer.state.values() for k, t in s.items() if k != "step"),
+        "activations": activations,
+    }
+
+
+MIB = 2**20
+rows = {}
+print(f"{'':<28}{'weights':>9}{'grads':>9}{'AdamW':>9}{'activations':>13}   MiB, measured / estimated")
+for lora in (False, True):
+    for checkpointed in (False, True):
+        label = ("LoRA r=8" if lora else "full") + (" + checkpointing" if checkpointed else "")
+        measured = measure_memory(lora, checkpointed)
+        est = estimate(
+            mem_config, mem_batch, mem_config.block_size, lora_rank=8 if lora else 0, grad_checkpoint=checkpointed
+        )
+        rows[label] = measured
+        cells = "".join(f"{measured[k] / MIB:>9.1f}" for k in ("weights", "gradients", "optimizer"))
+        print(f"{label:<28}{cells}{measured['activations'] / MIB:>13.1f}")
+        cells = "".join(f"{getattr(est, k) / MIB:>9.1f}" for k in ("weights", "gradients", "optimizer"))
+        print(f"{'   estimate':<28}{cells}{est.activations / MIB:>13.1f}")
+        # the estimate counts what PyTorch really holds, tensor for tensor
+        for key in ("weights", "gradients", "optimizer"):
+            assert measured[key] == getattr(est, key), (label, key)
+        assert abs(measured["activations"] - est.activations) <= 0.01 * measured["activations"], label
+
+full, ckpt = rows["full"], rows["full + checkpointing"]
+lora_rows = rows["LoRA r=8"], rows["LoRA r=8 + checkpointing"]
+assert ckpt["activations"] < full["activations"] / 3  # checkpointing: activations a fraction
+assert all(r["gradients"] + r["optimizer"] < 0.05 * (full["gradients"] + full["optimizer"]) for r in lora_rows)
+assert lora_rows[1]["activations"] < lora_rows[0]["activations"] < full["activations"]
+
+# %% [markdown]
+# LoRA leaves the weights as they are (the frozen base is still there, plus the small
+# adapters), removes nearly all gradients and AdamW state, and keeps somewhat fewer
+# activations (frozen layers need not keep their inputs). Checkpointing leaves the first three
+# columns alone and cuts the activations to a fraction. At gpt2-xl's size the activations of
+# 1 × 1024 tokens through 48 blocks of width 1600 are gigabytes: both settings pay off there,
+# as the next table shows.
+#
+# ## The seed's recipe on 16, 24 and 80 GB GPUs
+#
+# `config/finetune_shakespeare.py` finetunes gpt2-xl with micro-batches of 1 × 1024 tokens;
+# `config/finetune_shakespeare_lora.py` is the same recipe with LoRA (rank 8 on all four
+# layers of every block) and checkpointing. On a GPU, gptkit trains under bf16 autocast and a
+# LoRA run holds its frozen block matrices in bf16. `gptkit.memory.estimate_run` works out
+# each run's peak from its settings alone, without loading a weight. A card "fits" when the
+# estimate is at most its size less 0.5 GiB for the CUDA context.
+
+# %%
+import dataclasses
+
+from gptkit.config import parse_args
+from gptkit.memory import estimate_run, fitting_settings
+
+seed_cfg = parse_args(TrainConfig, ["config/finetune_shakespeare.py"], "notebook")
+lora_cfg = parse_args(TrainConfig, ["config/finetune_shakespeare_lora.py"], "notebook")
+recipes = {
+    "full finetune (the seed)": seed_cfg,
+    "full + checkpointing": dataclasses.replace(seed_cfg, grad_checkpoint=True),
+    "LoRA, no checkpointing": dataclasses.replace(lora_cfg, grad_checkpoint=False),
+    "LoRA + checkpointing (_lora.py)": lora_cfg,
+}
+gpus = {16: int(16e9) - GIB // 2, 24: int(24e9) - GIB // 2, 80: int(80e9) - GIB // 2}
+print(f"{'gpt2-xl, 1 x 1024 tokens':<34}{'estimate':>10}   " + "".join(f"{gb:>4} GB" for gb in gpus))
+estimates = {}
+for label, cfg in recipes.items():
+    est = estimate_run(cfg, "cuda", torch.bfloat16)
+    estimates[label] = est.peak
+    fits = "".join(f"{'fits' if est.peak <= cap else '-':>7}" for cap in gpus.values())
+    print(f"{label:<34}{est.peak / GIB:>8.1f} GiB{fits}")
+    print(f"{'':<4}{est.describe()}")
+
+assert estimates["full finetune (the seed)"] > gpus[24]  # why the seed's command fails on a 24 GB card
+assert estimates["LoRA + checkpointing (_lora.py)"] <= gpus[16]  # and why the LoRA one runs on a T4
+assert all(peak <= gpus[80] for peak in estimates.values())
+
+# %% [markdown]
+# When a run does not fit, `gptkit.train` stops before it loads anything and names the least
+# change that fits, found with the same estimate. Here is what it would propose for the seed's
+# command on a 16 GB and on a 24 GB card:
+
+# %%
+for gb in (16, 24):
+    change, est = fitting_settings(seed_cfg, "cuda", torch.bfloat16, gpus[gb])
+    print(f"{gb} GB: {' '.join(change)}  (about {est.peak / GIB:.1f} GiB)")
+    assert est.peak <= gpus[gb]
+
+# %% [markdown]
 # ## What you learned / try this
 #
 # - LoRA learns a low-rank change B·A to frozen weights; B starts at zero, so training starts
@@ -272,8 +426,12 @@ assert len(lora_state_dict(unmerged)) == 2 * 4 * 2  # 2 blocks x 4 layers x (A, 
 #   AdamW memory (12 bytes per trainable parameter) and makes checkpoints megabytes small.
 # - Merging folds the adapters back into the weights: the exported model is an ordinary
 #   GPT-2 with the same logits.
+# - Activation checkpointing keeps only each block's input and recomputes the rest in the
+#   backward pass: about a third more compute for a fraction of the activations.
+# - `gptkit.memory` estimates a run's memory from its settings; `gptkit.train` prints it and
+#   stops a run that cannot fit before loading anything, naming the least change that fits.
 # - `python -m gptkit.train config/finetune_shakespeare_lora.py` is the seed's gpt2-xl
-#   finetune with LoRA and activation checkpointing.
+#   finetune with LoRA and activation checkpointing: ~4.4 GiB on a GPU instead of ~30.
 #
 # Try this:
 # - Online, finetune GPT-2 itself both ways: `init_from="gpt2"` in `finetune` above (and
@@ -281,3 +439,5 @@ assert len(lora_state_dict(unmerged)) == 2 * 4 * 2  # 2 blocks x 4 layers x (A, 
 # - Change the rank (`lora_rank=2`, `32`): how do the curve and the checkpoint size move?
 # - Adapt only the attention (`lora_targets="c_attn"`), as in the LoRA paper.
 # - Give the LoRA run the full finetune's learning rate (1e-3): what happens in 30 steps?
+# - Run `python scripts/memory_table.py`, or call `estimate_run` with `batch_size=8`: which
+#   card does the LoRA recipe need then, with and without checkpointing?
