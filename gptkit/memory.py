@@ -257,6 +257,11 @@ def estimate_run(cfg, device_type: str, dtype: torch.dtype, shards: int = 1, wor
     if shape is None:
         return None
     model, lora = shape
+    if cfg.eval_only:  # no gradients, no optimizer state, nothing kept for a backward pass
+        est = estimate(model, cfg.batch_size, model.block_size, device_type=device_type, dtype=dtype, shards=shards)
+        b, t, c = cfg.batch_size, model.block_size, model.n_embd
+        forward = 4 * b * t * model.vocab_size + 4 * 6 * b * t * c  # logits; the residual stream and MLP
+        return replace(est, gradients=0, optimizer=0, activations=forward, transient=0)
     return estimate(
         model,
         cfg.batch_size,

@@ -99,6 +99,9 @@ def test_check_stops_the_seed_recipe_with_one_line_and_writes_nothing(tmp_path, 
     assert estimate_run(fixed, "cpu", torch.float32).peak <= 20 * GIB
     plain = parse_args(TrainConfig, ["config/finetune_shakespeare.py"], "test")
     assert estimate_run(plain, "cpu", torch.float32).peak > 20 * GIB
+    # evaluating the same model needs its weights and a forward pass only
+    evaluate = parse_args(TrainConfig, ["config/finetune_shakespeare.py", "--eval_only=True"], "test")
+    assert estimate_run(evaluate, "cpu", torch.float32).peak < 8 * GIB
 
 
 def test_check_memory_false_skips_the_check(tmp_path, shakespeare_bins):
