@@ -32,6 +32,10 @@ from gptkit.model import GPTConfig
 GIB = 2**30
 # in and out width of each Linear of a block that LoRA can target, in multiples of n_embd
 LINEAR_SHAPES = {"c_attn": (1, 3), "attn.c_proj": (1, 1), "c_fc": (1, 4), "mlp.c_proj": (4, 1)}
+# glibc's malloc keeps freed blocks below its mmap threshold (adaptive, up to 32 MB: most
+# activations) in its heap, resident: peak RSS exceeded the tensors' peak by 6-18% in the runs of
+# benchmarks/README.md (gpt2-xl LoRA: 18%). CUDA's caching allocator: not measured here.
+ALLOCATOR_SHARE = {"cpu": 0.15}
 AVAILABLE_ENV = "GPTKIT_AVAILABLE_MEMORY"  # e.g. "8GiB": pretend the device has this much free
 
 
@@ -46,11 +50,21 @@ class MemoryEstimate:
     transient: int  # alive with the activations at the start of the backward pass
     step_transient: int  # alive during the optimizer step (non-fused AdamW)
     loading: int  # the peak while the weights are loaded
+    allocator_share: float = 0.0  # what the memory allocator holds beyond the tensors, as a share of them
+
+    @property
+    def tensors(self) -> int:
+        """The most bytes of tensors alive at once."""
+        held = self.weights + self.gradients + self.optimizer
+        return max(held + max(self.activations + self.transient, self.step_transient), self.loading)
+
+    @property
+    def allocator(self) -> int:
+        return int(self.allocator_share * self.tensors)
 
     @property
     def peak(self) -> int:
-        held = self.weights + self.gradients + self.optimizer
-        return max(held + max(self.activations + self.transient, self.step_transient), self.loading)
+        return self.tensors + self.allocator
 
     def describe(self) -> str:
         parts = [
@@ -59,6 +73,7 @@ class MemoryEstimate:
             ("AdamW", self.optimizer),
             ("activations", self.activations),
             ("backward buffers", self.transient),
+            ("allocator", self.allocator),
         ]
         return f"{gib(self.peak)} (" + ", ".join(f"{name} {b / GIB:.2f}" for name, b in parts) + ")"
 
@@ -215,7 +230,9 @@ def estimate(
     transient = logits_grad + gathered + (0 if lora else 4 * largest)
     step_transient = 0 if fused_adamw else 4 * trainable  # foreach AdamW's sqrt(v) for every tensor
     loading = weights + 4 * largest  # one tensor at a time is read (and transposed) beside the model
-    return MemoryEstimate(weights, gradients, optimizer, acts, transient, step_transient, loading)
+    return MemoryEstimate(
+        weights, gradients, optimizer, acts, transient, step_transient, loading, ALLOCATOR_SHARE.get(device_type, 0.0)
+    )
 
 
 # --- a run's settings -> its estimate ---------------------------------------------------------
