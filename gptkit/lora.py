@@ -57,7 +57,7 @@ class LoRALinear(Linear):
     """
 
     def __init__(self, base: Linear, rank: int, alpha: float, dropout: float):
-        nn.Module.__init__(self)
+        nn.Module.__init__(self)  # not Linear's: it would allocate and initialise a weight of its own
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias
         self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
