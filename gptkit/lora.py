@@ -88,8 +88,9 @@ def parse_targets(targets: str | tuple | list) -> list[str]:
         raise GptkitError(f"lora_targets is empty: name one or more of {', '.join(TARGETS)}")
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
+        both = " (attention and MLP each have a c_proj: name one)" if unknown[0] == "c_proj" else ""
         raise GptkitError(
-            f"unknown lora_targets name {unknown[0]!r}: use a comma-separated list of {', '.join(TARGETS)}"
+            f"unknown lora_targets name {unknown[0]!r}{both}: use a comma-separated list of {', '.join(TARGETS)}"
         )
     return list(dict.fromkeys(names))  # in the order given, once each
 
