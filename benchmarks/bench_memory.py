@@ -105,13 +105,16 @@ def main() -> None:
     lora = json.loads(result.stdout.splitlines()[-1])
     if lora["error"]:
         raise SystemExit(f"the LoRA run stopped: {lora['error']}")
-    parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in lora["parts"].items())
+    parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in lora["parts"].items() if k != "allocator_share")
     print(
         f"LoRA + checkpointing, 1 iteration of 1 x {args.block_size} tokens: {lora['seconds']:.0f} s, "
         f"peak RSS {lora['peak'] / GB:.2f} GB in all, {lora['added'] / GB:.2f} GB over the baseline "
-        f"of {lora['baseline'] / GB:.2f} GB; estimate {lora['estimate'] / GB:.2f} GB ({parts})"
+        f"of {lora['baseline'] / GB:.2f} GB; estimate {lora['estimate'] / GB:.2f} GB, of which tensors "
+        f"{lora['tensors'] / GB:.2f} GB ({parts})"
     )
     print(f"ratio estimate/measured (LoRA + checkpointing): {lora['estimate'] / lora['added']:.2f}x")
+    tensors_ratio = lora['tensors'] / lora['added']
+    print(f"ratio tensors/measured (LoRA + checkpointing, no allocator allowance): {tensors_ratio:.2f}x")
 
     # The full finetune: stopped by the check, before it loads anything.
     import torch

@@ -4,11 +4,11 @@
 
 Prints one JSON line: `baseline` is the resident memory after one optimizer step of a
 model of a few thousand parameters (what any run pays before its model: torch and the
-libraries its optimizer and kernels load on first use, about 300 MB), `peak` the process's peak
-resident memory
-(getrusage's ru_maxrss), `estimate` gptkit.memory's peak for the same settings. `peak -
-baseline` is the memory the run itself added: the figure the estimate stands for. Run it in a
-fresh process each time: ru_maxrss never goes down.
+libraries its optimizer and kernels load on first use, about 300 MB), `peak` the process's
+peak resident memory (getrusage's ru_maxrss), `tensors` gptkit.memory's peak of the tensors
+alive at once for the same settings, `estimate` that plus its allowance for the allocator.
+`peak - baseline` is the memory the run itself added: the figure the estimate stands for. Run
+it in a fresh process each time: ru_maxrss never goes down.
 """
 
 import json
@@ -54,6 +54,7 @@ def main(argv: list[str]) -> None:
     print(
         json.dumps(
             dict(baseline=baseline, peak=peak, added=peak - baseline, estimate=est.peak if est else None,
+                 tensors=est.tensors if est else None,
                  parts=est.__dict__ if est else None, seconds=seconds, error=error)
         )
     )

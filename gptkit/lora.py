@@ -57,7 +57,7 @@ class LoRALinear(Linear):
     """
 
     def __init__(self, base: Linear, rank: int, alpha: float, dropout: float):
-        nn.Module.__init__(self)
+        nn.Module.__init__(self)  # not Linear's: it would allocate and initialise a weight of its own
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias
         self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
@@ -88,8 +88,9 @@ def parse_targets(targets: str | tuple | list) -> list[str]:
         raise GptkitError(f"lora_targets is empty: name one or more of {', '.join(TARGETS)}")
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
+        both = " (attention and MLP each have a c_proj: name one)" if unknown[0] == "c_proj" else ""
         raise GptkitError(
-            f"unknown lora_targets name {unknown[0]!r}: use a comma-separated list of {', '.join(TARGETS)}"
+            f"unknown lora_targets name {unknown[0]!r}{both}: use a comma-separated list of {', '.join(TARGETS)}"
         )
     return list(dict.fromkeys(names))  # in the order given, once each
 

@@ -32,6 +32,10 @@ from gptkit.model import GPTConfig
 GIB = 2**30
 # in and out width of each Linear of a block that LoRA can target, in multiples of n_embd
 LINEAR_SHAPES = {"c_attn": (1, 3), "attn.c_proj": (1, 1), "c_fc": (1, 4), "mlp.c_proj": (4, 1)}
+# glibc's malloc keeps freed blocks below its mmap threshold (adaptive, up to 32 MB: most
+# activations) in its heap, resident: peak RSS exceeded the tensors' peak by 6-18% in the runs of
+# benchmarks/README.md (gpt2-xl LoRA: 18%). CUDA's caching allocator: not measured here.
+ALLOCATOR_SHARE = {"cpu": 0.15}
 AVAILABLE_ENV = "GPTKIT_AVAILABLE_MEMORY"  # e.g. "8GiB": pretend the device has this much free
 
 
@@ -46,11 +50,21 @@ class MemoryEstimate:
     transient: int  # alive with the activations at the start of the backward pass
     step_transient: int  # alive during the optimizer step (non-fused AdamW)
     loading: int  # the peak while the weights are loaded
+    allocator_share: float = 0.0  # what the memory allocator holds beyond the tensors, as a share of them
+
+    @property
+    def tensors(self) -> int:
+        """The most bytes of tensors alive at once."""
+        held = self.weights + self.gradients + self.optimizer
+        return max(held + max(self.activations + self.transient, self.step_transient), self.loading)
+
+    @property
+    def allocator(self) -> int:
+        return int(self.allocator_share * self.tensors)
 
     @property
     def peak(self) -> int:
-        held = self.weights + self.gradients + self.optimizer
-        return max(held + max(self.activations + self.transient, self.step_transient), self.loading)
+        return self.tensors + self.allocator
 
     def describe(self) -> str:
         parts = [
@@ -59,6 +73,7 @@ class MemoryEstimate:
             ("AdamW", self.optimizer),
             ("activations", self.activations),
             ("backward buffers", self.transient),
+            ("allocator", self.allocator),
         ]
         return f"{gib(self.peak)} (" + ", ".join(f"{name} {b / GIB:.2f}" for name, b in parts) + ")"
 
@@ -145,10 +160,12 @@ def activation_bytes(
     base += 2 * v * c if half else 0  # autocast's copy of the head (tied to the fp32 embedding)
     if lora:
         # Frozen embeddings: nothing before the first adapter needs a gradient, so neither the
-        # ids, nor the embeddings' dropout mask, nor the first block's first LayerNorm, nor the
-        # mask of its first adapter's dropout keep anything.
-        base += 8 * bt + 4 - 4 * (btc + 2 * bt)  # targets (int64), the loss's weight
-        if "c_attn" in targets:
+        # ids, nor the embeddings' dropout mask, nor (unless checkpointed, which keeps every
+        # block's input) the first block's first LayerNorm and first adapter keep anything.
+        base += 8 * bt + 4  # targets (int64), the loss's weight
+        if not grad_checkpoint:
+            base -= 4 * (btc + 2 * bt)
+        if "c_attn" in targets and not grad_checkpoint:
             base -= (4 if device_type == "cpu" else 1) * btc if lora_dropout > 0 else 0
             base -= 2 * lora_rank * c if half else 0  # nor its A's autocast copy
     else:
@@ -213,7 +230,9 @@ def estimate(
     transient = logits_grad + gathered + (0 if lora else 4 * largest)
     step_transient = 0 if fused_adamw else 4 * trainable  # foreach AdamW's sqrt(v) for every tensor
     loading = weights + 4 * largest  # one tensor at a time is read (and transposed) beside the model
-    return MemoryEstimate(weights, gradients, optimizer, acts, transient, step_transient, loading)
+    return MemoryEstimate(
+        weights, gradients, optimizer, acts, transient, step_transient, loading, ALLOCATOR_SHARE.get(device_type, 0.0)
+    )
 
 
 # --- a run's settings -> its estimate ---------------------------------------------------------
@@ -255,6 +274,11 @@ def estimate_run(cfg, device_type: str, dtype: torch.dtype, shards: int = 1, wor
     if shape is None:
         return None
     model, lora = shape
+    if cfg.eval_only:  # no gradients, no optimizer state, nothing kept for a backward pass
+        est = estimate(model, cfg.batch_size, model.block_size, device_type=device_type, dtype=dtype, shards=shards)
+        b, t, c = cfg.batch_size, model.block_size, model.n_embd
+        forward = 4 * b * t * model.vocab_size + 4 * 6 * b * t * c  # logits; the residual stream and MLP
+        return replace(est, gradients=0, optimizer=0, activations=forward, transient=0)
     return estimate(
         model,
         cfg.batch_size,

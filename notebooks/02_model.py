@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 import gptkit
 from gptkit.data import Batches
+from gptkit.memory import activation_bytes
 from gptkit.model import GPT, GPTConfig
 from gptkit.pretrained import GPT2_SIZES, gpt2_config
 from gptkit.tokenizer import get_encoding
@@ -216,24 +217,15 @@ assert [round(n / 1e6) for n in counts.values()] == [124, 355, 774, 1558]
 # autocast keeps a bf16 copy of each weight matrix during the step.
 #
 # Counting what each operation saves (PyTorch's fused attention keeps q, k, v, its output and
-# one log-sum-exp per row, never the T × T score matrix) gives the formula below. Rather than
-# trust it, we **measure** what the tiny model's forward pass saves for backward, with
-# `torch.autograd.graph.saved_tensors_hooks`, and also the sizes of its weights and of AdamW's
-# state after one step.
+# one log-sum-exp per row, never the T × T score matrix) gives a formula, which gptkit keeps in
+# `gptkit.memory.activation_bytes` (it also covers dropout, LoRA and activation checkpointing;
+# notebook 07 uses it to check a run fits before it starts). Per block, in fp32, it counts 16
+# tensors the size of the residual stream (B·T·C), one log-sum-exp per head and row, and the
+# LayerNorms' statistics. Rather than trust it, we **measure** what the tiny model's forward
+# pass saves for backward, with `torch.autograd.graph.saved_tensors_hooks`, and also the sizes
+# of its weights and of AdamW's state after one step.
 
 # %%
-def activation_bytes(cfg: GPTConfig, batch: int, seq: int, bf16: bool) -> int:
-    """Bytes the forward pass keeps for backward (fp32, or bf16 autocast)."""
-    b, t, c, h, v, n = batch, seq, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.n_layer
-    btc, bt = b * t * c, b * t
-    ids = 8 * (2 * bt + t) + 4  # token ids, targets, positions (int64), the loss's weight
-    if not bf16:
-        per_block = 4 * (16 * btc + b * h * t + 4 * bt)  # 16 stream-sized tensors, lse, LayerNorm stats
-        return n * per_block + 4 * (2 * btc + 3 * bt + bt * v) + ids  # + the loss's log-sum-exp per row
-    per_block = 4 * (2 * btc + b * h * t + 4 * bt) + 2 * 14 * btc + 2 * 12 * c * c  # + bf16 weight copies
-    return n * per_block + 4 * (btc + 2 * bt + bt * v) + 2 * (btc + v * c) + ids
-
-
 def measured_activation_bytes(model: GPT, idx: torch.Tensor, targets: torch.Tensor, bf16: bool) -> int:
     """Sum the distinct storages the forward pass saves for backward, parameters excluded."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}

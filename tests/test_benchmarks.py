@@ -54,3 +54,13 @@ def test_bench_prepare_tiny():
     out = run_ok("benchmarks/bench_prepare.py", "--mb=0.3", "--repeats=1", "--warmup=0")
     assert set(ratios(out)) == {"prepare/encode_ordinary"}, out
     assert "equal encode_ordinary's" in out, out
+
+
+def test_bench_memory_tiny(tmp_path, shakespeare_bins):
+    out = run_ok(
+        "benchmarks/bench_memory.py", "--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64",
+        f"--models_dir={tmp_path}",
+    )
+    assert {"loading peak/weights", "estimate/measured (LoRA + checkpointing)"} <= set(ratios(out)), out
+    assert re.search(r"full finetune .* stopped by the memory check after [0-9.]+ s, exit 1", out), out
+    assert re.search(r"^error: this run needs about .* it fits with .*--check_memory=False", out, re.MULTILINE), out

@@ -9,14 +9,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SOURCES = sorted(NOTEBOOKS.glob("*.py"))
-EXPECTED = ["01_tokenization", "02_model", "03_pretrained", "04_finetuning", "05_sampling", "06_overfitting"]
+EXPECTED = [
+    "01_tokenization",
+    "02_model",
+    "03_pretrained",
+    "04_finetuning",
+    "05_sampling",
+    "06_overfitting",
+    "07_memory",
+]
 
 
 def cells(path: Path) -> list[tuple[str, str]]:
     return [(c.cell_type, c.source.strip()) for c in jupytext.read(path).cells]
 
 
-def test_the_six_notebooks_are_there():
+def test_the_seven_notebooks_are_there():
     assert [p.stem for p in SOURCES] == EXPECTED
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
 
