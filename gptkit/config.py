@@ -70,7 +70,9 @@ class TrainConfig:
     ddp_timeout: int = setting(1800, "seconds a DDP process waits for the others before failing (a hung rank)")
     device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     dtype: str = setting(
-        "auto", "auto (bf16 on CUDA if supported, else fp16; fp32 elsewhere), float32, bfloat16, float16"
+        "auto",
+        "auto (CUDA: bf16 if supported, else fp16; CPU: bf16 where native and measured faster, else fp32;"
+        " fp32 elsewhere), float32, bfloat16, float16",
     )
     compile: bool = setting(False, "torch.compile the model (PyTorch 2, CUDA)")
     mfu_peak_flops: float = setting(0.0, "peak FLOP/s for MFU (0: known GPUs' bf16 peak, none on CPU)")
