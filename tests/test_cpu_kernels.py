@@ -88,6 +88,18 @@ def test_real_routing_is_measured_once_per_process(monkeypatch):
         kernels._onednn_faster.cache_clear()
 
 
+def test_measurements_leave_the_global_rng_alone():
+    """Routing is measured lazily, mid-run: moving the RNG would change dropout masks and break exact resume."""
+    import gptkit.cpu_kernels as kernels
+
+    torch.manual_seed(0)
+    kernels._time_routes(kernels.DECODING_PRODUCT)
+    kernels._time_bf16_vs_fp32()
+    after = torch.rand(4)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(4))
+
+
 def test_auto_dtype_is_bf16_only_with_native_bf16_measured_faster():
     from gptkit.cpu_kernels import choose_cpu_autocast
 
@@ -99,7 +111,7 @@ def test_auto_dtype_is_bf16_only_with_native_bf16_measured_faster():
     assert dtype == torch.bfloat16 and "AMX" in why and "5.0x" in why
     assert choose_cpu_autocast("AVX512_BF16", lambda: (2.0, 1.0))[0] == torch.bfloat16
     # bf16 instructions that do not pay for autocast's casts: stay in fp32
-    assert choose_cpu_autocast("Arm BF16", lambda: (1.2, 1.0))[0] == torch.float32
+    assert choose_cpu_autocast("Arm BF16", lambda: (1.1, 1.0))[0] == torch.float32
 
 
 def _cpuinfo_flags() -> set[str]:
