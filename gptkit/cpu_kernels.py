@@ -1,8 +1,10 @@
-"""CPU kernels for gptkit's model: the same numbers as the plain PyTorch ops, computed faster.
+"""CPU kernels and choices for gptkit: the plain PyTorch ops' numbers, computed faster.
 
 `model.py` imports two things from here and nothing else: `Linear`, an `nn.Linear` whose CPU
-fp32 matmuls may go to oneDNN, and `cross_entropy`, which avoids 200 MB temporaries on CPU.
-On GPUs, under autocast and under torch.compile both are exactly the PyTorch ops.
+fp32 matmuls may go to oneDNN, and `cross_entropy`, which avoids logits-sized temporaries on CPU
+(for fp32 logits, and bf16 ones under autocast). `train.py` asks `cpu_autocast_dtype()` whether
+`--dtype=auto` means bf16 autocast on this CPU. Each choice is measured once per process, on the
+machine at hand. On GPUs and under torch.compile both layers are exactly the PyTorch ops.
 """
 
 import functools
@@ -155,7 +157,7 @@ def _onednn_faster() -> tuple[bool, bool]:
     """(for training, for inference): whether oneDNN beat PyTorch's default on this machine, measured once."""
     if not _onednn_works():
         return False, False
-    return onednn_wins(_time_routes(TRAINING_PRODUCT)), onednn_wins(_time_routes(DECODING_PRODUCT, repeats=5))
+    return onednn_wins(_time_routes(TRAINING_PRODUCT)), onednn_wins(_time_routes(DECODING_PRODUCT, repeats=10))
 
 
 def onednn_wins(seconds: dict[str, float]) -> bool:
