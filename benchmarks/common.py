@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: the machine, the matmul peak, interleaved timing, a size flag set.
+"""Shared by the benchmark scripts: the machine, matmul peaks, interleaved timing, a size flag set.
 
 Timings are taken side by side in one process, alternating which contender goes first, and
 reported as medians: other work on the machine then slows both alike, and the ratio holds
@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.nn import functional as F
 
 from gptkit.cpu_kernels import _matmul_t, _onednn_works
 
@@ -61,15 +62,32 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """FLOP/s of an n x n x n matmul, by each route this PyTorch offers (median of `repeats`)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    routes = {"torch.mm": lambda: torch.mm(a, b)}
-    if device.type == "cpu" and dtype == torch.float32 and _onednn_works():
-        routes["oneDNN"] = lambda: _matmul_t(a, b)
-    times = time_interleaved(routes, repeats, warmup=1, device=device)
-    return {name: 2 * n**3 / median(t) for name, t in times.items()}
+def step_products(config, rows: int) -> list[tuple[int, int, int]]:
+    """(rows, in, out) of the MLP's products in a training step of `rows` tokens: forward, and the
+    backward's two (input gradient, weight gradient). The MLP's are the step's largest but the
+    output head's, which is slower per FLOP on every CPU measured and too big to time often."""
+    c = config.n_embd
+    shapes = []
+    for n_in, n_out in ((c, 4 * c), (4 * c, c)):
+        shapes += [(rows, n_in, n_out), (rows, n_out, n_in), (n_out, rows, n_in)]
+    return shapes
+
+
+def matmul_peak(
+    device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int]], repeats: int = 3
+) -> dict[str, float]:
+    """Best FLOP/s over `shapes` (rows, in, out) of `F.linear` in `dtype`, by each route PyTorch offers."""
+    best = {}
+    for rows, n_in, n_out in shapes:
+        a = torch.randn(rows, n_in, device=device, dtype=dtype)
+        w = torch.randn(n_out, n_in, device=device, dtype=dtype)
+        routes = {"torch": lambda a=a, w=w: F.linear(a, w)}
+        if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and _onednn_works():
+            routes["oneDNN"] = lambda a=a, w=w: _matmul_t(a, w)
+        times = time_interleaved(routes, repeats, warmup=1, device=device)
+        for name, t in times.items():
+            best[name] = max(best.get(name, 0.0), 2 * rows * n_in * n_out / min(t))
+    return best
 
 
 def read_bandwidth(device: torch.device, mb: int = 512, repeats: int = 5) -> float:

@@ -40,7 +40,7 @@ def warm_up() -> None:
 def main(argv: list[str]) -> None:
     cfg = parse_args(TrainConfig, argv, "benchmarks/peak_rss.py")
     device = torch.device(pick_device(cfg.device))
-    est = memory.estimate_run(cfg, device.type, pick_dtype(cfg.dtype, device.type))
+    est = memory.estimate_run(cfg, device.type, pick_dtype(cfg.dtype, device.type, autocast=True))
     warm_up()
     baseline = rss_now()
     start = time.perf_counter()

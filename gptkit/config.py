@@ -80,7 +80,9 @@ class TrainConfig:
     )
     device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     dtype: str = setting(
-        "auto", "auto (bf16 on CUDA if supported, else fp16; fp32 elsewhere), float32, bfloat16, float16"
+        "auto",
+        "auto (CUDA: bf16 if supported, else fp16; CPU: bf16 where native and measured faster, else fp32;"
+        " fp32 elsewhere), float32, bfloat16, float16",
     )
     compile: bool = setting(False, "torch.compile the model (PyTorch 2, CUDA)")
     grad_checkpoint: bool = setting(

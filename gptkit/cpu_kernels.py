@@ -1,28 +1,32 @@
-"""CPU kernels for gptkit's model: the same numbers as the plain PyTorch ops, computed faster.
+"""CPU kernels and choices for gptkit: the plain PyTorch ops' numbers, computed faster.
 
 `model.py` imports two things from here and nothing else: `Linear`, an `nn.Linear` whose CPU
-fp32 matmuls may go to oneDNN, and `cross_entropy`, which avoids 200 MB temporaries on CPU.
-On GPUs, under autocast and under torch.compile both are exactly the PyTorch ops.
+fp32 matmuls may go to oneDNN, and `cross_entropy`, which avoids logits-sized temporaries on CPU
+(for fp32 logits, and bf16 ones under autocast). `train.py` asks `cpu_autocast_dtype()` whether
+`--dtype=auto` means bf16 autocast on this CPU. Each choice is measured once per process, on the
+machine at hand. On GPUs and under torch.compile both layers are exactly the PyTorch ops.
 """
 
 import functools
 import platform
+import time
 
 import torch
+import torch.distributed
 import torch.nn as nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 # --- CPU matmuls through oneDNN -------------------------------------------------------------
-# PyTorch sends fp32 CPU matmuls to MKL. On AMD CPUs MKL never uses AVX-512, and its products of
-# a few rows (decoding) run on one core; oneDNN, also inside PyTorch, has neither limit. Measured
-# (benchmarks/README.md): on an AVX-512 EPYC oneDNN ran every matmul of training about twice as
-# fast; on an AVX2 EPYC MKL won training's products, oneDNN decoding's. Elsewhere, as on Intel
-# CPUs, nothing was measured, so PyTorch's choice stands. Same results up to float rounding.
+# PyTorch sends fp32 CPU matmuls to MKL. On some CPUs oneDNN, also inside PyTorch, is faster: MKL
+# never uses AVX-512 on AMD CPUs, and runs products of a few rows (decoding) on one core. Which
+# library wins differs between CPUs and between training's products and decoding's (benchmarks/
+# README.md), so it is measured once per process on the machine at hand (`_onednn_faster`).
+# Same results up to float rounding.
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose CPU fp32 matmuls go to oneDNN where it is the faster library (see above)."""
+    """nn.Linear whose CPU fp32 matmuls go to oneDNN where it measured faster (see above)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32:
@@ -62,12 +66,18 @@ class _OneDNNLinear(torch.autograd.Function):
 # F.cross_entropy makes three tensors the size of the logits (200 MB for 4 x 256 tokens): the
 # log-softmax, a zero-filled gradient for it, and the logits' gradient. On CPU each fresh one is
 # paid for in page faults. Working through the rows a block at a time, only the logits' gradient
-# is that big, and each block's softmax stays in cache. Measured: benchmarks/README.md.
+# is that big, and each block's softmax stays in cache. Under bf16 autocast the logits are bf16:
+# autocast would copy them to fp32 (another 200 MB) before the loss; here only each block is
+# taken to fp32, and the gradient comes back in bf16 as autocast's would. Measured:
+# benchmarks/README.md.
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """F.cross_entropy(logits, targets, ignore_index=-1) for (N, vocab) logits and (N,) targets."""
-    if logits.device.type == "cpu" and logits.dtype == torch.float32 and not _compiling_or_autocast():
+    """F.cross_entropy(logits, targets, ignore_index=-1) for (N, vocab) logits and (N,) targets.
+
+    The loss is fp32 also for bf16 logits, as under autocast (which computes it in fp32).
+    """
+    if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.bfloat16) and not _compiling():
         return _BlockwiseCrossEntropy.apply(logits, targets)
     return F.cross_entropy(logits, targets, ignore_index=-1)
 
@@ -81,9 +91,10 @@ class _BlockwiseCrossEntropy(torch.autograd.Function):
     def forward(ctx, logits, targets):
         valid = targets != -1
         picked = targets.clamp(min=0)  # -1 rows are masked out below; any index will do
-        lse = torch.cat([torch.logsumexp(rows, dim=-1) for rows in logits.split(_BlockwiseCrossEntropy.ROWS)])
-        count = valid.sum().to(logits.dtype)
-        loss = ((lse - logits.gather(1, picked[:, None]).squeeze(1)) * valid).sum() / count
+        blocks = logits.split(_BlockwiseCrossEntropy.ROWS)
+        lse = torch.cat([torch.logsumexp(rows.float(), dim=-1) for rows in blocks])
+        count = valid.sum().float()
+        loss = ((lse - logits.gather(1, picked[:, None]).squeeze(1).float()) * valid).sum() / count
         ctx.save_for_backward(logits, targets, lse, count)
         return loss
 
@@ -91,16 +102,20 @@ class _BlockwiseCrossEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_loss):
         logits, targets, lse, count = ctx.saved_tensors
-        scale = (targets != -1).to(logits.dtype) * (grad_loss / count)  # d loss / d (row's loss)
+        scale = (targets != -1).float() * (grad_loss / count)  # d loss / d (row's loss)
         grad = torch.empty_like(logits)
         blocks = zip(
             *(t.split(_BlockwiseCrossEntropy.ROWS) for t in (logits, grad, lse, targets.clamp(min=0), scale)),
             strict=True,
         )
+        fp32 = logits.dtype == torch.float32
         for rows, out, row_lse, row_target, row_scale in blocks:
-            torch.sub(rows, row_lse[:, None], out=out).exp_()  # softmax
-            out.scatter_add_(1, row_target[:, None], torch.full_like(row_lse[:, None], -1.0))
-            out.mul_(row_scale[:, None])
+            work = out if fp32 else torch.empty(rows.shape)  # bf16: this block in fp32, then rounded
+            torch.sub(rows, row_lse[:, None], out=work).exp_()  # softmax
+            work.scatter_add_(1, row_target[:, None], torch.full_like(row_lse[:, None], -1.0))
+            work.mul_(row_scale[:, None])
+            if not fp32:
+                out.copy_(work)
         return grad, None
 
 
@@ -120,25 +135,144 @@ def _onednn_route(training: bool) -> bool:
 def _compiling_or_autocast() -> bool:
     """Under torch.compile or CPU autocast, which choose kernels themselves, gptkit keeps the plain ops."""
     try:
-        return torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
-    except (AttributeError, TypeError):  # PyTorch < 2.4 cannot tell: stay on the plain path
+        return _compiling() or torch.is_autocast_enabled("cpu")
+    except TypeError:  # PyTorch < 2.4 cannot tell: stay on the plain path
         return True
+
+
+def _compiling() -> bool:
+    try:
+        return torch.compiler.is_compiling()
+    except AttributeError:  # PyTorch < 2.3: stay on the plain path
+        return True
+
+
+# Products of the shapes GPT-2 small runs, the timings a routing or dtype choice rests on:
+# training multiplies a few hundred rows at once, decoding a batch of one to eight.
+TRAINING_PRODUCT = (256, 768, 3072)  # rows x in_features x out_features: 1.2 GFLOP
+DECODING_PRODUCT = (8, 768, 2304)
 
 
 @functools.cache
 def _onednn_faster() -> tuple[bool, bool]:
-    """(for training, for inference): where this CPU is one on which oneDNN beat MKL."""
-    if not _onednn_works() or _cpu_vendor() != "AuthenticAMD":
+    """(for training, for inference): whether oneDNN beat PyTorch's default on this machine, measured once."""
+    if not _onednn_works():
         return False, False
-    return torch.backends.cpu.get_cpu_capability().startswith("AVX512"), True
+    return onednn_wins(_time_routes(TRAINING_PRODUCT)), onednn_wins(_time_routes(DECODING_PRODUCT, repeats=10))
 
 
-def _cpu_vendor() -> str:
+def onednn_wins(seconds: dict[str, float]) -> bool:
+    """Route to oneDNN only when it is clearly faster: a near tie keeps PyTorch's own choice."""
+    return seconds["oneDNN"] < 0.9 * seconds["torch"]
+
+
+def _time_routes(shape: tuple[int, int, int], repeats: int = 2) -> dict[str, float]:
+    """Best seconds of one fp32 product `shape` by F.linear (PyTorch's default) and by oneDNN."""
+    x, weight = _operands(*shape)
+    return _best_times({"torch": lambda: F.linear(x, weight), "oneDNN": lambda: _matmul_t(x, weight)}, repeats)
+
+
+def _operands(rows: int, n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random x and weight from a generator of their own: a measurement made lazily in the middle
+    of a run must not move the global RNG (dropout masks), or resuming would not be exact."""
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(rows, n_in, generator=gen), torch.randn(n_out, n_in, generator=gen)
+
+
+def _best_times(fns: dict, repeats: int) -> dict[str, float]:
+    """The fastest of `repeats` timed calls of each function, after one untimed call; calls interleaved.
+
+    The minimum, not the mean: other work on the machine only ever adds time.
+    """
+    best = dict.fromkeys(fns, float("inf"))
+    for i in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if i:
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+# --- bf16 autocast on CPU ---------------------------------------------------------------------
+# CPUs with AMX (Intel Sapphire Rapids and later) or AVX512_BF16 (those, and AMD Zen 4 and later)
+# multiply bf16 natively, 2x (AVX512_BF16) to 5x (AMX) faster than fp32; elsewhere bf16 is
+# emulated and slower than fp32. So `--dtype=auto` trains under bf16 autocast where the CPU has
+# the instructions AND a training-sized product measures clearly faster in bf16 than the best
+# fp32 route, and in fp32 everywhere else. The margin covers what autocast adds around the
+# matmuls (casting weights to bf16 and their gradients back, every step) and stays well below
+# what native bf16 gives (2x with AVX512_BF16, more with AMX), so that a busy machine does not
+# tip the choice: on a Zen 4 a product measured 1.6-2.1x, the whole step 1.3x.
+BF16_MARGIN = 1.3
+
+
+def native_bf16() -> str | None:
+    """The instructions with which this CPU multiplies bf16 natively, or None."""
+    if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
+        return "AMX"
+    if getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "AVX512_BF16"
+    if platform.machine().lower() in ("aarch64", "arm64") and "bf16" in _cpu_flags():
+        return "Arm BF16"
+    return None
+
+
+def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
-    except OSError:  # not Linux; Windows names the vendor here
-        return "AuthenticAMD" if "AuthenticAMD" in platform.processor() else ""
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def choose_cpu_autocast(native: str | None, measure) -> tuple[torch.dtype, str]:
+    """(dtype, why) for CPU training: bf16 where `native` instructions exist and `measure()` finds it faster.
+
+    `measure()` returns (fp32, bf16) seconds of the same product; it is called only where
+    `native` is set, so CPUs without bf16 instructions never pay for it.
+    """
+    if native is None:
+        return torch.float32, "this CPU has no bf16 matmul instructions (AMX, AVX512_BF16)"
+    fp32, bf16 = measure()
+    speedup = fp32 / bf16
+    if speedup >= BF16_MARGIN:
+        return torch.bfloat16, f"{native} bf16 matmuls measured {speedup:.1f}x as fast as fp32"
+    return torch.float32, f"{native} bf16 matmuls measured only {speedup:.1f}x as fast as fp32"
+
+
+@functools.cache
+def cpu_autocast_dtype() -> tuple[torch.dtype, str]:
+    """`--dtype=auto` for training on CPU: (torch.bfloat16 or torch.float32, why, for the run header).
+
+    Decided once per process. Under torch.distributed every rank takes rank 0's choice, as a
+    timing could tip the other way on another rank.
+    """
+    choice = choose_cpu_autocast(native_bf16(), _time_bf16_vs_fp32)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        shared = [choice]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        choice = shared[0]
+    return choice
+
+
+def _time_bf16_vs_fp32() -> tuple[float, float]:
+    """Seconds of a training-sized product by the best fp32 route, and in bf16 (about 0.2 s in all)."""
+    x, weight = _operands(*TRAINING_PRODUCT)
+    x16, weight16 = x.bfloat16(), weight.bfloat16()
+    fns = {"fp32": lambda: F.linear(x, weight), "bf16": lambda: F.linear(x16, weight16)}
+    if _onednn_works():
+        fns["fp32 oneDNN"] = lambda: _matmul_t(x, weight)
+    # On one thread: the ratio is the core's, and a busy second core cannot skew it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seconds = _best_times(fns, repeats=5)
+    finally:
+        torch.set_num_threads(threads)
+    return min(seconds["fp32"], seconds.get("fp32 oneDNN", float("inf"))), seconds["bf16"]
 
 
 @functools.cache

@@ -154,8 +154,13 @@ def activation_bytes(
     if half and not half_base:
         block += 2 * 12 * c * c  # autocast's 16-bit copies of the block's weight matrices
 
-    base = 4 * (btc + 2 * bt + bt * v)  # final LayerNorm input and stats; fp32 log-probabilities
-    base += 0 if half else 4 * bt  # the fp32 loss's log-sum-exp per row
+    base = 4 * (btc + 2 * bt)  # final LayerNorm input and stats
+    if half and device_type == "cpu":
+        base += 2 * bt * v + 4 * bt  # gptkit's blockwise loss keeps the 16-bit logits and an fp32 log-sum-exp per row
+    elif half:
+        base += 4 * bt * v  # F.cross_entropy under autocast keeps fp32 log-probabilities
+    else:
+        base += 4 * bt * v + 4 * bt  # the logits and the log-sum-exp per row
     base += 0 if lora else e * btc  # the head's input, for its (tied) weight's gradient
     base += 2 * v * c if half else 0  # autocast's copy of the head (tied to the fp32 embedding)
     if lora:
@@ -222,8 +227,8 @@ def estimate(
         grad_checkpoint,
     )
     btv = batch_size * block_size * model.vocab_size
-    if device_type == "cpu" and not half:
-        logits_grad = 4 * btv  # gptkit's blockwise cross-entropy makes only the logits' gradient
+    if device_type == "cpu":
+        logits_grad = (2 if half else 4) * btv  # gptkit's blockwise cross-entropy makes only the logits' gradient
     else:
         logits_grad = (2 if half else 4) * btv + 8 * btv  # the logits, grads of log-probs and of logits
     # A micro-batch after the first adds a fresh gradient to each stored one: the largest is the head's.

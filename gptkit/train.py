@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from gptkit import checkpoint, distributed, lora, memory, runguard
 from gptkit.config import TrainConfig, parse_args
+from gptkit.cpu_kernels import cpu_autocast_dtype
 from gptkit.data import Batches, read_meta
 from gptkit.errors import GptkitError, run_cli
 from gptkit.model import GPT, GPTConfig
@@ -44,15 +45,26 @@ def pick_device(name: str) -> str:
     return "cpu"
 
 
-def pick_dtype(name: str, device_type: str) -> torch.dtype:
+def pick_dtype(name: str, device_type: str, autocast: bool = False) -> torch.dtype:
+    return dtype_choice(name, device_type, autocast)[0]
+
+
+def dtype_choice(name: str, device_type: str, autocast: bool = False) -> tuple[torch.dtype, str]:
+    """The dtype `--dtype=name` means here, and why where it was `auto` ("" otherwise).
+
+    `autocast`: for mixed-precision training (fp32 weights), where CPUs with native bf16 gain;
+    a model cast whole to bf16 (sampling) would change the tokens, so there CPUs stay fp32.
+    """
     if name == "auto":
+        if device_type == "cpu" and autocast:
+            return cpu_autocast_dtype()
         if device_type != "cuda":
-            return torch.float32  # CPU bf16 matmul is far slower than fp32 on most CPUs
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.float32, ""
+        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), ""
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name not in dtypes:
         raise GptkitError(f"dtype {name!r} is not one of auto, {', '.join(dtypes)}")
-    return dtypes[name]
+    return dtypes[name], ""
 
 
 def peak_flops(cfg: TrainConfig, device_type: str) -> float:
@@ -155,7 +167,7 @@ class Run:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
         self.device = torch.device(device)
-        self.dtype = pick_dtype(cfg.dtype, self.device.type)
+        self.dtype, self.dtype_why = dtype_choice(cfg.dtype, self.device.type, autocast=True)
         self.autocast = (
             torch.autocast(device_type=self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32
@@ -426,6 +438,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack) -> dict:
             f"{run.model.num_params() / 1e6:.2f}M parameters | {run.tokens_per_iter:,} tokens per iteration "
             f"({cfg.batch_size} x {cfg.gradient_accumulation_steps} x {cfg.block_size}"
             f"{f', over {run.world} processes' if run.world > 1 else ''}) | {run.device} {str(run.dtype)[6:]}"
+            f"{f' (auto: {run.dtype_why})' if run.dtype_why else ''}"
         )
         if run.memory:
             print(f"memory estimate {run.memory.describe()}{' per process' if run.world > 1 else ''}")

@@ -25,13 +25,17 @@ def run_ok(*args: str) -> str:
 
 def test_bench_train_tiny():
     out = run_ok(
-        "benchmarks/bench_train.py", *TINY_MODEL, "--seq_len=16", "--batch_size=2", "--steps=2", "--peak_n=128"
+        "benchmarks/bench_train.py", *TINY_MODEL, "--seq_len=16", "--batch_size=2", "--steps=2",
+        "--hf_dtypes=float32,bfloat16",
     )
     assert set(ratios(out)) == {"gptkit/transformers"}, out
     assert ratios(out)["gptkit/transformers"] > 0
-    # both contenders report throughput and MFU against a measured peak
-    assert len(re.findall(r"tokens/s .* MFU \d+%", out)) == 2, out
-    assert re.search(r"matmul peak: \d+ GFLOP/s", out), out
+    # gptkit at auto, transformers in both settings; each with throughput and MFU against a
+    # peak measured in its own dtype
+    assert re.search(r"^gptkit dtype: (float32|bfloat16)", out, re.MULTILINE), out
+    mfus = dict(re.findall(r"^ *(gptkit|transformers fp32|transformers bf16): .* MFU (\d+)%", out, re.MULTILINE))
+    assert set(mfus) == {"gptkit", "transformers fp32", "transformers bf16"}, out
+    assert re.search(r"matmul peak fp32: \d+ GFLOP/s", out) and re.search(r"matmul peak bf16: \d+ GFLOP/s", out), out
 
 
 def test_bench_sample_tiny():

@@ -135,7 +135,7 @@ def test_check_real_case_no_machine_has_this_much(tmp_path, shakespeare_bins):
 # embedding; logits and activations of the same order as the weights, so each term matters.
 MEASURED_RUN = (
     "--block_size=256", "--batch_size=2", "--max_iters=2", "--eval_interval=100", "--eval_iters=1",
-    "--device=cpu", "--progress=False", "--check_memory=False", "--overwrite_out_dir=True",
+    "--device=cpu", "--dtype=float32", "--progress=False", "--check_memory=False", "--overwrite_out_dir=True",
 )
 
 
