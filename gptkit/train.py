@@ -167,7 +167,7 @@ class Run:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
         self.device = torch.device(device)
-        self.dtype, self.dtype_why = dtype_choice(cfg.dtype, self.device.type, autocast=True)
+        self.dtype, self.dtype_why = dtype_choice(self.dtype_setting(), self.device.type, autocast=True)
         self.autocast = (
             torch.autocast(device_type=self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32
@@ -250,6 +250,17 @@ class Run:
         self.peak = peak_flops(cfg, self.device.type) * self.world
         self.tokens_per_iter = cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size
 
+    def dtype_setting(self) -> str:
+        """`--dtype`, except that a resumed `auto` run keeps the precision it was trained in.
+
+        On CPU `auto` is decided by a measurement, which a busy machine could tip the other way;
+        a resumed run must compute exactly what the uninterrupted one would have.
+        """
+        if self.cfg.init_from != "resume" or self.cfg.dtype != "auto":
+            return self.cfg.dtype
+        saved = checkpoint.load(checkpoint.latest_in(Path(self.cfg.out_dir))).get("dtype")  # mmap: header only
+        return saved or "auto"  # checkpoints from before gptkit saved it
+
     def scratch_config(self) -> GPTConfig:
         cfg = self.cfg
         vocab = read_meta(Path(cfg.data_root) / cfg.dataset).get("vocab_size", 50257)
@@ -276,6 +287,7 @@ class Run:
             "scaler": self.scaler.state_dict(),
             "model_args": asdict(self.model.config),
             "config": asdict(self.cfg),
+            "dtype": str(self.dtype).removeprefix("torch."),  # what --dtype=auto chose
             "iter_num": self.iter_num,
             "best_val_loss": self.best_val_loss,
             "evals_since_best": self.evals_since_best,

@@ -260,3 +260,19 @@ def test_grad_checkpoint_run_trains_like_the_plain_run(tmp_path, shakespeare_bin
     a, b = [r["loss"] for r in records(plain, "step")], [r["loss"] for r in records(ckpt, "step")]
     assert len(a) == 3 and a == pytest.approx(b, rel=1e-5)
     assert records(ckpt, "eval")[-1]["val_loss"] == pytest.approx(records(plain, "eval")[-1]["val_loss"], rel=1e-5)
+
+
+def test_resumed_auto_run_keeps_the_dtype_it_was_trained_in(tmp_path, shakespeare_bins, monkeypatch):
+    """On CPU --dtype=auto is a measurement; a resumed run must not flip precision when it comes out otherwise."""
+    import gptkit.train as train_module
+
+    full, half = tmp_path / "full", tmp_path / "half"
+    monkeypatch.setattr(train_module, "cpu_autocast_dtype", lambda: (torch.float32, "measured: fp32 faster"))
+    train(tiny_cfg(full, max_iters=6, eval_interval=3, dtype="auto"))
+    train(tiny_cfg(half, max_iters=3, eval_interval=3, dtype="auto"))
+    assert checkpoint.load(checkpoint.latest_in(half))["dtype"] == "float32"
+    # The resumed process measures bf16 as faster; the run goes on in fp32 all the same.
+    monkeypatch.setattr(train_module, "cpu_autocast_dtype", lambda: (torch.bfloat16, "measured: bf16 faster"))
+    train(tiny_cfg(half, max_iters=6, eval_interval=3, dtype="auto", init_from="resume"))
+    assert [r["loss"] for r in records(half, "step")] == [r["loss"] for r in records(full, "step")]
+    assert checkpoint.load(checkpoint.latest_in(half))["dtype"] == "float32"
