@@ -258,7 +258,10 @@ class Run:
         """
         if self.cfg.init_from != "resume" or self.cfg.dtype != "auto":
             return self.cfg.dtype
-        saved = checkpoint.load(checkpoint.latest_in(Path(self.cfg.out_dir))).get("dtype")  # mmap: header only
+        try:
+            saved = checkpoint.load(checkpoint.latest_in(Path(self.cfg.out_dir))).get("dtype")  # mmap: header only
+        except GptkitError:
+            return "auto"  # no checkpoint (yet): the out_dir checks below say so, after the lock's
         return saved or "auto"  # checkpoints from before gptkit saved it
 
     def scratch_config(self) -> GPTConfig:
