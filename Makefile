@@ -21,7 +21,8 @@ demo: install
 
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests
+	$(PY) -m pytest -m quiet_process tests
+	$(PY) -m pytest -m "not quiet_process" tests
 	GPTKIT_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 lint: install

@@ -169,9 +169,13 @@ def measure(hf_dir, out_dir, *extra: str) -> dict:
     return record
 
 
+# After a few hundred tests in one pytest process, the same child runs measured 85-130 MB more
+# (anonymous memory, not mapped files; the environment was ruled out; cause not found), so
+# `make test` runs this first, in a pytest process of its own.
+@pytest.mark.quiet_process
 def test_estimate_is_within_15_percent_of_the_measured_peak(tmp_path, measured_hf_dir, shakespeare_bins):
-    """Full finetune and checkpointed: the estimate within 15% of the peak each really reaches,
-    and the saving in the order the estimate gives it."""
+    """Full finetune, checkpointed, LoRA: the estimate within 15% of the peak each really reaches,
+    and the savings in the order the estimate gives them."""
 
     def within(run: dict) -> bool:
         # The estimate spans the tensors alone (what the fixed mmap threshold should leave) up to
@@ -180,9 +184,8 @@ def test_estimate_is_within_15_percent_of_the_measured_peak(tmp_path, measured_h
         return 0.85 * run["tensors"] <= run["added"] <= 1.15 * run["estimate"]
 
     def lowest_peak(name: str, *extra: str) -> dict:
-        # Noise here only adds: in full-suite runs a run sometimes peaked ~85 MB above its usual
-        # figure (allocator retention; the same command alone never did), so an outlier is
-        # measured once more and the lower peak counts, as benchmarks take the fastest time.
+        # Noise here only adds (the allocator's retention), so an outlier is measured once more
+        # and the lower peak counts, as benchmarks take the fastest time.
         run = measure(measured_hf_dir, tmp_path / name, *extra)
         if not within(run):
             again = measure(measured_hf_dir, tmp_path / name, *extra)
@@ -191,14 +194,12 @@ def test_estimate_is_within_15_percent_of_the_measured_peak(tmp_path, measured_h
 
     full = lowest_peak("full")
     ckpt = lowest_peak("ckpt", "--grad_checkpoint=True")
-    for run in (full, ckpt):
+    lora = lowest_peak("lora", "--lora_rank=8", "--grad_checkpoint=True")
+    for run in (full, ckpt, lora):
         assert run["added"] > 200 * 2**20, run  # the model, not the runtime, dominates what is measured
         assert within(run), run
-    assert full["estimate"] > ckpt["estimate"] and full["added"] > ckpt["added"]
-    # LoRA + checkpointing is not measured here: after test_reliability and test_train in one
-    # session its peak came out ~85 MB (a third) above the 245-250 MB it reaches when run alone,
-    # reproducibly, for reasons not yet found. Its activations are checked byte for byte above,
-    # and at gpt2-xl size its peak against the estimate is in benchmarks/README.md.
+    assert full["estimate"] > ckpt["estimate"] > lora["estimate"]
+    assert full["added"] > ckpt["added"] > lora["added"]
 
 
 ALL = "c_attn,attn.c_proj,c_fc,mlp.c_proj"
