@@ -271,10 +271,9 @@ def next_token_probs(
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[..., -1, None]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        sorted_probs, order = torch.sort(torch.softmax(logits, dim=-1), descending=True)
         # Drop a token once the tokens before it already reach top_p; the top one always stays.
-        drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= top_p
+        drop_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= top_p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return torch.softmax(logits, dim=-1)
