@@ -12,11 +12,14 @@ autocast, and sharded over `shards` processes (FSDP divides weights, gradients a
 state). The activation counts are exact for what PyTorch saves on CPU (tests/test_memory.py
 compares them with the saved tensors, and the whole estimate with measured peaks).
 
+`saved_for_backward` measures what a forward pass really keeps, to check those counts against.
+
 `check` is what `gptkit.train` calls first: it compares the estimate with the memory the device
 has free and stops, in one line that says which settings would fit, before a run is killed by
 the out-of-memory killer half way through loading or its first step.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -181,6 +184,27 @@ def activation_bytes(
         # every block's fp32 input; one block at a time recomputed (its input counted already)
         return n * 4 * btc + (block - 4 * btc) + base
     return n * block + base
+
+
+def saved_for_backward(module: torch.nn.Module, *inputs, bf16: bool = False, exclude=()) -> int:
+    """Bytes of the distinct storages `module(*inputs)` keeps for its backward pass (measured).
+
+    Parameters and the `exclude` tensors are left out; `bf16` runs it under CPU bf16 autocast.
+    The measured counterpart of `activation_bytes`, through `saved_tensors_hooks`.
+    """
+    skip = {t.untyped_storage().data_ptr() for t in (*module.parameters(), *exclude)}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        module(*inputs)
+    return sum(saved.values())
 
 
 def estimate(

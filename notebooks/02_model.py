@@ -22,7 +22,6 @@ from pathlib import Path
 if Path.cwd().name == "notebooks":
     os.chdir("..")  # every path below is relative to the repository root
 
-import contextlib
 import math
 
 import matplotlib.pyplot as plt
@@ -31,7 +30,7 @@ from torch.nn import functional as F
 
 import gptkit
 from gptkit.data import Batches
-from gptkit.memory import activation_bytes
+from gptkit.memory import activation_bytes, saved_for_backward
 from gptkit.model import GPT, GPTConfig
 from gptkit.pretrained import GPT2_SIZES, gpt2_config
 from gptkit.tokenizer import get_encoding
@@ -223,31 +222,15 @@ assert [round(n / 1e6) for n in counts.values()] == [124, 355, 774, 1558]
 # notebook 07 uses it to check a run fits before it starts). Per block, in fp32, it counts 16
 # tensors the size of the residual stream (B·T·C), one log-sum-exp per head and row, and the
 # LayerNorms' statistics. Rather than trust it, we **measure** what the tiny model's forward
-# pass saves for backward, with `torch.autograd.graph.saved_tensors_hooks`, and also the sizes
+# pass saves for backward (`gptkit.memory.saved_for_backward` sums the distinct storages that
+# `torch.autograd.graph.saved_tensors_hooks` sees, parameters left out), and also the sizes
 # of its weights and of AdamW's state after one step.
 
 # %%
-def measured_activation_bytes(model: GPT, idx: torch.Tensor, targets: torch.Tensor, bf16: bool) -> int:
-    """Sum the distinct storages the forward pass saves for backward, parameters excluded."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            saved[s.data_ptr()] = s.nbytes()
-        return t
-
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        model(idx, targets)
-    return sum(saved.values())
-
-
 train_model = GPT(config).train()
 ids, targets = torch.randint(0, config.vocab_size, (2, 3, config.block_size))
 for bf16 in (False, True):
-    measured = measured_activation_bytes(train_model, ids, targets, bf16)
+    measured = saved_for_backward(train_model, ids, targets, bf16=bf16)
     formula = activation_bytes(config, 3, config.block_size, bf16)
     label = "bf16 autocast" if bf16 else "fp32"
     print(f"{label:<14} activations measured {measured:>11,} B   formula {formula:>11,} B")

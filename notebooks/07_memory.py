@@ -285,29 +285,13 @@ assert len(lora_state_dict(unmerged)) == 2 * 4 * 2  # 2 blocks x 4 layers x (A, 
 # block saves again while it is recomputed.
 
 # %%
-from gptkit.memory import GIB, estimate
+from gptkit.memory import GIB, estimate, saved_for_backward
 from gptkit.model import GPTConfig
 
 # GPT-2's shape with a small vocabulary, so that, as in gpt2-xl, the blocks hold most of the
 # weights and activations (with 50257 tokens and n_embd=256 the embedding and logits would)
 mem_config = GPTConfig(block_size=128, vocab_size=1024, n_layer=8, n_head=4, n_embd=256)
 mem_batch = 4
-
-
-def saved_for_backward(model, idx, targets, skip=None) -> int:
-    """Bytes of the distinct tensors the forward pass keeps for backward, parameters excluded."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()} | ({skip} if skip else set())
-    saved = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            saved[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(idx, targets) if targets is not None else model(idx)
-    return sum(saved.values())
 
 
 def measure_memory(lora: bool, checkpointed: bool) -> dict[str, int]:
@@ -321,7 +305,7 @@ def measure_memory(lora: bool, checkpointed: bool) -> dict[str, int]:
     if checkpointed:  # + one block recomputed during backward (its input is already kept)
         model.grad_checkpoint = False
         x = torch.randn(mem_batch, mem_config.block_size, mem_config.n_embd, requires_grad=True)
-        activations += saved_for_backward(model.transformer.h[1], x, None, skip=x.untyped_storage().data_ptr())
+        activations += saved_for_backward(model.transformer.h[1], x, exclude=[x])
         model.grad_checkpoint = True
     optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     model(idx, targets)[1].backward()

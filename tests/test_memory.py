@@ -1,30 +1,17 @@
 """gptkit.memory: its activation counts against the tensors PyTorch saves, its whole estimate
 against measured peaks, and the check that stops a run before it starts."""
 
-import contextlib
 
 import pytest
 import torch
 
-from gptkit.memory import activation_bytes, param_counts
+from gptkit.memory import activation_bytes, param_counts, saved_for_backward
 from gptkit.model import GPT, GPTConfig
 
 
 def saved_bytes(model: GPT, idx, targets, bf16: bool) -> int:
     """Distinct storages the forward pass saves for backward (checkpointing included), parameters excluded."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            saved[s.data_ptr()] = s.nbytes()
-        return t
-
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        model(idx, targets)
-    return sum(saved.values())
+    return saved_for_backward(model, idx, targets, bf16=bf16)
 
 
 def recompute_bytes(model: GPT, idx, targets, bf16: bool) -> int:
@@ -34,21 +21,9 @@ def recompute_bytes(model: GPT, idx, targets, bf16: bool) -> int:
     model.grad_checkpoint = False
     with torch.no_grad():
         x = model.transformer.drop(model.transformer.wte(idx) + model.transformer.wpe(torch.arange(idx.size(1))))
-    block = model.transformer.h[0]
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        if s.data_ptr() not in params and s.data_ptr() != x.untyped_storage().data_ptr():
-            saved[s.data_ptr()] = s.nbytes()
-        return t
-
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        block(x.requires_grad_())
+    recomputed = saved_for_backward(model.transformer.h[0], x.requires_grad_(), bf16=bf16, exclude=[x])
     model.grad_checkpoint = True
-    return kept + sum(saved.values())
+    return kept + recomputed
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
