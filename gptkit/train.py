@@ -219,9 +219,9 @@ class Run:
             if self.lora:  # resumed from a LoRA run's checkpoint
                 raise GptkitError(FSDP_NO_LORA)
             distributed.shard(self.model, self.device, self.dtype)  # before the optimizer: it must hold the shards
-            shards = distributed.describe_shards(self.model)
+            layout = distributed.describe_shards(self.model)
             if self.master:
-                print(shards)
+                print(layout)
 
         data_dir = Path(cfg.data_root) / cfg.dataset
         vocab = self.model.config.vocab_size
