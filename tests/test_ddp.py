@@ -257,6 +257,13 @@ def test_fsdp_gradients_and_state_match_plain_pytorch(tmp_path):
     assert ranks[0]["tied_in_state"] and ranks[1]["empty_off_rank0"]
 
 
+def test_every_rank_trains_in_the_dtype_rank_0_chose(tmp_path):
+    """`--dtype=auto`'s measured choice is rank 0's everywhere, even where a rank would choose otherwise."""
+    check_ok(launch([*torchrun_cmd(2, ROOT / "tests" / "dtype_agreement_worker.py"), str(tmp_path)]))
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert got == [{"dtype": "torch.bfloat16", "why": "rank 0's measurement"}] * 2, got
+
+
 def test_fsdp_resumes_under_fsdp_and_under_one_process(single, config_file, tmp_path):
     run = [*torchrun_cmd(2), str(config_file), "--fsdp=True"]
     sharded, alone = tmp_path / "sharded", tmp_path / "alone"
