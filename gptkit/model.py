@@ -195,10 +195,14 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
-        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T."""
+        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T.
+
+        A frozen weight (LoRA's base) has no weight-gradient product: 4 FLOPs per parameter, not 6.
+        """
         cfg = self.config
         T = seq_len or cfg.block_size
-        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T
+        frozen = sum(p.numel() for name, p in self.named_parameters() if not p.requires_grad and "wpe" not in name)
+        return 6 * self.num_params() - 2 * frozen + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T
 
     def estimate_mfu(
         self, tokens_per_iter: int, dt: float, seq_len: int | None = None, peak_flops: float = 989e12

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from gptkit import checkpoint
 from gptkit.config import TrainConfig
@@ -106,6 +107,20 @@ def test_trainable_parameter_count(targets):
     assert trainable_params(model) == count_lora_params(config, 8, targets) == expected
     if targets.count(",") == 3:
         assert expected == 9_830_400  # 0.63% of gpt2-xl's 1558M
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_flops_per_token_counts_the_products_a_step_runs(base, lora):
+    """MFU's numerator against torch's FLOP counter over a real forward and backward: a frozen
+    weight has no weight-gradient product, so LoRA's step is ~4N FLOPs a token, not 6N."""
+    model = copy.deepcopy(base).train()
+    if lora:
+        apply_lora(model, rank=4, alpha=8.0)
+    x = tokens()
+    # bf16 autocast: the products run as plain aten matmuls, which the counter knows
+    with FlopCounterMode(display=False) as counter, torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x, x)[1].backward()
+    assert model.flops_per_token(x.size(1)) * x.numel() == pytest.approx(counter.get_total_flops(), rel=0.01)
 
 
 def test_merge_equals_unmerged(base):
