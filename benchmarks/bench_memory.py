@@ -96,8 +96,14 @@ def main() -> None:
     common = [f"--init_from={directory}", f"--block_size={args.block_size}", "--progress=False"]
     out = Path(args.models_dir) / f"{name}-run"
     lora_args = [
-        "config/finetune_shakespeare_lora.py", *common, "--max_iters=1", "--gradient_accumulation_steps=1",
-        "--eval_iters=1", f"--out_dir={out}", "--overwrite_out_dir=True", "--device=cpu",
+        "config/finetune_shakespeare_lora.py",
+        *common,
+        "--max_iters=1",
+        "--gradient_accumulation_steps=1",
+        "--eval_iters=1",
+        f"--out_dir={out}",
+        "--overwrite_out_dir=True",
+        "--device=cpu",
     ]
     result = run(["benchmarks/peak_rss.py", *lora_args])
     if result.returncode != 0 or not result.stdout.strip():
@@ -113,7 +119,7 @@ def main() -> None:
         f"{lora['tensors'] / GB:.2f} GB ({parts})"
     )
     print(f"ratio estimate/measured (LoRA + checkpointing): {lora['estimate'] / lora['added']:.2f}x")
-    tensors_ratio = lora['tensors'] / lora['added']
+    tensors_ratio = lora["tensors"] / lora["added"]
     print(f"ratio tensors/measured (LoRA + checkpointing, no allocator allowance): {tensors_ratio:.2f}x")
 
     # The full finetune: stopped by the check, before it loads anything.

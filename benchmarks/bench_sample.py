@@ -10,7 +10,9 @@ Without a cache every step re-reads the whole context, so it is timed at `--noca
 
 Each decoding step reads every weight once, so memory bandwidth caps tokens/s: the script
 measures how fast this machine reads memory (a sum over a large buffer, with all threads and
-with one) and reports each contender's share of that bound.
+with one) and reports each contender's share of that bound. "products only", timed alongside,
+runs nothing but the weight matmuls of each step: how close the kernels themselves get to the
+bound, which no decoder built on them can pass.
 """
 
 import argparse
@@ -54,6 +56,22 @@ def main(argv=None) -> None:
         bench_batch(ours, hf, args, B, device, B * bandwidth["all threads"] / step_bytes)
 
 
+def products_only(model, B: int, device: torch.device, steps: int):
+    """A decoding run of `steps` steps that did nothing but the weight products: every Linear of
+    the model once a step, in order, on B rows, through the model's own layers (so gptkit's
+    routing). Its share of the bound is what the matmul kernels themselves stream; a real step only
+    adds to it (attention, LayerNorm, GELU, sampling), so no decoder on these kernels beats it."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(B, m.in_features, device=device) for m in linears]
+
+    def run():
+        for _ in range(steps):
+            for m, x in zip(linears, inputs, strict=True):
+                m(x)
+
+    return run
+
+
 def measure_bandwidth(args, device: torch.device) -> dict[str, float]:
     bandwidth = {"all threads": common.read_bandwidth(device, args.bandwidth_mb)}
     if device.type == "cpu" and torch.get_num_threads() > 1:
@@ -82,17 +100,21 @@ def bench_batch(ours, hf, args, B: int, device: torch.device, bound: float) -> N
             pad_token_id=50256,
         )
 
-    fns = {"gptkit": run_ours, "transformers": run_hf}
+    fns = {"gptkit": run_ours, "transformers": run_hf, "products only": products_only(ours, B, device, n)}
     if B in args.nocache_batches:
         fns["gptkit no cache"] = lambda: run_ours(cache=False)
     with torch.no_grad():
         times = common.time_interleaved(fns, args.repeats, args.warmup, device)
     same = all(torch.equal(out["gptkit"], tokens) for tokens in out.values())
     tps = {name: B * n / common.median(t) for name, t in times.items()}
+    products = tps.pop("products only")
     print(f"batch {B}: greedy tokens {'identical' if same else 'DIFFERENT'} in all runs")
     print(f"{'bound':>16}: {bound:8.1f} tokens/s (reading the weights once a step, nothing else)")
+    alone = f"{100 * products / bound:3.0f}% of the bound (the weight matmuls alone)"
+    print(f"{'products only':>16}: {products:8.1f} tokens/s  {alone}")
     for name, value in tps.items():
-        print(f"{name:>16}: {value:8.1f} tokens/s  {100 * value / bound:3.0f}% of the bound")
+        share = f"{100 * value / bound:3.0f}% of the bound, {100 * value / products:3.0f}% of products only"
+        print(f"{name:>16}: {value:8.1f} tokens/s  {share}")
     print(f"ratio batch {B} gptkit/transformers: {tps['gptkit'] / tps['transformers']:.2f}x tokens/s")
     if "gptkit no cache" in tps:
         print(f"ratio batch {B} gptkit cache/no cache: {tps['gptkit'] / tps['gptkit no cache']:.2f}x tokens/s")

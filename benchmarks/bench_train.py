@@ -16,6 +16,9 @@ is what the transformers Trainer picks by default (optim="adamw_torch_fused", to
 MFU is against the matmul peak measured in each contender's dtype on the step's own product
 shapes (forward and backward; the best of PyTorch's default and oneDNN), before and after the
 steps, so no contender can pass 100% (up to timing noise).
+`--breakdown` (CPU) profiles one more step of each and splits it into matmuls, attention, the
+optimizer and the rest; the "ceiling" line is how far ahead of transformers gptkit would be if
+its step were nothing but the first three, the kernels every implementation runs.
 """
 
 import argparse
@@ -57,6 +60,9 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per contender")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per contender first")
     parser.add_argument("--hf_optimizer", default="fused", choices=["fused", "foreach"])
+    parser.add_argument(
+        "--breakdown", action="store_true", help="CPU: profile one more step of each, time by kind of kernel"
+    )
     args = parser.parse_args(argv)
     device = common.setup(args)
     dtype, why = choose_dtype(args.dtype, device.type)
@@ -138,6 +144,50 @@ def main(argv=None) -> None:
         print(f"{name:>18}: {tps[name]:9.1f} tokens/s  step {dt:.3f} s (min {min(t):.3f})  MFU {100 * mfu:.0f}%")
     best_hf = max((n for n in tps if n.startswith("transformers")), key=tps.get)
     print(f"ratio gptkit/transformers: {tps['gptkit'] / tps[best_hf]:.2f}x tokens/s (against {best_hf})")
+    if args.breakdown and device.type == "cpu":
+        print_breakdown(contenders, min(times[best_hf]), best_hf)
+
+
+# Kernels every implementation of the step runs, by op name (profiler self time): the products,
+# attention, the optimizer. What is left (LayerNorm, GELU, residual adds, embedding, the loss,
+# autocast's casts, allocation) is where implementations differ.
+KERNEL_KINDS = {
+    "matmuls": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise"),
+    "attention": ("scaled_dot_product",),
+    "optimizer": ("adamw", "aten::_foreach_"),
+}
+
+
+def step_breakdown(step, repeats: int = 2) -> dict[str, float]:
+    """Seconds of one `step()` by kind of kernel: CPU self time of its ops under torch.profiler,
+    the least of `repeats` profiled steps for each kind (other load only ever adds time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    best = dict.fromkeys([*KERNEL_KINDS, "the rest"], float("inf"))
+    for _ in range(repeats):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        seconds = dict.fromkeys(best, 0.0)
+        for event in prof.key_averages():
+            kind = next((k for k, names in KERNEL_KINDS.items() if any(n in event.key for n in names)), "the rest")
+            seconds[kind] += event.self_cpu_time_total / 1e6
+        best = {k: min(v, seconds[k]) for k, v in best.items()}
+    return best
+
+
+def print_breakdown(contenders: dict, best_hf_step: float, best_hf: str) -> None:
+    """Where each contender's step goes, and how far gptkit could get ahead with none of "the rest"."""
+    print("profiled steps, seconds by kind of kernel (the least of 2 for each):")
+    for name, step in contenders.items():
+        parts = step_breakdown(step)
+        listed = ", ".join(f"{k} {v:.3f}" for k, v in parts.items())
+        print(f"{name:>18}: {sum(parts.values()):.3f} s = {listed}")
+        if name == "gptkit":
+            floor = sum(v for k, v in parts.items() if k != "the rest")
+    print(
+        f"ceiling gptkit/transformers: {best_hf_step / floor:.2f}x if gptkit's step were only its matmuls, "
+        f"attention and optimizer ({floor:.2f} s) against {best_hf}'s fastest whole step ({best_hf_step:.2f} s)"
+    )
 
 
 def choose_dtype(name: str, device_type: str) -> tuple[torch.dtype, str]:

@@ -65,10 +65,17 @@ def main(argv: list[str]) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(
         json.dumps(
-            dict(baseline=baseline, peak=peak, added=peak - baseline - (mapped_files() - files_before),
-                 files_added=mapped_files() - files_before, estimate=est.peak if est else None,
-                 tensors=est.tensors if est else None,
-                 parts=est.__dict__ if est else None, seconds=seconds, error=error)
+            dict(
+                baseline=baseline,
+                peak=peak,
+                added=peak - baseline - (mapped_files() - files_before),
+                files_added=mapped_files() - files_before,
+                estimate=est.peak if est else None,
+                tensors=est.tensors if est else None,
+                parts=est.__dict__ if est else None,
+                seconds=seconds,
+                error=error,
+            )
         )
     )
 

@@ -26,7 +26,7 @@ def run_ok(*args: str) -> str:
 def test_bench_train_tiny():
     out = run_ok(
         "benchmarks/bench_train.py", *TINY_MODEL, "--seq_len=16", "--batch_size=2", "--steps=2",
-        "--hf_dtypes=float32,bfloat16",
+        "--hf_dtypes=float32,bfloat16", "--breakdown",
     )
     assert set(ratios(out)) == {"gptkit/transformers"}, out
     assert ratios(out)["gptkit/transformers"] > 0
@@ -36,6 +36,13 @@ def test_bench_train_tiny():
     mfus = dict(re.findall(r"^ *(gptkit|transformers fp32|transformers bf16): .* MFU (\d+)%", out, re.MULTILINE))
     assert set(mfus) == {"gptkit", "transformers fp32", "transformers bf16"}, out
     assert re.search(r"matmul peak fp32: \d+ GFLOP/s", out) and re.search(r"matmul peak bf16: \d+ GFLOP/s", out), out
+    # --breakdown: each step split by kind of kernel, the parts adding up to the whole
+    parts = re.findall(r"^ *(.+?): ([0-9.]+) s = matmuls ([0-9.]+), attention ([0-9.]+), optimizer ([0-9.]+), "
+                       r"the rest ([0-9.]+)$", out, re.MULTILINE)
+    assert {p[0] for p in parts} == {"gptkit", "transformers fp32", "transformers bf16"}, out
+    for _, total, *kinds in parts:
+        assert abs(sum(map(float, kinds)) - float(total)) <= 0.003, out
+    assert re.search(r"^ceiling gptkit/transformers: [0-9.]+x if gptkit's step were only", out, re.MULTILINE), out
 
 
 def test_bench_sample_tiny():
@@ -51,7 +58,10 @@ def test_bench_sample_tiny():
     assert out.count("greedy tokens identical") == 2, out
     # each contender is set against the memory-bandwidth bound measured on the machine
     assert re.search(r"memory read bandwidth: [0-9.]+ GB/s with all threads", out), out
-    assert len(re.findall(r"tokens/s +\d+% of the bound", out)) == 5, out
+    assert len(re.findall(r"tokens/s +\d+% of the bound", out)) == 7, out
+    # and against the weight products alone, timed on their own (a ceiling for any decoder)
+    assert len(re.findall(r"^ +products only: +[0-9.]+ tokens/s", out, re.MULTILINE)) == 2, out
+    assert len(re.findall(r"% of the bound, +\d+% of products only", out)) == 5, out
 
 
 def test_bench_prepare_tiny():
