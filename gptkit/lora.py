@@ -28,6 +28,7 @@ Choices, and why:
   anyway, so the result is the same as with an fp32 base up to rounding of W itself.
 """
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -182,7 +183,25 @@ def base_reference(init_from: str) -> str:
     return str(path.resolve()) if path.is_dir() else init_from
 
 
-def run_settings(rank: int, alpha: float, dropout: float, targets, init_from: str) -> dict:
+def base_fingerprint(model: GPT) -> str:
+    """A digest of a base model's weights as loaded (before cropping, adapters or casts).
+
+    The checkpoint names its base by path or size, so a base later overwritten by other weights
+    of the same shape would load without complaint and silently change every result; the
+    digest tells them apart. It hashes an evenly spaced sample of each tensor (up to 4096
+    values), enough to see any retrained or re-exported model, without reading gpt2-xl twice.
+    """
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            flat = tensor.reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 4096)][:4096]
+            digest.update(name.encode())
+            digest.update(sample.float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_settings(rank: int, alpha: float, dropout: float, targets, init_from: str, base: GPT) -> dict:
     """The LoRA settings a run keeps (and checkpoints), with the reference to its base."""
     return {
         "rank": rank,
@@ -190,6 +209,7 @@ def run_settings(rank: int, alpha: float, dropout: float, targets, init_from: st
         "dropout": float(dropout),
         "targets": ",".join(parse_targets(targets)),
         "base": base_reference(init_from),
+        "base_fingerprint": base_fingerprint(base),
     }
 
 
@@ -220,6 +240,12 @@ def model_from_lora_checkpoint(ckpt: dict, path: str | Path, dropout: float | No
         differ = ", ".join(f"{k}={got[k]} (was {want[k]})" for k in SHAPE_KEYS if got[k] != want[k])
         differ = differ or f"block_size={model.config.block_size} (was {args['block_size']})"
         raise GptkitError(f"{where}, which now has another shape: {differ}; restore the original base to use this run")
+    saved = settings.get("base_fingerprint")  # runs from before 2026-11-26 have none
+    if saved is not None and saved != base_fingerprint(model):
+        raise GptkitError(
+            f"{where}, whose weights have changed since (same shape, other values): "
+            "restore the original base to use this run"
+        )
     if args["block_size"] < model.config.block_size:
         model.crop_block_size(args["block_size"])
     apply_lora(model, settings["rank"], settings["alpha"], settings["dropout"], settings["targets"])

@@ -201,7 +201,7 @@ class Run:
             self.model = from_pretrained(cfg.init_from, {"dropout": cfg.dropout})
             if cfg.lora_rank:
                 self.lora = lora.run_settings(
-                    cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from
+                    cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from, self.model
                 )
                 lora.apply_lora(self.model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
         if cfg.block_size > self.model.config.block_size:

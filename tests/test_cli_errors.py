@@ -222,7 +222,7 @@ def lora_run_on_own_base(workspace, tmp_path_factory):
     return root
 
 
-def test_lora_run_whose_base_is_missing_or_reshaped(unchanged, lora_run_on_own_base):
+def test_lora_run_whose_base_is_missing_reshaped_or_replaced(unchanged, lora_run_on_own_base):
     from conftest import build_hf_gpt2
 
     root = lora_run_on_own_base
@@ -239,6 +239,14 @@ def test_lora_run_whose_base_is_missing_or_reshaped(unchanged, lora_run_on_own_b
             check(unchanged, result, f"trained on base {base}", "missing", "restore")
         build_hf_gpt2(base, n_layer=3)  # the same path, another shape
         check(unchanged, train_cli(unchanged, *resume), "another shape", "n_layer=3 (was 2)")
+        shutil.rmtree(base)
+        build_hf_gpt2(base, seed=1)  # the same path and shape, other weights
+        for result in (
+            train_cli(unchanged, *resume),
+            run_cli("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"),
+            run_cli("-m", "gptkit.export", str(run), str(root / "hf")),
+        ):
+            check(unchanged, result, f"trained on base {base}", "weights have changed", "restore")
     finally:
         if (root / "moved").exists():
             shutil.rmtree(base, ignore_errors=True)
