@@ -6,8 +6,12 @@ splits each of those tensors along its first dimension, so every process keeps 1
 and gathers one transformer block's weights at a time, for its forward and backward, then
 frees them again. The training loop is the same for both; what differs is here:
 
-- `shard(model, ...)`: `fully_shard` each block, then the whole model (the embeddings, the
-  final LayerNorm and the head, whose weight is the token embedding's: tied, one Parameter).
+- `shard_from_rank0(build, ...)`: only rank 0 builds (or loads) the whole model, on its CPU;
+  every process makes the same model on the meta device (shapes, no memory), `fully_shard`s
+  each block, then the whole model (the embeddings, the final LayerNorm and the head, whose
+  weight is the token embedding's: tied, one Parameter), and takes its shards of rank 0's
+  values. N processes on one machine so load gpt2-xl's 6 GB once, not N times, and no GPU
+  ever holds more than its shards.
 - `full_state(model, optimizer)`: the model's and the optimizer's full state dicts, gathered
   onto rank 0's CPU in exactly the format a one-process run saves (the optimizer's keyed by
   parameter index, as `torch.optim` keys it), so checkpoints stay single files that
@@ -19,12 +23,15 @@ frees them again. The training loop is the same for both; what differs is here:
 
 import math
 import warnings
+from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
 from gptkit.errors import GptkitError
+from gptkit.model import GPT, GPTConfig
 
 
 def _fsdp_api():
@@ -38,22 +45,33 @@ def _fsdp_api():
     return fully_shard, MixedPrecisionPolicy
 
 
-def shard(model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    """Shard `model` in place over all processes of the default group. Call before making the optimizer.
+def shard_from_rank0(build: Callable[[], GPT], device: torch.device, dtype: torch.dtype) -> GPT:
+    """The model `build()` makes on rank 0, sharded over all processes of the default group.
 
-    The blocks are the units of gathering: one block's weights are whole at a time (two while
-    the next is prefetched). With a low-precision `dtype` the gathered weights are cast to it
-    for compute and the gradients are reduced in fp32, while the sharded weights, gradients and
-    optimizer state stay fp32, like autocast's master weights under DDP.
+    Call before making the optimizer. Only rank 0 calls `build` (the other ranks never hold the
+    whole model), and a GptkitError it raises is raised on every rank, so none waits for a model
+    that will not come. The blocks are the units of gathering: one block's weights are whole at
+    a time (two while the next is prefetched). With a low-precision `dtype` the gathered weights
+    are cast to it for compute and the gradients are reduced in fp32, while the sharded
+    weights, gradients and optimizer state stay fp32, like autocast's master weights under DDP.
     """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
     fully_shard, MixedPrecisionPolicy = _fsdp_api()
     from torch.distributed.device_mesh import init_device_mesh
 
-    # Every process built (or loaded) its own copy; start from rank 0's, as DDP does, since a
-    # model made from scratch was initialised with each rank's own seed.
-    with torch.no_grad():
-        for t in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(t, src=0)
+    whole, shared = None, [None]
+    if dist.get_rank() == 0:
+        try:
+            whole = build()
+            shared = [asdict(whole.config)]
+        except GptkitError as e:
+            shared = [e]
+    dist.broadcast_object_list(shared, src=0)
+    if isinstance(shared[0], GptkitError):
+        raise shared[0]
+    with torch.device("meta"):
+        model = GPT(GPTConfig(**shared[0]))
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     policy = MixedPrecisionPolicy(param_dtype=dtype if dtype != torch.float32 else None, reduce_dtype=torch.float32)
     # FSDP warns that the model returns views (the loss): an in-place change to them would skip
@@ -73,9 +91,14 @@ def shard(model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
                     "gradients instead of averaging them): upgrade torch, or leave --fsdp off"
                 )
             unit.set_force_sum_reduction_for_comms(True)
+    # The shards get memory, then rank 0's values, one tensor at a time.
+    model.to_empty(device=device)
+    state = whole.state_dict() if whole is not None else {}
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     # Weight tying must survive sharding: the head and the token embedding share one (sharded) Parameter.
     if model.lm_head.weight is not model.transformer.wte.weight:
         raise RuntimeError("FSDP untied lm_head.weight from transformer.wte.weight")
+    return model
 
 
 class ShardedGradScaler(torch.amp.GradScaler):

@@ -184,44 +184,27 @@ class Run:
         ckpt = None
         self.lora = None  # a LoRA run's settings and base reference (see gptkit.lora)
         if cfg.init_from == "resume":
-            ckpt_path = checkpoint.latest_in(self.out)
-            ckpt = checkpoint.load(ckpt_path, map_location="cpu")
-            self.model = checkpoint.model_from_checkpoint(ckpt, ckpt_path, dropout=cfg.dropout)
+            self.ckpt_path = checkpoint.latest_in(self.out)
+            ckpt = checkpoint.load(self.ckpt_path, map_location="cpu")
             self.lora = ckpt.get("lora")  # a LoRA run stays one, with its settings, on the same base
             saved_rank = self.lora["rank"] if self.lora else 0
             if cfg.lora_rank and cfg.lora_rank != saved_rank:
                 kind = f"a LoRA run of rank {saved_rank}" if saved_rank else "a full finetune"
                 raise GptkitError(
-                    f"{ckpt_path} is {kind}; a resumed run keeps its settings: drop --lora_rank "
+                    f"{self.ckpt_path} is {kind}; a resumed run keeps its settings: drop --lora_rank "
                     "or start a new run in another --out_dir"
                 )
-        elif cfg.init_from == "scratch":
-            self.model = GPT(self.scratch_config())
-        else:
-            self.model = from_pretrained(cfg.init_from, {"dropout": cfg.dropout})
-            if cfg.lora_rank:
-                self.lora = lora.run_settings(
-                    cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from, self.model
-                )
-                lora.apply_lora(self.model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-        if cfg.block_size > self.model.config.block_size:
-            raise GptkitError(
-                f"block_size {cfg.block_size} is larger than the model's context of "
-                f"{self.model.config.block_size}: use {self.model.config.block_size} or less"
-            )
-        if cfg.block_size < self.model.config.block_size:
-            self.model.crop_block_size(cfg.block_size)
-        if self.lora and self.dtype != torch.float32:
-            lora.hold_base_in(self.model, self.dtype)  # frozen: autocast's dtype is precision enough
-        self.model.to(self.device)
-        self.model.grad_checkpoint = cfg.grad_checkpoint
         if self.fsdp:
             if self.lora:  # resumed from a LoRA run's checkpoint
                 raise GptkitError(FSDP_NO_LORA)
-            distributed.shard(self.model, self.device, self.dtype)  # before the optimizer: it must hold the shards
+            # Before the optimizer, which must hold the shards; only rank 0 builds the whole model.
+            self.model = distributed.shard_from_rank0(lambda: self.whole_model(ckpt), self.device, self.dtype)
             layout = distributed.describe_shards(self.model)
             if self.master:
                 print(layout)
+        else:
+            self.model = self.whole_model(ckpt).to(self.device)
+        self.model.grad_checkpoint = cfg.grad_checkpoint
 
         data_dir = Path(cfg.data_root) / cfg.dataset
         vocab = self.model.config.vocab_size
@@ -263,6 +246,31 @@ class Run:
         except GptkitError:
             return "auto"  # no checkpoint (yet): the out_dir checks below say so, after the lock's
         return saved or "auto"  # checkpoints from before gptkit saved it
+
+    def whole_model(self, ckpt: dict | None) -> GPT:
+        """The model this run starts from, whole, on the CPU: resumed, made from scratch, or pretrained."""
+        cfg = self.cfg
+        if ckpt is not None:
+            model = checkpoint.model_from_checkpoint(ckpt, self.ckpt_path, dropout=cfg.dropout)
+        elif cfg.init_from == "scratch":
+            model = GPT(self.scratch_config())
+        else:
+            model = from_pretrained(cfg.init_from, {"dropout": cfg.dropout})
+            if cfg.lora_rank:
+                self.lora = lora.run_settings(
+                    cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from, model
+                )
+                lora.apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        if cfg.block_size > model.config.block_size:
+            raise GptkitError(
+                f"block_size {cfg.block_size} is larger than the model's context of "
+                f"{model.config.block_size}: use {model.config.block_size} or less"
+            )
+        if cfg.block_size < model.config.block_size:
+            model.crop_block_size(cfg.block_size)
+        if self.lora and self.dtype != torch.float32:
+            lora.hold_base_in(model, self.dtype)  # frozen: autocast's dtype is precision enough
+        return model
 
     def scratch_config(self) -> GPTConfig:
         cfg = self.cfg

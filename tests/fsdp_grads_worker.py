@@ -17,9 +17,14 @@ import torch
 import torch.distributed as dist
 
 from gptkit import distributed
+from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig
 
 CLIP = 0.05  # well under the gradient norm (~1): the clipped path is the one compared
+
+
+def raise_(error: Exception):
+    raise error
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -29,13 +34,26 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def main(out_dir: Path) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    torch.manual_seed(1234 + rank)  # different on purpose: shard() must start every rank from rank 0's weights
+    torch.manual_seed(1234 + rank)  # different on purpose: every rank must start from rank 0's weights
     model = GPT(GPTConfig(block_size=16, vocab_size=96, n_layer=2, n_head=2, n_embd=32, dropout=0.0))
     ref = copy.deepcopy(model)
     dist.broadcast_object_list(objs := [ref.state_dict()], src=0)
     ref.load_state_dict(objs[0])
-    distributed.shard(model, torch.device("cpu"), torch.float32)
+    built = []  # only rank 0 may build the whole model
+
+    def build():
+        built.append(rank)
+        return model
+
+    model = distributed.shard_from_rank0(build, torch.device("cpu"), torch.float32)
+    # A user error on rank 0 (a missing base, say) stops every rank with its message.
+    try:
+        distributed.shard_from_rank0(lambda: raise_(GptkitError("no such base")), torch.device("cpu"), torch.float32)
+    except GptkitError as e:
+        error = str(e)
     report = {
+        "built": built,
+        "error": error,
         "tied": model.lm_head.weight is model.transformer.wte.weight,
         "local_numel": distributed.local_numel(model),
         "total_numel": sum(p.numel() for p in ref.parameters()),
@@ -90,8 +108,7 @@ def main(out_dir: Path) -> None:
     # And back: the whole state (as a checkpoint holds it) into a freshly sharded optimizer.
     whole = [ref_opt.state_dict()]
     dist.broadcast_object_list(whole, src=0)
-    fresh = copy.deepcopy(ref)
-    distributed.shard(fresh, torch.device("cpu"), torch.float32)
+    fresh = distributed.shard_from_rank0(lambda: copy.deepcopy(ref), torch.device("cpu"), torch.float32)
     fresh_opt = fresh.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
     distributed.load_optimizer_state(fresh, fresh_opt, whole[0])
     report["loaded_state_diff"] = max(

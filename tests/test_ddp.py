@@ -243,7 +243,9 @@ def test_fsdp_gradients_and_state_match_plain_pytorch(tmp_path):
     """Gradients (averaged, not summed), clipping, tying, state gathering and loading, fp16's inf check."""
     check_ok(launch([*torchrun_cmd(2, ROOT / "tests" / "fsdp_grads_worker.py"), str(tmp_path)]))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["built"] == [0] and ranks[1]["built"] == []  # rank 1 never held the whole model
     for r in ranks:
+        assert r["error"] == "no such base"
         assert r["tied"]
         assert r["local_numel"] * 2 == pytest.approx(r["total_numel"], rel=0.01)
         assert r["grad_norm_ratio"] == pytest.approx(1.0, abs=1e-6)  # 2.0 when gloo sums (#162338)
