@@ -56,7 +56,7 @@ def export(out_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
-        export_hf(model, staging)
+        export_hf(model, staging, release=True)  # the model is not needed afterwards: convert it in place
         check_dest(dest)  # still empty? (another process may have written there meanwhile)
         if dest.is_dir():
             dest.rmdir()

@@ -164,8 +164,13 @@ def hold_base_in(model: GPT, dtype: torch.dtype) -> None:
 
 
 def merge_lora(model: GPT) -> GPT:
-    """Fold every adapter into its weight (W + (alpha / r) B A): a plain GPT again, in place."""
-    for name, layer in lora_layers(model).items():
+    """Fold every adapter into its weight (W + (alpha / r) B A): a plain GPT again, in place.
+
+    One layer at a time, each original freed before the next is merged: the weights are held
+    once plus one matrix, not twice (a dict of all the layers would keep every original alive).
+    """
+    for name in list(lora_layers(model)):
+        layer = model.get_submodule(name)
         parent_name, _, child = name.rpartition(".")
         plain = Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         plain.weight = nn.Parameter(layer.merged_weight().detach(), requires_grad=False)

@@ -201,18 +201,32 @@ def hf_config(config: GPTConfig):
     )
 
 
-def to_hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
-    """`model`'s weights under Hugging Face GPT-2 names and layouts."""
+def to_hf_state_dict(model: GPT, release: bool = False) -> dict[str, torch.Tensor]:
+    """`model`'s weights under Hugging Face GPT-2 names and layouts.
+
+    The block matrices are stored transposed there (Conv1D), so each is copied. With
+    `release=True` each original is freed as soon as its copy exists, so the weights are held
+    once plus one matrix, not twice (6 GB less for gpt2-xl); `model` is left unusable.
+    """
     state = {}
-    for key, value in model.state_dict().items():
-        if key == "lm_head.weight":
-            continue  # tied: GPT2LMHeadModel rebuilds it from wte
-        state[key] = (value.t() if key.endswith(TRANSPOSED) else value).detach().contiguous().cpu()
+    # Names only: a state_dict kept alive here would hold every original until the end.
+    names = [key for key in model.state_dict() if key != "lm_head.weight"]  # tied: HF rebuilds it from wte
+    for key in names:
+        param = model.get_parameter(key)
+        if key.endswith(TRANSPOSED):
+            state[key] = param.detach().t().contiguous().cpu()
+            if release:
+                param.data = torch.empty(0, dtype=param.dtype, device=param.device)
+        else:
+            state[key] = param.detach().contiguous().cpu()
     return state
 
 
-def export_hf(model: GPT, out_dir: str | os.PathLike) -> Path:
-    """Write `model` as a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+def export_hf(model: GPT, out_dir: str | os.PathLike, release: bool = False) -> Path:
+    """Write `model` as a Hugging Face GPT-2 directory (config.json + model.safetensors).
+
+    `release=True`: free the model's weights while converting them (see `to_hf_state_dict`).
+    """
     from safetensors.torch import save_file
 
     if not model.config.bias:
@@ -224,7 +238,7 @@ def export_hf(model: GPT, out_dir: str | os.PathLike) -> Path:
         raise write_failed(out, e) from None
     # Each file is replaced whole, and a full disk is one clear line (gptkit.checkpoint.replacing).
     with replacing(out / "model.safetensors") as tmp:
-        save_file(to_hf_state_dict(model), tmp, metadata={"format": "pt"})
+        save_file(to_hf_state_dict(model, release), tmp, metadata={"format": "pt"})
     with replacing(out / "config.json") as tmp:
         hf_config(model.config).to_json_file(tmp)
     return out

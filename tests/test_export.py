@@ -88,3 +88,17 @@ def test_export_refuses_bad_input_and_writes_nothing(lora_run, tmp_path):
     assert_user_error(run_cli("-m", "gptkit.export", str(lora_run)), "expected 2 arguments", "OUT_DIR DEST")
     assert sorted(tmp_path.rglob("*")) == sorted([*before, empty_run])  # nothing else written
     assert not (tmp_path / "new").exists()
+
+
+def test_release_writes_the_same_file_and_frees_the_block_matrices(full_run, tmp_path):
+    """`gptkit.export` converts in place (release=True): the same bytes, the originals let go."""
+    from gptkit.export import load_merged
+    from gptkit.pretrained import TRANSPOSED, export_hf
+
+    kept, released = load_merged(full_run), load_merged(full_run)
+    export_hf(kept, tmp_path / "kept")
+    export_hf(released, tmp_path / "released", release=True)
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "kept" / name).read_bytes() == (tmp_path / "released" / name).read_bytes()
+    for name, p in released.named_parameters():
+        assert (p.numel() == 0) == name.endswith(TRANSPOSED), name

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import weakref
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from gptkit.lora import (
     apply_lora,
     base_fingerprint,
     count_lora_params,
+    lora_layers,
     lora_state_dict,
     merge_lora,
     trainable_params,
@@ -122,6 +124,20 @@ def test_flops_per_token_counts_the_products_a_step_runs(base, lora):
     with FlopCounterMode(display=False) as counter, torch.autocast("cpu", dtype=torch.bfloat16):
         model(x, x)[1].backward()
     assert model.flops_per_token(x.size(1)) * x.numel() == pytest.approx(counter.get_total_flops(), rel=0.01)
+
+
+def test_merge_frees_each_base_weight_before_merging_the_next(base):
+    """Merging holds the weights once plus one matrix: gpt2-xl's 6 GB, not 12 (export, sample)."""
+    model = copy.deepcopy(base)
+    apply_lora(model, rank=4, alpha=8.0)
+    layers = list(lora_layers(model).values())
+    originals = [weakref.ref(layer.weight) for layer in layers]
+    alive_at_last = []
+    last, merge_last = layers[-1], layers[-1].merged_weight
+    last.merged_weight = lambda: alive_at_last.append(sum(r() is not None for r in originals)) or merge_last()
+    del layers, last
+    merge_lora(model)
+    assert alive_at_last == [1]  # only the layer being merged still has its original
 
 
 def test_merge_equals_unmerged(base):
