@@ -247,7 +247,15 @@ def estimate(
     if ddp and shards == 1:
         gradients *= 2
     acts = activation_bytes(
-        model, batch_size, block_size, half, device_type, lora_rank, lora_targets, lora_dropout, half_base,
+        model,
+        batch_size,
+        block_size,
+        half,
+        device_type,
+        lora_rank,
+        lora_targets,
+        lora_dropout,
+        half_base,
         grad_checkpoint,
     )
     btv = batch_size * block_size * model.vocab_size

@@ -25,8 +25,13 @@ def run_ok(*args: str) -> str:
 
 def test_bench_train_tiny():
     out = run_ok(
-        "benchmarks/bench_train.py", *TINY_MODEL, "--seq_len=16", "--batch_size=2", "--steps=2",
-        "--hf_dtypes=float32,bfloat16", "--breakdown",
+        "benchmarks/bench_train.py",
+        *TINY_MODEL,
+        "--seq_len=16",
+        "--batch_size=2",
+        "--steps=2",
+        "--hf_dtypes=float32,bfloat16",
+        "--breakdown",
     )
     assert set(ratios(out)) == {"gptkit/transformers"}, out
     assert ratios(out)["gptkit/transformers"] > 0
@@ -37,8 +42,12 @@ def test_bench_train_tiny():
     assert set(mfus) == {"gptkit", "transformers fp32", "transformers bf16"}, out
     assert re.search(r"matmul peak fp32: \d+ GFLOP/s", out) and re.search(r"matmul peak bf16: \d+ GFLOP/s", out), out
     # --breakdown: each step split by kind of kernel, the parts adding up to the whole
-    parts = re.findall(r"^ *(.+?): ([0-9.]+) s = matmuls ([0-9.]+), attention ([0-9.]+), optimizer ([0-9.]+), "
-                       r"the rest ([0-9.]+)$", out, re.MULTILINE)
+    parts = re.findall(
+        r"^ *(.+?): ([0-9.]+) s = matmuls ([0-9.]+), attention ([0-9.]+), optimizer ([0-9.]+), "
+        r"the rest ([0-9.]+)$",
+        out,
+        re.MULTILINE,
+    )
     assert {p[0] for p in parts} == {"gptkit", "transformers fp32", "transformers bf16"}, out
     for _, total, *kinds in parts:
         assert abs(sum(map(float, kinds)) - float(total)) <= 0.003, out
@@ -72,7 +81,11 @@ def test_bench_prepare_tiny():
 
 def test_bench_memory_tiny(tmp_path, shakespeare_bins):
     out = run_ok(
-        "benchmarks/bench_memory.py", "--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64",
+        "benchmarks/bench_memory.py",
+        "--n_layer=2",
+        "--n_head=2",
+        "--n_embd=64",
+        "--block_size=64",
         f"--models_dir={tmp_path}",
     )
     assert {"loading peak/weights", "estimate/measured (LoRA + checkpointing)"} <= set(ratios(out)), out

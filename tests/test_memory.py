@@ -1,7 +1,6 @@
 """gptkit.memory: its activation counts against the tensors PyTorch saves, its whole estimate
 against measured peaks, and the check that stops a run before it starts."""
 
-
 import pytest
 import torch
 
@@ -60,8 +59,12 @@ def test_check_stops_the_seed_recipe_with_one_line_and_writes_nothing(tmp_path, 
 
     out = tmp_path / "out"
     result = run_cli(
-        "-m", "gptkit.train", "config/finetune_shakespeare.py", f"--out_dir={out}",
-        env={"GPTKIT_AVAILABLE_MEMORY": "20GiB", "HF_HUB_OFFLINE": "1"}, timeout=60,
+        "-m",
+        "gptkit.train",
+        "config/finetune_shakespeare.py",
+        f"--out_dir={out}",
+        env={"GPTKIT_AVAILABLE_MEMORY": "20GiB", "HF_HUB_OFFLINE": "1"},
+        timeout=60,
     )
     line = assert_user_error(result, "needs about", "20.0 GiB available", "it fits with", "--check_memory=False")
     fix = line.split("it fits with ")[1].split(" (about ")[0].split()
@@ -82,8 +85,19 @@ def test_check_stops_the_seed_recipe_with_one_line_and_writes_nothing(tmp_path, 
 def test_check_memory_false_skips_the_check(tmp_path, shakespeare_bins):
     from conftest import run_cli
 
-    args = ("-m", "gptkit.train", "--init_from=scratch", "--n_layer=1", "--n_head=2", "--n_embd=16",
-            "--block_size=16", "--batch_size=2", "--max_iters=1", "--eval_iters=1", "--progress=False")
+    args = (
+        "-m",
+        "gptkit.train",
+        "--init_from=scratch",
+        "--n_layer=1",
+        "--n_head=2",
+        "--n_embd=16",
+        "--block_size=16",
+        "--batch_size=2",
+        "--max_iters=1",
+        "--eval_iters=1",
+        "--progress=False",
+    )
     tiny = {"GPTKIT_AVAILABLE_MEMORY": "1MiB"}
     stopped = run_cli(*args, f"--out_dir={tmp_path / 'a'}", env=tiny, timeout=60)
     assert stopped.returncode == 1 and "error: this run needs about" in stopped.stderr
@@ -97,8 +111,16 @@ def test_check_real_case_no_machine_has_this_much(tmp_path, shakespeare_bins):
     from conftest import assert_user_error, run_cli
 
     result = run_cli(
-        "-m", "gptkit.train", "--init_from=scratch", "--n_layer=2000", "--n_head=8", "--n_embd=8192",
-        "--block_size=64", "--device=cpu", f"--out_dir={tmp_path / 'big'}", timeout=60,
+        "-m",
+        "gptkit.train",
+        "--init_from=scratch",
+        "--n_layer=2000",
+        "--n_head=8",
+        "--n_embd=8192",
+        "--block_size=64",
+        "--device=cpu",
+        f"--out_dir={tmp_path / 'big'}",
+        timeout=60,
     )
     assert_user_error(result, "needs about", "cpu has", "available")
     assert not (tmp_path / "big").exists()
@@ -109,8 +131,16 @@ def test_check_real_case_no_machine_has_this_much(tmp_path, shakespeare_bins):
 # A pretrained-style model (LoRA needs one) of ~7.6M parameters, 6.4M in the 50257-token
 # embedding; logits and activations of the same order as the weights, so each term matters.
 MEASURED_RUN = (
-    "--block_size=256", "--batch_size=2", "--max_iters=2", "--eval_interval=100", "--eval_iters=1",
-    "--device=cpu", "--dtype=float32", "--progress=False", "--check_memory=False", "--overwrite_out_dir=True",
+    "--block_size=256",
+    "--batch_size=2",
+    "--max_iters=2",
+    "--eval_interval=100",
+    "--eval_iters=1",
+    "--device=cpu",
+    "--dtype=float32",
+    "--progress=False",
+    "--check_memory=False",
+    "--overwrite_out_dir=True",
 )
 
 
@@ -135,8 +165,13 @@ def measure(hf_dir, out_dir, *extra: str) -> dict:
     from conftest import run_cli
 
     result = run_cli(
-        "benchmarks/peak_rss.py", *MEASURED_RUN, f"--init_from={hf_dir}", f"--out_dir={out_dir}", *extra,
-        env={"MALLOC_MMAP_THRESHOLD_": "131072"}, timeout=240,
+        "benchmarks/peak_rss.py",
+        *MEASURED_RUN,
+        f"--init_from={hf_dir}",
+        f"--out_dir={out_dir}",
+        *extra,
+        env={"MALLOC_MMAP_THRESHOLD_": "131072"},
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(result.stdout.splitlines()[-1])
@@ -195,7 +230,14 @@ def test_lora_activation_formula_equals_what_pytorch_saves(bf16, targets, lora_d
     model.grad_checkpoint = grad_checkpoint
     measured = (recompute_bytes if grad_checkpoint else saved_bytes)(model, idx, targets_, bf16)
     formula = activation_bytes(
-        cfg, 3, cfg.block_size, half=bf16, lora_rank=4, lora_targets=targets, lora_dropout=lora_dropout,
-        half_base=bf16, grad_checkpoint=grad_checkpoint,
+        cfg,
+        3,
+        cfg.block_size,
+        half=bf16,
+        lora_rank=4,
+        lora_targets=targets,
+        lora_dropout=lora_dropout,
+        half_base=bf16,
+        grad_checkpoint=grad_checkpoint,
     )
     assert formula == measured
