@@ -209,16 +209,13 @@ def to_hf_state_dict(model: GPT, release: bool = False) -> dict[str, torch.Tenso
     once plus one matrix, not twice (6 GB less for gpt2-xl); `model` is left unusable.
     """
     state = {}
-    # Names only: a state_dict kept alive here would hold every original until the end.
-    names = [key for key in model.state_dict() if key != "lm_head.weight"]  # tied: HF rebuilds it from wte
-    for key in names:
-        param = model.get_parameter(key)
-        if key.endswith(TRANSPOSED):
-            state[key] = param.detach().t().contiguous().cpu()
-            if release:
-                param.data = torch.empty(0, dtype=param.dtype, device=param.device)
-        else:
-            state[key] = param.detach().contiguous().cpu()
+    # Parameters one at a time (a state_dict kept alive here would hold every original until the
+    # end). The tied head comes once, as transformer.wte.weight: HF rebuilds lm_head from it.
+    for key, param in model.named_parameters():
+        transposed = key.endswith(TRANSPOSED)
+        state[key] = (param.detach().t() if transposed else param.detach()).contiguous().cpu()
+        if release and transposed:
+            param.data = torch.empty(0, dtype=param.dtype, device=param.device)
     return state
 
 

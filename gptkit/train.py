@@ -181,29 +181,31 @@ class Run:
             dist.barrier()  # rank 0 checked out_dir before anyone goes on
         torch.manual_seed(cfg.seed + self.rank)
 
-        ckpt = None
+        ckpt, ckpt_path = None, None
         self.lora = None  # a LoRA run's settings and base reference (see gptkit.lora)
         if cfg.init_from == "resume":
-            self.ckpt_path = checkpoint.latest_in(self.out)
-            ckpt = checkpoint.load(self.ckpt_path, map_location="cpu")
+            ckpt_path = checkpoint.latest_in(self.out)
+            ckpt = checkpoint.load(ckpt_path, map_location="cpu")
             self.lora = ckpt.get("lora")  # a LoRA run stays one, with its settings, on the same base
             saved_rank = self.lora["rank"] if self.lora else 0
             if cfg.lora_rank and cfg.lora_rank != saved_rank:
                 kind = f"a LoRA run of rank {saved_rank}" if saved_rank else "a full finetune"
                 raise GptkitError(
-                    f"{self.ckpt_path} is {kind}; a resumed run keeps its settings: drop --lora_rank "
+                    f"{ckpt_path} is {kind}; a resumed run keeps its settings: drop --lora_rank "
                     "or start a new run in another --out_dir"
                 )
         if self.fsdp:
             if self.lora:  # resumed from a LoRA run's checkpoint
                 raise GptkitError(FSDP_NO_LORA)
             # Before the optimizer, which must hold the shards; only rank 0 builds the whole model.
-            self.model = distributed.shard_from_rank0(lambda: self.whole_model(ckpt), self.device, self.dtype)
+            self.model = distributed.shard_from_rank0(
+                lambda: self.whole_model(ckpt, ckpt_path), self.device, self.dtype
+            )
             layout = distributed.describe_shards(self.model)
             if self.master:
                 print(layout)
         else:
-            self.model = self.whole_model(ckpt).to(self.device)
+            self.model = self.whole_model(ckpt, ckpt_path).to(self.device)
         self.model.grad_checkpoint = cfg.grad_checkpoint
 
         data_dir = Path(cfg.data_root) / cfg.dataset
@@ -247,11 +249,12 @@ class Run:
             return "auto"  # no checkpoint (yet): the out_dir checks below say so, after the lock's
         return saved or "auto"  # checkpoints from before gptkit saved it
 
-    def whole_model(self, ckpt: dict | None) -> GPT:
-        """The model this run starts from, whole, on the CPU: resumed, made from scratch, or pretrained."""
+    def whole_model(self, ckpt: dict | None, ckpt_path: Path | None) -> GPT:
+        """The model this run starts from, whole, on the CPU: resumed (from `ckpt`, read from
+        `ckpt_path`), made from scratch, or pretrained."""
         cfg = self.cfg
         if ckpt is not None:
-            model = checkpoint.model_from_checkpoint(ckpt, self.ckpt_path, dropout=cfg.dropout)
+            model = checkpoint.model_from_checkpoint(ckpt, ckpt_path, dropout=cfg.dropout)
         elif cfg.init_from == "scratch":
             model = GPT(self.scratch_config())
         else:
