@@ -16,9 +16,10 @@ is what the transformers Trainer picks by default (optim="adamw_torch_fused", to
 MFU is against the matmul peak measured in each contender's dtype on the step's own product
 shapes (forward and backward; the best of PyTorch's default and oneDNN), before and after the
 steps, so no contender can pass 100% (up to timing noise).
-`--breakdown` (CPU) profiles one more step of each and splits it into matmuls, attention, the
-optimizer and the rest; the "ceiling" line is how far ahead of transformers gptkit would be if
-its step were nothing but the first three, the kernels every implementation runs.
+`--breakdown` (CPU) profiles two more steps of each and splits them into matmuls, attention,
+the optimizer and the rest (the least of the two for each); the "ceiling" line is how far
+ahead of transformers gptkit would be if its step were nothing but the first three, the
+kernels every implementation runs.
 """
 
 import argparse
@@ -61,7 +62,7 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per contender first")
     parser.add_argument("--hf_optimizer", default="fused", choices=["fused", "foreach"])
     parser.add_argument(
-        "--breakdown", action="store_true", help="CPU: profile one more step of each, time by kind of kernel"
+        "--breakdown", action="store_true", help="CPU: profile two more steps of each, time by kind of kernel"
     )
     args = parser.parse_args(argv)
     device = common.setup(args)
