@@ -21,8 +21,9 @@ import torch
 
 from gptkit import memory
 from gptkit.config import TrainConfig, parse_args
+from gptkit.device import pick_device, pick_dtype
 from gptkit.model import GPT, GPTConfig
-from gptkit.train import pick_device, pick_dtype, train
+from gptkit.train import train
 
 
 def rss_now(field: str = "VmRSS") -> int:

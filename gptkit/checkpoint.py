@@ -6,180 +6,24 @@ state, the model's architecture (`model_args`), the training config, `iter_num`,
 continue exactly where a run stopped. Reading uses `weights_only=True`, so opening a
 checkpoint never runs code from it.
 
-Every file gptkit writes goes through here (`atomic_write`, `replacing`, `append_line`): whole
-or not at all, and a write the machine refuses (disk full, quota) is one line naming the file
-and the free space (`write_failed`), with the old file left as it was.
-
 A LoRA run's checkpoint holds only its adapters as `model`, and under `lora` its settings and
 the name or path of the frozen base it adapts.
 """
 
-import contextlib
-import errno
-import os
+import hashlib
 import pickle
-import re
-import shutil
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
 from gptkit.errors import GptkitError
-from gptkit.lora import model_from_lora_checkpoint
+from gptkit.lora import apply_lora, lora_state_dict, parse_targets
 from gptkit.model import GPT, GPTConfig
+from gptkit.pretrained import WeightsUnavailable, from_pretrained
 
 BEST = "ckpt.pt"  # the best model so far (by val loss), or the latest with always_save_checkpoint
 LATEST = "latest.pt"  # the latest training state, when it is not also the best
-
-
-def atomic_save(obj, path: str | Path) -> None:
-    """torch.save `obj` to `path` atomically (see `atomic_write`)."""
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(file)` on a temp file in the same folder, fsync it, then rename it over `path`.
-
-    A process killed at any moment, or a reader at any moment, sees either the old file or the
-    new one, never half. A write the machine refuses (disk full, quota, ...) leaves the old file
-    as it was and raises a GptkitError that names `path` and the free space (see `write_failed`).
-    """
-    with replacing(path) as tmp:
-        with open(tmp, "wb") as raw:
-            f = _ErrorRecorder(raw)
-            try:
-                write(f)
-            except Exception as e:
-                # torch.save turns the OSError of a full disk into a RuntimeError without its errno
-                if f.error is not None and e is not f.error:
-                    raise f.error from e
-                raise
-
-
-@contextlib.contextmanager
-def replacing(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path next to `path` to write by name; once written, fsync it and rename it over `path`.
-
-    For writers that want a file name (safetensors, transformers); see `atomic_write`.
-    """
-    path = Path(path)
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        os.chmod(name, _mode_for(path))  # mkstemp's 0600 would hide a log from the live plot's user
-    except OSError as e:
-        raise write_failed(path, e) from None
-    tmp = Path(name)
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        err = _os_error(e)
-        if err is not None:
-            raise write_failed(path, err) from None
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
-def append_line(path: str | Path, line: str) -> None:
-    """Append one line to a text file (a log): whole, or not at all.
-
-    One `os.write` per line, and a short or failed write is cut back off, so a reader never
-    sees half a line, even when the disk fills up mid-write.
-    """
-    data = (line.rstrip("\n") + "\n").encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise write_failed(path, e) from None
-    try:
-        size = os.fstat(fd).st_size
-        written = os.write(fd, data)
-        if written != len(data):  # a full disk can take part of a write
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, size)
-        raise write_failed(path, e) from None
-    finally:
-        os.close(fd)
-
-
-def write_failed(path: str | Path, err: OSError) -> GptkitError:
-    """The one line for a write the machine refused: which file, why, the free space, what to do."""
-    path = Path(path)
-    where = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-    try:
-        free = f"{_human(shutil.disk_usage(where).free)} free"
-    except OSError:
-        free = "free space unknown"
-    why = err.strerror or str(err) or type(err).__name__
-    return GptkitError(
-        f"could not write {path}: {why} ({free} on its disk); the files written before are intact: "
-        "free some space (or use a folder on another disk) and run the command again"
-    )
-
-
-def _mode_for(path: Path) -> int:
-    """The replaced file's permissions, or those a plain open() would give a new file."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _human(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
-
-
-class _ErrorRecorder:
-    """A file wrapper that remembers the OSError its `write` raised."""
-
-    def __init__(self, f: BinaryIO):
-        self.f, self.error = f, None
-
-    def write(self, data) -> int:
-        try:
-            return self.f.write(data)
-        except OSError as e:
-            self.error = e
-            raise
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-
-_OS_ERROR_IN_TEXT = re.compile(r"os error (\d+)")
-
-
-def _os_error(e: BaseException) -> OSError | None:
-    """The OSError behind `e`, also when a library wrapped it (safetensors: "... (os error 28)")."""
-    if isinstance(e, OSError):
-        return e
-    if isinstance(e, Exception) and (m := _OS_ERROR_IN_TEXT.search(str(e))):
-        code = int(m.group(1))
-        return OSError(code, os.strerror(code))
-    return None
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
@@ -261,3 +105,84 @@ def latest_in(out_dir: str | Path) -> Path:
     if len(found) == 1:
         return found[0]
     return max(found, key=lambda p: load(p).get("iter_num", -1))
+
+
+# --- LoRA runs: the base they adapt, and rebuilding them -------------------------------------
+def base_reference(init_from: str) -> str:
+    """How a checkpoint names its base: a GPT-2 size as is, a directory by its absolute path."""
+    path = Path(init_from)
+    return str(path.resolve()) if path.is_dir() else init_from
+
+
+def base_fingerprint(model: GPT) -> str:
+    """A digest of a base model's weights as loaded (before cropping, adapters or casts).
+
+    The checkpoint names its base by path or size, so a base later overwritten by other weights
+    of the same shape would load without complaint and silently change every result; the
+    digest tells them apart. It hashes an evenly spaced sample of each tensor (up to 4096
+    values), enough to see any retrained or re-exported model, without reading gpt2-xl twice.
+    """
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            flat = tensor.reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 4096)][:4096]
+            digest.update(name.encode())
+            digest.update(sample.float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def lora_settings(rank: int, alpha: float, dropout: float, targets, init_from: str, base: GPT) -> dict:
+    """The LoRA settings a run keeps (and checkpoints), with the reference to its base."""
+    return {
+        "rank": rank,
+        "alpha": float(alpha),
+        "dropout": float(dropout),
+        "targets": ",".join(parse_targets(targets)),
+        "base": base_reference(init_from),
+        "base_fingerprint": base_fingerprint(base),
+    }
+
+
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size")
+
+
+def model_from_lora_checkpoint(ckpt: dict, path: str | Path, dropout: float | None = None) -> GPT:
+    """The base model a LoRA checkpoint names, with its adapters loaded (not merged)."""
+    settings, args = ckpt["lora"], dict(ckpt["model_args"])
+    base = settings["base"]
+    where = f"the LoRA run in {Path(path).parent} was trained on base {base}"
+    if Path(base).is_absolute() and not Path(base).is_dir():
+        raise GptkitError(
+            f"{where}, which is missing: restore that folder (the checkpoint holds only the adapters), "
+            "or train a new run"
+        )
+    try:
+        model = from_pretrained(base, {"dropout": args["dropout"] if dropout is None else dropout})
+    except WeightsUnavailable as e:
+        raise GptkitError(f"{where}, which cannot be loaded: {e}") from None
+    except GptkitError as e:
+        raise GptkitError(f"{where}, which no longer loads ({e}); restore the original base") from None
+    got = {k: getattr(model.config, k) for k in SHAPE_KEYS}
+    want = {k: args[k] for k in SHAPE_KEYS}
+    if got != want or model.config.block_size < args["block_size"]:
+        differ = ", ".join(f"{k}={got[k]} (was {want[k]})" for k in SHAPE_KEYS if got[k] != want[k])
+        differ = differ or f"block_size={model.config.block_size} (was {args['block_size']})"
+        raise GptkitError(f"{where}, which now has another shape: {differ}; restore the original base to use this run")
+    saved = settings.get("base_fingerprint")  # runs from before 2026-11-26 have none
+    if saved is not None and saved != base_fingerprint(model):
+        raise GptkitError(
+            f"{where}, whose weights have changed since (same shape, other values): "
+            "restore the original base to use this run"
+        )
+    if args["block_size"] < model.config.block_size:
+        model.crop_block_size(args["block_size"])
+    apply_lora(model, settings["rank"], settings["alpha"], settings["dropout"], settings["targets"])
+    adapters = lora_state_dict(model)
+    state = clean_state_dict(ckpt["model"])
+    if set(state) != set(adapters) or any(state[k].shape != adapters[k].shape for k in adapters):
+        raise GptkitError(f"{path} holds adapters that do not fit its LoRA settings; it cannot be loaded")
+    with torch.no_grad():
+        for k, v in state.items():
+            adapters[k].copy_(v)
+    return model

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptkit.errors import GptkitError
+from gptkit.lora import DEFAULT_TARGETS
 
 
 def setting(default, doc: str):
@@ -57,9 +58,7 @@ class TrainConfig:
     lora_rank: int = setting(0, "rank of the LoRA adapters; 0 trains every weight (a full finetune)")
     lora_alpha: float = setting(16.0, "LoRA scale: the update B A is multiplied by lora_alpha / lora_rank")
     lora_dropout: float = setting(0.0, "dropout on the LoRA adapters' input")
-    lora_targets: str = setting(
-        "c_attn,attn.c_proj,c_fc,mlp.c_proj", "comma-separated layers of each block that get adapters"
-    )
+    lora_targets: str = setting(DEFAULT_TARGETS, "comma-separated layers of each block that get adapters")
     # optimizer
     learning_rate: float = setting(6e-4, "peak learning rate")
     max_iters: int = setting(600000, "optimizer steps in total")

@@ -11,91 +11,15 @@ record per logged step; everything here works on those records, so it applies to
 run, a run still in progress, or a synthetic curve built with `RunMetrics.from_losses`.
 """
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from gptkit.errors import GptkitError
-
-METRICS = "metrics.jsonl"
-
-
-@dataclass
-class RunMetrics:
-    """The evaluation and step records of one run, oldest first."""
-
-    name: str
-    evals: list[dict]
-    steps: list[dict] = field(default_factory=list)
-    out_dir: Path | None = None
-    config: dict = field(default_factory=dict)  # the run's config.json, when there is one
-
-    @classmethod
-    def from_losses(cls, iters, train_loss, val_loss, name: str = "run") -> "RunMetrics":
-        """A run made of evaluation records only: for synthetic curves and tests."""
-        evals = [
-            {"type": "eval", "iter": int(i), "train_loss": float(t), "val_loss": float(v)}
-            for i, t, v in zip(iters, train_loss, val_loss, strict=True)
-        ]
-        return cls(name, evals)
-
-    @property
-    def iters(self) -> np.ndarray:
-        return np.array([r["iter"] for r in self.evals], dtype=np.int64)
-
-    @property
-    def train_loss(self) -> np.ndarray:
-        return np.array([r["train_loss"] for r in self.evals], dtype=np.float64)
-
-    @property
-    def val_loss(self) -> np.ndarray:
-        return np.array([r["val_loss"] for r in self.evals], dtype=np.float64)
-
-    @property
-    def gap(self) -> np.ndarray:
-        """The generalization gap, val loss minus train loss, at each evaluation."""
-        return self.val_loss - self.train_loss
-
-
-def read_metrics(source: str | Path, name: str | None = None) -> RunMetrics:
-    """The records of a run: `source` is its out_dir or the path of its metrics.jsonl."""
-    path = Path(source)
-    out_dir = path if path.is_dir() else path.parent
-    if path.is_dir():
-        path = path / METRICS
-    if not path.is_file():
-        raise GptkitError(f"no metrics at {path}: train first, or point at a run's out_dir")
-    evals: dict[int, dict] = {}
-    steps: dict[int, dict] = {}
-    lines = path.read_text().splitlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            # A run killed mid-write leaves at most a torn last line; anything else is a broken file.
-            if lineno == len(lines):
-                continue
-            raise GptkitError(f"{path}:{lineno} is not JSON; is this a gptkit metrics.jsonl?") from None
-        # A later record for the same iteration replaces an earlier one (a run resumed over it).
-        if record.get("type") == "eval":
-            evals[record["iter"]] = record
-        elif record.get("type") == "step":
-            steps[record["iter"]] = record
-    config_path = out_dir / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    return RunMetrics(
-        name=name or out_dir.name,
-        evals=[evals[i] for i in sorted(evals)],
-        steps=[steps[i] for i in sorted(steps)],
-        out_dir=out_dir,
-        config=config,
-    )
+from gptkit.metrics import METRICS, RunMetrics, read_metrics  # noqa: F401  (re-exported: the README's entry point)
 
 
 def _as_run(run) -> RunMetrics:

@@ -5,7 +5,7 @@ B (out x r). Only A and B train; W, b, the embeddings and the LayerNorms stay fr
 at zero, so before the first step the model is exactly the base model. For gpt2-xl with r=8 on
 all four block layers that is 9.8M trainable parameters instead of 1558M: their gradients and
 AdamW state take megabytes, and so does a checkpoint, which holds only A and B and a reference
-to the base (see `run_settings`, `model_from_lora_checkpoint`).
+to the base (`gptkit.checkpoint` rebuilds a LoRA run from its base and adapters).
 
     apply_lora(model, rank=8, alpha=16, dropout=0.05, targets=DEFAULT_TARGETS)
     lora_state_dict(model)   # the adapters only
@@ -28,9 +28,7 @@ Choices, and why:
   anyway, so the result is the same as with an fp32 base up to rounding of W itself.
 """
 
-import hashlib
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -40,14 +38,15 @@ from gptkit.cpu_kernels import Linear
 from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig
 
-# Each name, as --lora_targets spells it: (the block's sub-module, the Linear in it).
+# The Linears of a block LoRA can adapt, as --lora_targets spells them: (the block's sub-module,
+# the Linear in it, its in and out width in multiples of n_embd).
 TARGETS = {
-    "c_attn": ("attn", "c_attn"),
-    "attn.c_proj": ("attn", "c_proj"),
-    "c_fc": ("mlp", "c_fc"),
-    "mlp.c_proj": ("mlp", "c_proj"),
+    "c_attn": ("attn", "c_attn", 1, 3),
+    "attn.c_proj": ("attn", "c_proj", 1, 1),
+    "c_fc": ("mlp", "c_fc", 1, 4),
+    "mlp.c_proj": ("mlp", "c_proj", 4, 1),
 }
-DEFAULT_TARGETS = "c_attn,attn.c_proj,c_fc,mlp.c_proj"
+DEFAULT_TARGETS = ",".join(TARGETS)
 
 
 class LoRALinear(Linear):
@@ -121,7 +120,7 @@ def apply_lora(
         p.requires_grad_(False)
     for block in model.transformer.h:
         for name in names:
-            parent_name, child = TARGETS[name]
+            parent_name, child, _, _ = TARGETS[name]
             parent = getattr(block, parent_name)
             setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout))
     return model
@@ -146,9 +145,8 @@ def trainable_params(model: nn.Module) -> int:
 
 def count_lora_params(config: GPTConfig, rank: int, targets=DEFAULT_TARGETS) -> int:
     """Trainable parameters of `apply_lora` on a GPT of this shape: r (in + out) per adapted layer."""
-    d = config.n_embd
-    shapes = {"c_attn": (d, 3 * d), "attn.c_proj": (d, d), "c_fc": (d, 4 * d), "mlp.c_proj": (4 * d, d)}
-    return config.n_layer * sum(rank * sum(shapes[t]) for t in parse_targets(targets))
+    per_layer = sum(rank * (TARGETS[t][2] + TARGETS[t][3]) * config.n_embd for t in parse_targets(targets))
+    return config.n_layer * per_layer
 
 
 def hold_base_in(model: GPT, dtype: torch.dtype) -> None:
@@ -158,7 +156,7 @@ def hold_base_in(model: GPT, dtype: torch.dtype) -> None:
     layer at a time, so at most one layer's weight exists twice.
     """
     for block in model.transformer.h:
-        for parent_name, child in TARGETS.values():
+        for parent_name, child, _, _ in TARGETS.values():
             layer = getattr(getattr(block, parent_name), child)
             layer.weight = nn.Parameter(layer.weight.detach().to(dtype), requires_grad=False)
 
@@ -178,87 +176,4 @@ def merge_lora(model: GPT) -> GPT:
         setattr(model.get_submodule(parent_name), child, plain)
     for p in model.parameters():  # not frozen any more: it is an ordinary model now
         p.requires_grad_(True)
-    return model
-
-
-# --- LoRA runs' checkpoints ------------------------------------------------------------------
-def base_reference(init_from: str) -> str:
-    """How a checkpoint names its base: a GPT-2 size as is, a directory by its absolute path."""
-    path = Path(init_from)
-    return str(path.resolve()) if path.is_dir() else init_from
-
-
-def base_fingerprint(model: GPT) -> str:
-    """A digest of a base model's weights as loaded (before cropping, adapters or casts).
-
-    The checkpoint names its base by path or size, so a base later overwritten by other weights
-    of the same shape would load without complaint and silently change every result; the
-    digest tells them apart. It hashes an evenly spaced sample of each tensor (up to 4096
-    values), enough to see any retrained or re-exported model, without reading gpt2-xl twice.
-    """
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            flat = tensor.reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 4096)][:4096]
-            digest.update(name.encode())
-            digest.update(sample.float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def run_settings(rank: int, alpha: float, dropout: float, targets, init_from: str, base: GPT) -> dict:
-    """The LoRA settings a run keeps (and checkpoints), with the reference to its base."""
-    return {
-        "rank": rank,
-        "alpha": float(alpha),
-        "dropout": float(dropout),
-        "targets": ",".join(parse_targets(targets)),
-        "base": base_reference(init_from),
-        "base_fingerprint": base_fingerprint(base),
-    }
-
-
-SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size")
-
-
-def model_from_lora_checkpoint(ckpt: dict, path: str | Path, dropout: float | None = None) -> GPT:
-    """The base model a LoRA checkpoint names, with its adapters loaded (not merged)."""
-    from gptkit.pretrained import WeightsUnavailable, from_pretrained
-
-    settings, args = ckpt["lora"], dict(ckpt["model_args"])
-    base = settings["base"]
-    where = f"the LoRA run in {Path(path).parent} was trained on base {base}"
-    if Path(base).is_absolute() and not Path(base).is_dir():
-        raise GptkitError(
-            f"{where}, which is missing: restore that folder (the checkpoint holds only the adapters), "
-            "or train a new run"
-        )
-    try:
-        model = from_pretrained(base, {"dropout": args["dropout"] if dropout is None else dropout})
-    except WeightsUnavailable as e:
-        raise GptkitError(f"{where}, which cannot be loaded: {e}") from None
-    except GptkitError as e:
-        raise GptkitError(f"{where}, which no longer loads ({e}); restore the original base") from None
-    got = {k: getattr(model.config, k) for k in SHAPE_KEYS}
-    want = {k: args[k] for k in SHAPE_KEYS}
-    if got != want or model.config.block_size < args["block_size"]:
-        differ = ", ".join(f"{k}={got[k]} (was {want[k]})" for k in SHAPE_KEYS if got[k] != want[k])
-        differ = differ or f"block_size={model.config.block_size} (was {args['block_size']})"
-        raise GptkitError(f"{where}, which now has another shape: {differ}; restore the original base to use this run")
-    saved = settings.get("base_fingerprint")  # runs from before 2026-11-26 have none
-    if saved is not None and saved != base_fingerprint(model):
-        raise GptkitError(
-            f"{where}, whose weights have changed since (same shape, other values): "
-            "restore the original base to use this run"
-        )
-    if args["block_size"] < model.config.block_size:
-        model.crop_block_size(args["block_size"])
-    apply_lora(model, settings["rank"], settings["alpha"], settings["dropout"], settings["targets"])
-    adapters = lora_state_dict(model)
-    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-    if set(state) != set(adapters) or any(state[k].shape != adapters[k].shape for k in adapters):
-        raise GptkitError(f"{path} holds adapters that do not fit its LoRA settings; it cannot be loaded")
-    with torch.no_grad():
-        for k, v in state.items():
-            adapters[k].copy_(v)
     return model

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 from gptkit.errors import GptkitError
-from gptkit.lora import count_lora_params, parse_targets
+from gptkit.lora import DEFAULT_TARGETS, TARGETS, count_lora_params, parse_targets
 from gptkit.model import GPTConfig
 
 GIB = 2**30
-# in and out width of each Linear of a block that LoRA can target, in multiples of n_embd
-LINEAR_SHAPES = {"c_attn": (1, 3), "attn.c_proj": (1, 1), "c_fc": (1, 4), "mlp.c_proj": (4, 1)}
+# in and out width of each Linear of a block, in multiples of n_embd (LoRA's table of targets)
+LINEAR_SHAPES = {name: (width_in, width_out) for name, (_, _, width_in, width_out) in TARGETS.items()}
 # glibc's malloc keeps freed blocks below its mmap threshold (adaptive, up to 32 MB: most
 # activations) in its heap, resident: peak RSS exceeded the tensors' peak by 6-18% in the runs of
 # benchmarks/README.md (gpt2-xl LoRA: 18%). CUDA's caching allocator: not measured here.
@@ -215,7 +215,7 @@ def estimate(
     device_type: str = "cpu",
     dtype: torch.dtype = torch.float32,
     lora_rank: int = 0,
-    lora_targets="c_attn,attn.c_proj,c_fc,mlp.c_proj",
+    lora_targets=DEFAULT_TARGETS,
     lora_dropout: float = 0.0,
     half_base: bool | None = None,
     grad_checkpoint: bool = False,

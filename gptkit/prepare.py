@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gptkit import checkpoint
-from gptkit.checkpoint import write_failed
+from gptkit import files
 from gptkit.data import BIN_DTYPE
 from gptkit.errors import GptkitError, run_cli
+from gptkit.files import write_failed
 from gptkit.tokenizer import EOT_ID, get_encoding
 
 READ_CHARS = 8 << 20  # characters read per step: bounds memory whatever the corpus size
@@ -306,7 +306,7 @@ def prepare(
         for w in writers.values():
             w.finish()
         meta_text = json.dumps(meta, indent=2) + "\n"
-        with checkpoint.replacing(out_dir / "meta.json") as meta_tmp:
+        with files.replacing(out_dir / "meta.json") as meta_tmp:
             meta_tmp.write_text(meta_text)
             for w in writers.values():
                 w.commit()

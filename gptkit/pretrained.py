@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from gptkit.checkpoint import replacing, write_failed
 from gptkit.errors import GptkitError
+from gptkit.files import replacing, write_failed
 from gptkit.model import GPT, GPTConfig
 
 # The four sizes OpenAI released, by their names on the hub.
@@ -233,7 +233,7 @@ def export_hf(model: GPT, out_dir: str | os.PathLike, release: bool = False) -> 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise write_failed(out, e) from None
-    # Each file is replaced whole, and a full disk is one clear line (gptkit.checkpoint.replacing).
+    # Each file is replaced whole, and a full disk is one clear line (gptkit.files.replacing).
     with replacing(out / "model.safetensors") as tmp:
         save_file(to_hf_state_dict(model, release), tmp, metadata={"format": "pt"})
     with replacing(out / "config.json") as tmp:

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from gptkit.checkpoint import write_failed
 from gptkit.errors import GptkitError
+from gptkit.files import write_failed
 
 LOCK = ".lock"
 

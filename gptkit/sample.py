@@ -14,12 +14,12 @@ import torch
 
 from gptkit import checkpoint
 from gptkit.config import parse_args, setting
+from gptkit.device import pick_device, pick_dtype
 from gptkit.errors import GptkitError, run_cli
 from gptkit.lora import merge_lora
 from gptkit.model import GPT
 from gptkit.pretrained import from_pretrained
 from gptkit.tokenizer import EOT_ID, get_encoding
-from gptkit.train import pick_device, pick_dtype
 
 
 @dataclass

@@ -23,57 +23,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint, distributed, lora, memory, runguard
+from gptkit import checkpoint, distributed, files, lora, memory, runguard
 from gptkit.config import TrainConfig, parse_args
-from gptkit.cpu_kernels import cpu_autocast_dtype
 from gptkit.data import Batches, read_meta
+from gptkit.device import dtype_choice, peak_flops, pick_device
 from gptkit.errors import GptkitError, run_cli
+from gptkit.metrics import METRICS, MetricsWriter
 from gptkit.model import GPT, GPTConfig
 from gptkit.pretrained import GPT2_SIZES, from_pretrained
-
-# bf16 dense peaks, for MFU on GPUs we can name (override with --mfu_peak_flops).
-GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
-
-
-def pick_device(name: str) -> str:
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(name: str, device_type: str, autocast: bool = False) -> torch.dtype:
-    return dtype_choice(name, device_type, autocast)[0]
-
-
-def dtype_choice(name: str, device_type: str, autocast: bool = False) -> tuple[torch.dtype, str]:
-    """The dtype `--dtype=name` means here, and why where it was `auto` ("" otherwise).
-
-    `autocast`: for mixed-precision training (fp32 weights), where CPUs with native bf16 gain;
-    a model cast whole to bf16 (sampling) would change the tokens, so there CPUs stay fp32.
-    """
-    if name == "auto":
-        if device_type == "cpu" and autocast:
-            return cpu_autocast_dtype()
-        if device_type != "cuda":
-            return torch.float32, ""
-        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), ""
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in dtypes:
-        raise GptkitError(f"dtype {name!r} is not one of auto, {', '.join(dtypes)}")
-    return dtypes[name], ""
-
-
-def peak_flops(cfg: TrainConfig, device_type: str) -> float:
-    if cfg.mfu_peak_flops > 0:
-        return cfg.mfu_peak_flops
-    if device_type == "cuda":
-        name = torch.cuda.get_device_name()
-        return next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), 0.0)
-    return 0.0
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
@@ -232,7 +189,7 @@ class Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DDP(self.net, device_ids=ids)
         # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
-        self.peak = peak_flops(cfg, self.device.type) * self.world
+        self.peak = peak_flops(self.device.type, cfg.mfu_peak_flops) * self.world
         self.tokens_per_iter = cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size
 
     def dtype_setting(self) -> str:
@@ -260,7 +217,7 @@ class Run:
         else:
             model = from_pretrained(cfg.init_from, {"dropout": cfg.dropout})
             if cfg.lora_rank:
-                self.lora = lora.run_settings(
+                self.lora = checkpoint.lora_settings(
                     cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from, model
                 )
                 lora.apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
@@ -350,10 +307,10 @@ class Run:
         if not self.master:
             return
         if (self.cfg.always_save_checkpoint or improved) and not latest:
-            checkpoint.atomic_save(self.state(rngs, gathered), self.out / checkpoint.BEST)
+            files.atomic_save(self.state(rngs, gathered), self.out / checkpoint.BEST)
             (self.out / checkpoint.LATEST).unlink(missing_ok=True)  # ckpt.pt is the latest now
         else:
-            checkpoint.atomic_save(self.state(rngs, gathered), self.out / checkpoint.LATEST)
+            files.atomic_save(self.state(rngs, gathered), self.out / checkpoint.LATEST)
 
     # --- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -413,27 +370,6 @@ class Run:
         return mean.item()
 
 
-class Metrics:
-    """Appends JSON lines to OUT_DIR/metrics.jsonl (rank 0 only)."""
-
-    def __init__(self, path: Path, resume_iter: int | None):
-        self.path = path
-        if resume_iter is None:
-            checkpoint.atomic_write(path, lambda f: None)
-        elif path.exists():
-            # Drop what a crashed run logged after the checkpoint it resumes from: the resumed
-            # run repeats the steps from resume_iter on (its eval at resume_iter is not repeated).
-            def before_resume(r: dict) -> bool:
-                return r["iter"] < resume_iter or (r["iter"] == resume_iter and r["type"] == "eval")
-
-            records = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-            text = "".join(json.dumps(r) + "\n" for r in records if before_resume(r))
-            checkpoint.atomic_write(path, lambda f: f.write(text.encode()))
-
-    def write(self, **record) -> None:
-        checkpoint.append_line(self.path, json.dumps(record))  # whole lines only, even on a full disk
-
-
 def train(cfg: TrainConfig) -> dict:
     """Run the training loop described by `cfg`; returns a summary of the run.
 
@@ -449,11 +385,11 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack) -> dict:
     run = Run(cfg, held)
     master = run.master
     resumed = cfg.init_from == "resume"
-    metrics = Metrics(run.out / "metrics.jsonl", run.iter_num if resumed else None) if master else None
+    metrics = MetricsWriter(run.out / METRICS, run.iter_num if resumed else None) if master else None
     if master:
         # atomic: a live plot (gptkit.widgets) may read it at any moment
         config_text = json.dumps(asdict(cfg), indent=2) + "\n"
-        checkpoint.atomic_write(run.out / "config.json", lambda f: f.write(config_text.encode()))
+        files.atomic_write(run.out / "config.json", lambda f: f.write(config_text.encode()))
         if run.lora:
             trainable = lora.trainable_params(run.model)
             print(

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gptkit.config import TrainConfig
-from gptkit.diagnostics import METRICS, RunMetrics, plot_losses, read_metrics
+from gptkit.diagnostics import plot_losses
+from gptkit.metrics import METRICS, RunMetrics, read_metrics
 from gptkit.train import train
 
 

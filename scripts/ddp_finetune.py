@@ -26,9 +26,10 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from gptkit.config import TrainConfig, parse_args  # noqa: E402
+from gptkit.device import pick_device  # noqa: E402
 from gptkit.errors import GptkitError  # noqa: E402
 from gptkit.runguard import Interrupted  # noqa: E402
-from gptkit.train import pick_device, train  # noqa: E402
+from gptkit.train import train  # noqa: E402
 
 PROG = "torchrun --standalone --nproc_per_node=N scripts/ddp_finetune.py"
 # How long a failing rank other than 0 waits before reporting. When every rank hits the same

@@ -124,7 +124,7 @@ def _cpuinfo_flags() -> set[str]:
 
 def test_real_auto_dtype_matches_this_cpus_capability(monkeypatch):
     import gptkit.cpu_kernels as kernels
-    from gptkit.train import dtype_choice, pick_dtype
+    from gptkit.device import dtype_choice, pick_dtype
 
     flags = _cpuinfo_flags()
     native = kernels.native_bf16()

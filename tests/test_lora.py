@@ -13,7 +13,6 @@ from gptkit.config import TrainConfig
 from gptkit.lora import (
     LoRALinear,
     apply_lora,
-    base_fingerprint,
     count_lora_params,
     lora_layers,
     lora_state_dict,
@@ -177,7 +176,7 @@ def test_lora_resume_is_exact_and_checkpoints_hold_only_adapters(tmp_path, tiny_
         "dropout": 0.1,
         "targets": "c_attn,attn.c_proj,c_fc,mlp.c_proj",
         "base": str(tiny_hf_dir.resolve()),
-        "base_fingerprint": base_fingerprint(from_pretrained(tiny_hf_dir)),
+        "base_fingerprint": checkpoint.base_fingerprint(from_pretrained(tiny_hf_dir)),
     }
     base_bytes = (tiny_hf_dir / "model.safetensors").stat().st_size
     assert (full / checkpoint.BEST).stat().st_size < base_bytes / 20

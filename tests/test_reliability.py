@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from conftest import ROOT, assert_user_error, run_cli
-from gptkit import checkpoint, runguard
+from gptkit import checkpoint, files, runguard
 from gptkit.config import TrainConfig
 from gptkit.errors import GptkitError
 from gptkit.errors import run_cli as gptkit_run_cli
@@ -188,7 +188,7 @@ def test_a_log_line_is_written_whole_or_not_at_all(small_disk):
     log.write_text("x" * 4095 + "\n")  # one full page
     room = 4096 if small_disk.tmpfs else 8192  # one more page free, or a file size limit one page larger
     with small_disk.full(room), pytest.raises(GptkitError, match="could not write .*metrics.jsonl"):
-        checkpoint.append_line(log, "y" * 10_000)  # the disk takes one more page of it, then no more
+        files.append_line(log, "y" * 10_000)  # the disk takes one more page of it, then no more
     assert log.read_text() == "x" * 4095 + "\n"
 
 

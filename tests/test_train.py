@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_cli
-from gptkit import checkpoint
+from gptkit import checkpoint, files
 from gptkit.config import TrainConfig
 from gptkit.errors import GptkitError
 from gptkit.train import lr_at, train
@@ -223,9 +223,9 @@ def test_lr_schedule():
 
 def test_atomic_save_survives_a_kill(tmp_path):
     path = tmp_path / "ckpt.pt"
-    checkpoint.atomic_save({"model": {"w": torch.zeros(3)}, "model_args": {}, "iter_num": 0}, path)
+    files.atomic_save({"model": {"w": torch.zeros(3)}, "model_args": {}, "iter_num": 0}, path)
     writer = (
-        "import sys, torch\nfrom gptkit.checkpoint import atomic_save\n"
+        "import sys, torch\nfrom gptkit.files import atomic_save\n"
         "big = {'model': {'w': torch.ones(60_000_000)}, 'model_args': {}, 'iter_num': 1}\n"
         "print('ready', flush=True)\n"
         "while True:\n    atomic_save(big, sys.argv[1])\n"
@@ -264,15 +264,15 @@ def test_grad_checkpoint_run_trains_like_the_plain_run(tmp_path, shakespeare_bin
 
 def test_resumed_auto_run_keeps_the_dtype_it_was_trained_in(tmp_path, shakespeare_bins, monkeypatch):
     """On CPU --dtype=auto is a measurement; a resumed run must not flip precision when it comes out otherwise."""
-    import gptkit.train as train_module
+    import gptkit.device as device_module
 
     full, half = tmp_path / "full", tmp_path / "half"
-    monkeypatch.setattr(train_module, "cpu_autocast_dtype", lambda: (torch.float32, "measured: fp32 faster"))
+    monkeypatch.setattr(device_module, "cpu_autocast_dtype", lambda: (torch.float32, "measured: fp32 faster"))
     train(tiny_cfg(full, max_iters=6, eval_interval=3, dtype="auto"))
     train(tiny_cfg(half, max_iters=3, eval_interval=3, dtype="auto"))
     assert checkpoint.load(checkpoint.latest_in(half))["dtype"] == "float32"
     # The resumed process measures bf16 as faster; the run goes on in fp32 all the same.
-    monkeypatch.setattr(train_module, "cpu_autocast_dtype", lambda: (torch.bfloat16, "measured: bf16 faster"))
+    monkeypatch.setattr(device_module, "cpu_autocast_dtype", lambda: (torch.bfloat16, "measured: bf16 faster"))
     train(tiny_cfg(half, max_iters=6, eval_interval=3, dtype="auto", init_from="resume"))
     assert [r["loss"] for r in records(half, "step")] == [r["loss"] for r in records(full, "step")]
     assert checkpoint.load(checkpoint.latest_in(half))["dtype"] == "float32"

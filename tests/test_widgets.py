@@ -93,7 +93,7 @@ def test_a_failed_live_redraw_does_not_stop_the_run_or_later_redraws(base, tmp_p
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
-    from gptkit.checkpoint import atomic_write
+    from gptkit.files import atomic_write
 
     path = tmp_path / "config.json"
     path.write_text('{"old": true}')
