@@ -5,7 +5,7 @@
 
 1. Builds a random-weight Hugging Face GPT-2 directory of the given shape once, with
    `transformers`, under --models_dir (git-ignored `models/`).
-2. Loads it with `gptkit.pretrained.from_pretrained` in a fresh process: peak resident memory
+2. Loads it with `GPT.from_pretrained` in a fresh process: peak resident memory
    over the weights (one copy: the model is built on the meta device and takes the tensors read).
 3. Runs ONE iteration of config/finetune_shakespeare_lora.py (LoRA + activation checkpointing,
    micro-batch 1 x block_size) with --gradient_accumulation_steps=1 (the recipe's 32 micro-steps
@@ -58,8 +58,8 @@ def build(directory: Path, n_layer: int, n_head: int, n_embd: int) -> None:
 def measure_loading(directory: Path) -> dict:
     code = (
         "import json, resource, sys, torch; sys.path.insert(0, 'benchmarks'); "
-        "from peak_rss import rss_now, warm_up; from gptkit.pretrained import from_pretrained; "
-        "warm_up(); base = rss_now(); m = from_pretrained(sys.argv[1]); "
+        "from peak_rss import rss_now, warm_up; from gptkit.model import GPT; "
+        "warm_up(); base = rss_now(); m = GPT.from_pretrained(sys.argv[1]); "
         "w = sum(p.numel() * p.element_size() for p in m.parameters()); "
         "print(json.dumps(dict(added=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base, weights=w)))"
     )
@@ -125,16 +125,16 @@ def main() -> None:
     # The full finetune: stopped by the check, before it loads anything.
     import torch
 
-    from gptkit import memory
+    from gptkit import device, memory
     from gptkit.config import TrainConfig, parse_args
 
     full_cfg = parse_args(TrainConfig, ["config/finetune_shakespeare.py", *common], "bench")
     full_estimate = memory.estimate_run(full_cfg, "cpu", torch.float32).peak
-    available = memory.available_bytes(torch.device("cpu"))
+    available = device.available_bytes(torch.device("cpu"))
     env, note = {}, "the machine's MemAvailable"
     if full_estimate <= available:
         simulated = (full_estimate + lora["estimate"]) // 2
-        env, note = {memory.AVAILABLE_ENV: str(simulated)}, f"a simulated {simulated / GB:.2f} GB available"
+        env, note = {device.AVAILABLE_ENV: str(simulated)}, f"a simulated {simulated / GB:.2f} GB available"
     t = time.perf_counter()
     result = run(
         ["-m", "gptkit.train", "config/finetune_shakespeare.py", *common, f"--out_dir={out}-full", "--device=cpu"],

@@ -130,8 +130,8 @@ def twin_models(args, dropout: float = 0.0):
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging
 
+    from gptkit.export import hf_config, to_hf_state_dict
     from gptkit.model import GPT, GPTConfig
-    from gptkit.pretrained import hf_config, to_hf_state_dict
 
     logging.set_verbosity_error()  # its notes about loss_type and generation defaults are noise here
     config = GPTConfig(args.block_size, args.vocab_size, args.n_layer, args.n_head, args.n_embd, dropout, True)

@@ -1,26 +1,34 @@
-"""Checkpoints: written atomically, read back safely.
+"""Checkpoints: the one place that knows their format. Written atomically, read back safely.
 
-A checkpoint is a plain dict saved with `torch.save`: model weights, optimizer and grad-scaler
-state, the model's architecture (`model_args`), the training config, `iter_num`,
-`best_val_loss`, RNG states and the data sampler's state; enough for `init_from=resume` to
+A checkpoint is a plain dict saved with `torch.save` (`training_checkpoint` lists its keys):
+model weights, optimizer and grad-scaler state, the model's architecture (`model_args`), the
+training config, the dtype training ran in, the loop's counters (`iter_num`, `best_val_loss`,
+...), every rank's RNG state and the data sampler's state; enough for `init_from=resume` to
 continue exactly where a run stopped. Reading uses `weights_only=True`, so opening a
-checkpoint never runs code from it.
+checkpoint never runs code from it, and `mmap=True`, so reading its header costs no weights.
+
+A run's folder holds `ckpt.pt` (the best model by val loss) and, after an evaluation that did
+not improve or a stop between evaluations, `latest.pt`: `latest_in` is what a resume continues
+from, `best_in` what sampling and export use.
 
 A LoRA run's checkpoint holds only its adapters as `model`, and under `lora` its settings and
 the name or path of the frozen base it adapts.
 """
 
 import hashlib
+import os
 import pickle
 import zipfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from gptkit import files
 from gptkit.errors import GptkitError
 from gptkit.lora import apply_lora, lora_state_dict, parse_targets
 from gptkit.model import GPT, GPTConfig
-from gptkit.pretrained import WeightsUnavailable, from_pretrained
+from gptkit.pretrained import WeightsUnavailable
 
 BEST = "ckpt.pt"  # the best model so far (by val loss), or the latest with always_save_checkpoint
 LATEST = "latest.pt"  # the latest training state, when it is not also the best
@@ -89,22 +97,113 @@ def _check_shapes(model: GPT, state: dict, path) -> None:
             )
 
 
-def latest_in(out_dir: str | Path) -> Path:
-    """The checkpoint `init_from=resume` continues from: the one with the highest iter_num.
+def training_checkpoint(
+    *, model, optimizer, scaler, model_config, config: dict, dtype, progress: dict, rngs, sampler, lora
+) -> dict:
+    """A training run's state as the dict `torch.save` writes; `progress` holds the loop's counters.
 
-    latest.pt on a tie (the same state). After a stop between evaluations, that is latest.pt,
-    while ckpt.pt keeps the best evaluated model.
+    `rngs` holds every rank's RNG state, rank 0's first; `lora` a LoRA run's settings (None otherwise).
     """
+    return {
+        "model": clean_state_dict(model),
+        "lora": lora,
+        "optimizer": optimizer,
+        "scaler": scaler,
+        "model_args": asdict(model_config),
+        "config": config,
+        "dtype": str(dtype).removeprefix("torch."),  # what --dtype=auto chose
+        **progress,
+        "rng": rngs,
+        "sampler": sampler,
+    }
+
+
+PROGRESS_DEFAULTS = {"iter_num": 0, "best_val_loss": float("inf"), "evals_since_best": 0, "tokens_seen": 0}
+
+
+def progress(ckpt: dict) -> dict:
+    """The loop's counters in a checkpoint (defaults for those older checkpoints lack)."""
+    return {key: ckpt.get(key, default) for key, default in PROGRESS_DEFAULTS.items()}
+
+
+def write(ckpt: dict, out_dir: str | Path, best: bool) -> Path:
+    """Save `ckpt` as out_dir/ckpt.pt (`best`: latest.pt goes, ckpt.pt is the latest now) or latest.pt."""
     out_dir = Path(out_dir)
+    path = out_dir / (BEST if best else LATEST)
+    files.atomic_save(ckpt, path)
+    if best:
+        (out_dir / LATEST).unlink(missing_ok=True)
+    return path
+
+
+def best_in(out_dir: str | Path) -> Path:
+    """The checkpoint to sample or export: ckpt.pt, or latest.pt when val never improved on step 0."""
+    out = Path(out_dir)
+    for name in (BEST, LATEST):
+        if (out / name).is_file():
+            return out / name
+    if not out.is_dir():
+        raise GptkitError(f"{out} is not a folder: pass a training run's --out_dir")
+    raise GptkitError(f"{out} holds no {BEST} or {LATEST}: train a run there first")
+
+
+def _latest(out_dir: Path) -> tuple[Path, dict]:
     found = [out_dir / name for name in (LATEST, BEST) if (out_dir / name).is_file()]
     if not found:
         raise GptkitError(
             f"nothing to resume in {out_dir}: it has no {BEST} or {LATEST}; "
             "start with --init_from=gpt2 (or scratch), or point --out_dir at an earlier run"
         )
-    if len(found) == 1:
-        return found[0]
-    return max(found, key=lambda p: load(p).get("iter_num", -1))
+    loaded = [(path, load(path)) for path in found]  # headers only (mmap)
+    return max(loaded, key=lambda pc: pc[1].get("iter_num", -1))  # latest.pt on a tie: listed first
+
+
+def latest_in(out_dir: str | Path) -> Path:
+    """The checkpoint `init_from=resume` continues from: the one with the highest iter_num.
+
+    latest.pt on a tie (the same state). After a stop between evaluations, that is latest.pt,
+    while ckpt.pt keeps the best evaluated model.
+    """
+    return _latest(Path(out_dir))[0]
+
+
+@dataclass
+class Resume:
+    """The checkpoint a resumed run continues from, read once (`ckpt` None when there is none).
+
+    Training reads it before it locks out_dir (the memory check needs its shape), so the error
+    of a missing or broken checkpoint waits until `checked()`, after the lock's own.
+    """
+
+    out_dir: Path
+    path: Path | None
+    ckpt: dict | None
+    error: GptkitError | None
+    stamp: tuple | None
+
+    @classmethod
+    def find(cls, out_dir: str | Path) -> "Resume":
+        out_dir = Path(out_dir)
+        try:
+            path, ckpt = _latest(out_dir)
+        except GptkitError as e:
+            return cls(out_dir, None, None, e, None)
+        return cls(out_dir, path, ckpt, None, _stamp(path))
+
+    def checked(self) -> "Resume":
+        """Itself, or read again if the file changed since (another run ended meanwhile); raises its error."""
+        fresh = self if self.path is not None and _stamp(self.path) == self.stamp else Resume.find(self.out_dir)
+        if fresh.error is not None:
+            raise fresh.error
+        return fresh
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 # --- LoRA runs: the base they adapt, and rebuilding them -------------------------------------
@@ -158,7 +257,7 @@ def model_from_lora_checkpoint(ckpt: dict, path: str | Path, dropout: float | No
             "or train a new run"
         )
     try:
-        model = from_pretrained(base, {"dropout": args["dropout"] if dropout is None else dropout})
+        model = GPT.from_pretrained(base, {"dropout": args["dropout"] if dropout is None else dropout})
     except WeightsUnavailable as e:
         raise GptkitError(f"{where}, which cannot be loaded: {e}") from None
     except GptkitError as e:

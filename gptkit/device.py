@@ -4,6 +4,9 @@ Decided on the machine at hand: CUDA by what the GPU reports, CPUs by a short me
 (`gptkit.cpu_kernels`), never by a vendor's name.
 """
 
+import os
+import re
+
 import torch
 
 from gptkit.cpu_kernels import cpu_autocast_dtype
@@ -53,3 +56,32 @@ def peak_flops(device_type: str, override: float = 0.0) -> float:
         name = torch.cuda.get_device_name()
         return next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), 0.0)
     return 0.0
+
+
+# --- how much memory it has free ---------------------------------------------------------------
+AVAILABLE_ENV = "GPTKIT_AVAILABLE_MEMORY"  # e.g. "8GiB": pretend the device has this much free
+
+
+def parse_bytes(text: str) -> int:
+    """'8GiB', '8G', '512MB', '1e9' -> bytes (binary units: a K, M or G is a power of 1024)."""
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
+    if not m:
+        raise GptkitError(f"{AVAILABLE_ENV}={text!r} is not a size: write e.g. 8GiB, 512MiB or a number of bytes")
+    return int(float(m[1]) * 1024 ** " KMGT".index(m[2].upper() or " "))
+
+
+def available_bytes(device: torch.device, local_world: int = 1) -> int | None:
+    """Free memory this process may count on: CUDA's free memory, or on CPU the available RAM
+    shared by the processes of this machine. None where it cannot be told (MPS, non-Linux)."""
+    if os.environ.get(AVAILABLE_ENV):
+        return parse_bytes(os.environ[AVAILABLE_ENV])
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return kib * 1024 // local_world

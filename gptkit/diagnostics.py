@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from gptkit import checkpoint
 from gptkit.errors import GptkitError
 from gptkit.metrics import METRICS, RunMetrics, read_metrics  # noqa: F401  (re-exported: the README's entry point)
 
@@ -82,11 +83,9 @@ def best_checkpoint(run) -> Recommendation:
     i = int(np.argmin(run.val_loss))
     it, val, train = int(run.iters[i]), float(run.val_loss[i]), float(run.train_loss[i])
     ckpt, saved_iter = None, None
-    if run.out_dir is not None and (run.out_dir / "ckpt.pt").is_file():
-        from gptkit import checkpoint  # torch is only needed when there is a checkpoint to read
-
-        saved_iter = checkpoint.load(run.out_dir / "ckpt.pt").get("iter_num")
-        ckpt = run.out_dir / "ckpt.pt" if saved_iter == it else None
+    if run.out_dir is not None and (run.out_dir / checkpoint.BEST).is_file():
+        saved_iter = checkpoint.load(run.out_dir / checkpoint.BEST).get("iter_num")
+        ckpt = run.out_dir / checkpoint.BEST if saved_iter == it else None
     if ckpt is not None:
         note = f"keep {ckpt} (iteration {it}, val loss {val:.4f})"
     elif saved_iter is not None:

@@ -20,17 +20,18 @@ the out-of-memory killer half way through loading or its first step.
 """
 
 import contextlib
-import json
 import os
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from gptkit import checkpoint, pretrained
+from gptkit.data import read_meta
+from gptkit.device import available_bytes
 from gptkit.errors import GptkitError
 from gptkit.lora import DEFAULT_TARGETS, TARGETS, count_lora_params, parse_targets
-from gptkit.model import GPTConfig
+from gptkit.model import GPTConfig, gpt2_config
 
 GIB = 2**30
 # in and out width of each Linear of a block, in multiples of n_embd (LoRA's table of targets)
@@ -39,7 +40,6 @@ LINEAR_SHAPES = {name: (width_in, width_out) for name, (_, _, width_in, width_ou
 # activations) in its heap, resident: peak RSS exceeded the tensors' peak by 6-18% in the runs of
 # benchmarks/README.md (gpt2-xl LoRA: 18%). CUDA's caching allocator: not measured here.
 ALLOCATOR_SHARE = {"cpu": 0.15}
-AVAILABLE_ENV = "GPTKIT_AVAILABLE_MEMORY"  # e.g. "8GiB": pretend the device has this much free
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,31 @@ def param_counts(model: GPTConfig, positions: int | None = None) -> tuple[int, i
     return total, block, max(model.vocab_size * c, 4 * c * c)
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """The sizes one forward pass is counted with (see `activation_bytes`)."""
+
+    b: int  # sequences
+    t: int  # tokens per sequence
+    c: int  # n_embd
+    h: int  # n_head
+    v: int  # vocab_size
+    e: int  # bytes of a matmul's inputs and outputs; the residual stream and LayerNorms stay fp32
+    half: bool
+    cpu: bool
+    dropout: bool
+    lora_rank: int
+    lora_dropout: float
+    targets: frozenset
+    grad_checkpoint: bool
+
+    @property
+    def math_attention(self) -> bool:
+        # with dropout, CPU attention takes the math path, which keeps the T x T probabilities,
+        # their mask and their dropped version instead of the fused kernels' one log-sum-exp per row
+        return self.dropout and self.cpu
+
+
 def activation_bytes(
     model: GPTConfig,
     batch: int,
@@ -115,75 +140,88 @@ def activation_bytes(
     16-bit dtype (no autocast copies of its weights); `grad_checkpoint`: each block keeps only
     its input, and one block's activations exist again while it is recomputed.
     """
-    b, t, c, h, v, n = batch, seq, model.n_embd, model.n_head, model.vocab_size, model.n_layer
-    btc, bt = b * t * c, b * t
-    e = 2 if half else 4  # bytes of a matmul's inputs and outputs; the residual stream and LayerNorms stay fp32
-    dropout = model.dropout > 0
-    # nn.Dropout's mask has the tensor's dtype on CPU, one byte elsewhere; with dropout, CPU
-    # attention takes the math path, which keeps the T x T probabilities, their mask and their
-    # dropped version instead of the fused kernels' one log-sum-exp per row.
-    mask = e if device_type == "cpu" else 1
-    math_attention = dropout and device_type == "cpu"
-    lora = lora_rank > 0
-    targets = set(parse_targets(lora_targets)) if lora else set(LINEAR_SHAPES)
-
-    ea = 4 if math_attention else e  # CPU autocast runs the math attention in fp32
-    block = 4 * (2 * btc + 4 * bt)  # LayerNorm inputs and their mean / rstd
-    block += ea * 3 * btc + e * 4 * btc  # q, k, v; the GELU's input
-    if math_attention:
-        block += 4 * 3 * b * h * t * t
-    else:
-        block += e * btc + 4 * b * h * t  # attention output (also c_proj's input) and log-sum-exp
-    if dropout:
-        block += 2 * mask * btc  # attention and MLP output masks
-    for name, (width, _) in LINEAR_SHAPES.items():
-        if name not in targets:
-            continue
-        if name == "attn.c_proj" and not math_attention:
-            input_saved = 0  # the same tensor as the attention output, counted above
-        else:
-            input_saved = e * width * btc
-        if lora:
-            if lora_dropout > 0:
-                # the dropped input (cast for the matmul) and the mask, in the input's dtype on CPU:
-                # fp32 after a LayerNorm, the matmul dtype after a matmul
-                fp32_input = name in ("c_attn", "c_fc")
-                input_saved = (e + ((4 if fp32_input else e) if device_type == "cpu" else 1)) * width * btc
-            block += input_saved + e * bt * lora_rank  # + x A^T, for B's gradient
-            if half:
-                block += 2 * lora_rank * (width + LINEAR_SHAPES[name][1]) * c  # autocast's copies of A and B
-        else:
-            block += input_saved
+    targets = frozenset(parse_targets(lora_targets)) if lora_rank > 0 else frozenset(LINEAR_SHAPES)
+    s = _Pass(
+        batch, seq, model.n_embd, model.n_head, model.vocab_size, 2 if half else 4, half, device_type == "cpu",
+        model.dropout > 0, lora_rank, lora_dropout, targets, grad_checkpoint,
+    )  # fmt: skip
+    block = _block_bytes(s) + _linear_input_bytes(s)
     if half and not half_base:
-        block += 2 * 12 * c * c  # autocast's 16-bit copies of the block's weight matrices
-
-    base = 4 * (btc + 2 * bt)  # final LayerNorm input and stats
-    if half and device_type == "cpu":
-        base += 2 * bt * v + 4 * bt  # gptkit's blockwise loss keeps the 16-bit logits and an fp32 log-sum-exp per row
-    elif half:
-        base += 4 * bt * v  # F.cross_entropy under autocast keeps fp32 log-probabilities
-    else:
-        base += 4 * bt * v + 4 * bt  # the logits and the log-sum-exp per row
-    base += 0 if lora else e * btc  # the head's input, for its (tied) weight's gradient
-    base += 2 * v * c if half else 0  # autocast's copy of the head (tied to the fp32 embedding)
-    if lora:
-        # Frozen embeddings: nothing before the first adapter needs a gradient, so neither the
-        # ids, nor the embeddings' dropout mask, nor (unless checkpointed, which keeps every
-        # block's input) the first block's first LayerNorm and first adapter keep anything.
-        base += 8 * bt + 4  # targets (int64), the loss's weight
-        if not grad_checkpoint:
-            base -= 4 * (btc + 2 * bt)
-        if "c_attn" in targets and not grad_checkpoint:
-            base -= (4 if device_type == "cpu" else 1) * btc if lora_dropout > 0 else 0
-            base -= 2 * lora_rank * c if half else 0  # nor its A's autocast copy
-    else:
-        base += 8 * (2 * bt + t) + 4  # token ids, targets, positions (int64), the loss's weight
-        if dropout:
-            base += (4 if device_type == "cpu" else 1) * btc  # the (fp32) embeddings' dropout mask
+        block += 2 * 12 * s.c * s.c  # autocast's 16-bit copies of the block's weight matrices
+    base = _outside_blocks_bytes(s)
     if grad_checkpoint:
         # every block's fp32 input; one block at a time recomputed (its input counted already)
-        return n * 4 * btc + (block - 4 * btc) + base
-    return n * block + base
+        btc = s.b * s.t * s.c
+        return model.n_layer * 4 * btc + (block - 4 * btc) + base
+    return model.n_layer * block + base
+
+
+def _block_bytes(s: _Pass) -> int:
+    """A block's LayerNorms, attention, GELU and dropout masks (the Linears' inputs aside)."""
+    btc, bt = s.b * s.t * s.c, s.b * s.t
+    ea = 4 if s.math_attention else s.e  # CPU autocast runs the math attention in fp32
+    block = 4 * (2 * btc + 4 * bt)  # LayerNorm inputs and their mean / rstd
+    block += ea * 3 * btc + s.e * 4 * btc  # q, k, v; the GELU's input
+    if s.math_attention:
+        block += 4 * 3 * s.b * s.h * s.t * s.t
+    else:
+        block += s.e * btc + 4 * s.b * s.h * s.t  # attention output (also c_proj's input) and log-sum-exp
+    if s.dropout:
+        mask = s.e if s.cpu else 1  # nn.Dropout's mask has the tensor's dtype on CPU, one byte elsewhere
+        block += 2 * mask * btc  # attention and MLP output masks
+    return block
+
+
+def _linear_input_bytes(s: _Pass) -> int:
+    """What a block's Linears keep for their weights' (or their adapters') gradients."""
+    btc, bt, lora = s.b * s.t * s.c, s.b * s.t, s.lora_rank > 0
+    block = 0
+    for name, (width, width_out) in LINEAR_SHAPES.items():
+        if name not in s.targets:
+            continue
+        if name == "attn.c_proj" and not s.math_attention:
+            input_saved = 0  # the same tensor as the attention output, counted above
+        else:
+            input_saved = s.e * width * btc
+        if lora and s.lora_dropout > 0:
+            # the dropped input (cast for the matmul) and the mask, in the input's dtype on CPU:
+            # fp32 after a LayerNorm, the matmul dtype after a matmul
+            fp32_input = name in ("c_attn", "c_fc")
+            input_saved = (s.e + ((4 if fp32_input else s.e) if s.cpu else 1)) * width * btc
+        block += input_saved
+        if lora:
+            block += s.e * bt * s.lora_rank  # x A^T, for B's gradient
+            if s.half:
+                block += 2 * s.lora_rank * (width + width_out) * s.c  # autocast's copies of A and B
+    return block
+
+
+def _outside_blocks_bytes(s: _Pass) -> int:
+    """The embeddings, the final LayerNorm, the head and the loss."""
+    btc, bt = s.b * s.t * s.c, s.b * s.t
+    lora = s.lora_rank > 0
+    base = 4 * (btc + 2 * bt)  # final LayerNorm input and stats
+    if s.half and s.cpu:
+        base += 2 * bt * s.v + 4 * bt  # gptkit's blockwise loss keeps the 16-bit logits and an fp32 log-sum-exp
+    elif s.half:
+        base += 4 * bt * s.v  # F.cross_entropy under autocast keeps fp32 log-probabilities
+    else:
+        base += 4 * bt * s.v + 4 * bt  # the logits and the log-sum-exp per row
+    base += 0 if lora else s.e * btc  # the head's input, for its (tied) weight's gradient
+    base += 2 * s.v * s.c if s.half else 0  # autocast's copy of the head (tied to the fp32 embedding)
+    if not lora:
+        base += 8 * (2 * bt + s.t) + 4  # token ids, targets, positions (int64), the loss's weight
+        return base + ((4 if s.cpu else 1) * btc if s.dropout else 0)  # the (fp32) embeddings' dropout mask
+    # Frozen embeddings: nothing before the first adapter needs a gradient, so neither the ids,
+    # nor the embeddings' dropout mask, nor (unless checkpointed, which keeps every block's
+    # input) the first block's first LayerNorm and first adapter keep anything.
+    base += 8 * bt + 4  # targets (int64), the loss's weight
+    if not s.grad_checkpoint:
+        base -= 4 * (btc + 2 * bt)
+        if "c_attn" in s.targets:
+            base -= (4 if s.cpu else 1) * btc if s.lora_dropout > 0 else 0
+            base -= 2 * s.lora_rank * s.c if s.half else 0  # nor its A's autocast copy
+    return base
 
 
 def saved_for_backward(module: torch.nn.Module, *inputs, bf16: bool = False, exclude=()) -> int:
@@ -247,17 +285,9 @@ def estimate(
     if ddp and shards == 1:
         gradients *= 2
     acts = activation_bytes(
-        model,
-        batch_size,
-        block_size,
-        half,
-        device_type,
-        lora_rank,
-        lora_targets,
-        lora_dropout,
-        half_base,
-        grad_checkpoint,
-    )
+        model, batch_size, block_size, half, device_type,
+        lora_rank, lora_targets, lora_dropout, half_base, grad_checkpoint,
+    )  # fmt: skip
     btv = batch_size * block_size * model.vocab_size
     if device_type == "cpu":
         logits_grad = (2 if half else 4) * btv  # gptkit's blockwise cross-entropy makes only the logits' gradient
@@ -275,28 +305,28 @@ def estimate(
 # --- a run's settings -> its estimate ---------------------------------------------------------
 
 
-def run_shape(cfg) -> tuple[GPTConfig, dict] | None:
-    """The architecture `cfg` trains and its LoRA settings ({} for a full finetune), read without
-    loading weights; None when they cannot be known yet (loading will then say what is wrong)."""
-    from gptkit.pretrained import GPT2_SIZES, gpt2_config
+def scratch_config(cfg) -> GPTConfig:
+    """The model `init_from=scratch` builds: the settings' shape, the dataset's vocabulary."""
+    vocab = read_meta(Path(cfg.data_root) / cfg.dataset).get("vocab_size", 50257)
+    return GPTConfig(cfg.block_size, vocab, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
 
+
+def run_shape(cfg, resume: checkpoint.Resume | None = None) -> tuple[GPTConfig, dict] | None:
+    """The architecture `cfg` trains and its LoRA settings ({} for a full finetune), read as training
+    reads them but without loading a weight; None when they cannot be known yet (loading will
+    then say what is wrong). `resume`: the checkpoint a resumed run continues from, already read."""
     lora = {"rank": cfg.lora_rank, "targets": cfg.lora_targets, "dropout": cfg.lora_dropout} if cfg.lora_rank else {}
     try:
         if cfg.init_from == "scratch":
-            from gptkit.data import read_meta
-
-            vocab = read_meta(Path(cfg.data_root) / cfg.dataset).get("vocab_size", 50257)
-            config = GPTConfig(cfg.block_size, vocab, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
+            config = scratch_config(cfg)
         elif cfg.init_from == "resume":
-            from gptkit import checkpoint
-
-            # mmap: only the pickled header is read, not the weights
-            ckpt = checkpoint.load(checkpoint.latest_in(cfg.out_dir))
-            config, lora = GPTConfig(**ckpt["model_args"]), ckpt.get("lora") or {}
+            resume = resume or checkpoint.Resume.find(cfg.out_dir)
+            if resume.ckpt is None:
+                return None
+            config, lora = GPTConfig(**resume.ckpt["model_args"]), resume.ckpt.get("lora") or {}
         elif Path(cfg.init_from).is_dir():
-            hf = json.loads((Path(cfg.init_from) / "config.json").read_text())
-            config = GPTConfig(hf["n_positions"], hf["vocab_size"], hf["n_layer"], hf["n_head"], hf["n_embd"])
-        elif cfg.init_from in GPT2_SIZES:
+            config = GPTConfig(**pretrained.read_config(cfg.init_from))
+        elif cfg.init_from in pretrained.GPT2_SIZES:
             config = gpt2_config(cfg.init_from)
         else:
             return None
@@ -305,9 +335,11 @@ def run_shape(cfg) -> tuple[GPTConfig, dict] | None:
     return replace(config, dropout=cfg.dropout, block_size=min(config.block_size, cfg.block_size)), lora
 
 
-def estimate_run(cfg, device_type: str, dtype: torch.dtype, shards: int = 1, world: int = 1) -> MemoryEstimate | None:
+def estimate_run(
+    cfg, device_type: str, dtype: torch.dtype, shards: int = 1, world: int = 1, resume=None
+) -> MemoryEstimate | None:
     """The estimate for TrainConfig `cfg` on one process of `world` (None: architecture unknown yet)."""
-    shape = run_shape(cfg)
+    shape = run_shape(cfg, resume)
     if shape is None:
         return None
     model, lora = shape
@@ -332,34 +364,6 @@ def estimate_run(cfg, device_type: str, dtype: torch.dtype, shards: int = 1, wor
     )
 
 
-# --- what the device has ----------------------------------------------------------------------
-
-
-def parse_bytes(text: str) -> int:
-    """'8GiB', '8G', '512MB', '1e9' -> bytes (binary units: a K, M or G is a power of 1024)."""
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
-    if not m:
-        raise GptkitError(f"{AVAILABLE_ENV}={text!r} is not a size: write e.g. 8GiB, 512MiB or a number of bytes")
-    return int(float(m[1]) * 1024 ** " KMGT".index(m[2].upper() or " "))
-
-
-def available_bytes(device: torch.device, local_world: int = 1) -> int | None:
-    """Free memory this process may count on: CUDA's free memory, or on CPU the available RAM
-    shared by the processes of this machine. None where it cannot be told (MPS, non-Linux)."""
-    if os.environ.get(AVAILABLE_ENV):
-        return parse_bytes(os.environ[AVAILABLE_ENV])
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo") as f:
-            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return None
-    return kib * 1024 // local_world
-
-
 def fitting_settings(cfg, device_type: str, dtype: torch.dtype, available: int, shards: int = 1, world: int = 1):
     """The least change to `cfg` whose estimate fits in `available`: ([--key=value ...], estimate), or None."""
     memory_options = [{"grad_checkpoint": True}]
@@ -377,10 +381,8 @@ def fitting_settings(cfg, device_type: str, dtype: torch.dtype, available: int, 
     while block > 128:
         block //= 2
         tried.append(tried[-1] | {"block_size": block})
-    from gptkit.pretrained import GPT2_SIZES
-
     # This model first; if nothing fits it, the smaller GPT-2 sizes, each with the least change that fits.
-    sizes = list(GPT2_SIZES)
+    sizes = list(pretrained.GPT2_SIZES)
     smaller = sizes[: sizes.index(cfg.init_from)][::-1] if cfg.init_from in sizes else []
     for model in [{}] + [{"init_from": name} for name in smaller]:
         for option in [{}] * bool(model) + tried:
@@ -393,9 +395,11 @@ def fitting_settings(cfg, device_type: str, dtype: torch.dtype, available: int, 
     return None
 
 
-def check(cfg, device: torch.device, dtype: torch.dtype, shards: int = 1, world: int = 1) -> MemoryEstimate | None:
+def check(
+    cfg, device: torch.device, dtype: torch.dtype, shards: int = 1, world: int = 1, resume=None
+) -> MemoryEstimate | None:
     """The run's estimate; raises GptkitError (one line: need, have, what fits) if it exceeds free memory."""
-    est = estimate_run(cfg, device.type, dtype, shards, world)
+    est = estimate_run(cfg, device.type, dtype, shards, world, resume)
     if est is None or not cfg.check_memory:
         return est
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if device.type == "cpu" else 1

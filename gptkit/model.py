@@ -3,7 +3,7 @@
 Pre-LayerNorm transformer blocks, GELU with GPT-2's tanh approximation, learned position
 embeddings, and an output head that shares its weight with the token embedding. The names of
 the parameters follow GPT-2's checkpoint (`transformer.h.0.attn.c_attn.weight`, ...), so
-`gptkit.pretrained` maps Hugging Face weights onto them one to one. `Linear` and
+`GPT.from_pretrained("gpt2")` maps Hugging Face weights onto them one to one. `Linear` and
 `cross_entropy` come from `gptkit.cpu_kernels`: on CPU they compute the same numbers as
 `nn.Linear` and `F.cross_entropy`, faster; everywhere else they are those ops.
 """
@@ -16,7 +16,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from gptkit import pretrained
 from gptkit.cpu_kernels import Linear, cross_entropy
+from gptkit.errors import GptkitError
 
 
 @dataclass
@@ -28,6 +30,11 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # GPT-2 has biases in Linear and LayerNorm layers
+
+
+def gpt2_config(name: str, **overrides) -> GPTConfig:
+    """The GPTConfig of one of OpenAI's four sizes: gpt2, gpt2-medium, gpt2-large, gpt2-xl."""
+    return GPTConfig(**pretrained.gpt2_size(name), **overrides)
 
 
 class KVCache:
@@ -124,6 +131,57 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str, override_args: dict | None = None) -> "GPT":
+        """GPT-2's weights as a GPT, as in nanoGPT: `gpt2` ... `gpt2-xl` or a local Hugging Face directory.
+
+        Only dropout can be overridden (`{"dropout": 0.1}`); the architecture is the checkpoint's.
+        """
+        override_args = dict(override_args or {})
+        if set(override_args) - {"dropout"}:
+            raise GptkitError(
+                f"only dropout can be overridden on a pretrained model, not {sorted(set(override_args) - {'dropout'})}"
+            )
+        directory = pretrained.find_weights(name_or_dir)
+        config = GPTConfig(**pretrained.read_config(directory), dropout=float(override_args.get("dropout", 0.0)))
+        with torch.device("meta"):
+            model = cls(config)  # shapes only: a random init would be a second full copy of the weights
+        model.load_hf_weights(pretrained.read_weights(directory), str(directory))
+        return model
+
+    def load_hf_weights(self, hf_state: dict[str, torch.Tensor], source: str) -> None:
+        """Put Hugging Face GPT-2 tensors into this model, transposing the Conv1D weights.
+
+        Hugging Face keeps GPT-2's original Conv1D layers, whose weights are the transpose of
+        nn.Linear's. A model built on the meta device takes the tensors themselves (`hf_state`
+        is emptied as it goes), so only one copy of the weights ever exists.
+        """
+        hf = {k.removeprefix("transformer."): v for k, v in hf_state.items()}
+        hf = {k: v for k, v in hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        hf.pop("lm_head.weight", None)  # tied to wte
+        ours = {k.removeprefix("transformer."): v for k, v in self.state_dict().items() if k != "lm_head.weight"}
+        missing, unexpected = sorted(set(ours) - set(hf)), sorted(set(hf) - set(ours))
+        if missing or unexpected:
+            raise GptkitError(
+                f"{source} does not match GPT-2's layout (missing: {missing[:3]}, unexpected: {unexpected[:3]})"
+            )
+        on_meta = any(t.is_meta for t in ours.values())
+        taken = {}
+        with torch.no_grad():
+            for key, target in ours.items():
+                src = hf.pop(key)
+                src = src.t() if key.endswith(pretrained.TRANSPOSED) else src
+                if src.shape != target.shape:
+                    raise GptkitError(f"{source}: {key} has shape {tuple(src.shape)}, expected {tuple(target.shape)}")
+                if on_meta:
+                    taken["transformer." + key] = src.to(target.dtype).contiguous()
+                    hf_state.clear()  # drop the caller's references: the model now holds the only copy
+                else:
+                    target.copy_(src)
+        if on_meta:
+            self.load_state_dict(taken, strict=False, assign=True)
+            self.lm_head.weight = self.transformer.wte.weight  # assign=True replaced the tied tensor
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

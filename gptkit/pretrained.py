@@ -1,10 +1,11 @@
-"""Hugging Face GPT-2 weights <-> `gptkit.model.GPT`.
+"""Where GPT-2's weights come from: the four sizes, the Hugging Face hub and cache, local directories.
 
-`from_pretrained` takes one of OpenAI's four sizes (from the Hugging Face hub, or its local
-cache when offline) or a local directory in Hugging Face GPT-2 format; `export_hf` writes a
-directory that `transformers.GPT2LMHeadModel.from_pretrained` loads. The two layouts differ in
-one way only: Hugging Face keeps GPT-2's original `Conv1D` layers, whose weights are the
-transpose of `nn.Linear`'s.
+`find_weights` turns one of OpenAI's four sizes (from the hub, or its local cache when offline)
+or a local directory in Hugging Face GPT-2 format into a directory; `read_config` and
+`read_weights` read it, with the checks that gptkit's GPT reproduces it exactly. Turning those
+tensors into a model is `gptkit.model.GPT.from_pretrained`'s job, so this module never imports
+the model. `dir_or_standin` builds a small random-weight stand-in when the real weights cannot
+be had (offline, nothing cached), so the demo and the notebooks still run.
 """
 
 import json
@@ -16,8 +17,6 @@ from pathlib import Path
 import torch
 
 from gptkit.errors import GptkitError
-from gptkit.files import replacing, write_failed
-from gptkit.model import GPT, GPTConfig
 
 # The four sizes OpenAI released, by their names on the hub.
 GPT2_SIZES = {
@@ -34,13 +33,6 @@ TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "ml
 
 class WeightsUnavailable(GptkitError):
     """The named GPT-2 weights are neither cached nor downloadable (typically: offline)."""
-
-
-def gpt2_config(name: str, **overrides) -> GPTConfig:
-    """The GPTConfig of one of the four named sizes."""
-    if name not in GPT2_SIZES:
-        raise GptkitError(f"unknown model {name!r}: choose one of {', '.join(GPT2_SIZES)} or a local directory")
-    return GPTConfig(block_size=1024, vocab_size=50257, bias=True, **GPT2_SIZES[name], **overrides)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -97,7 +89,40 @@ def _read_hf_config(directory: Path) -> dict:
     return cfg
 
 
-def _read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
+def gpt2_size(name: str) -> dict:
+    """The GPTConfig arguments of one of the four named sizes."""
+    if name not in GPT2_SIZES:
+        raise GptkitError(f"unknown model {name!r}: choose one of {', '.join(GPT2_SIZES)} or a local directory")
+    return dict(block_size=1024, vocab_size=50257, bias=True, **GPT2_SIZES[name])
+
+
+def find_weights(name_or_path: str | os.PathLike) -> Path:
+    """The local directory holding a GPT-2's weights: the path itself, or a named size's cache / download."""
+    name = str(name_or_path)
+    if Path(name).is_dir():
+        return Path(name)
+    if name not in GPT2_SIZES:
+        raise GptkitError(
+            f"{name!r} is neither a directory nor a GPT-2 size: use {', '.join(GPT2_SIZES)} or a local HF directory"
+        )
+    return resolve_hub_dir(name)
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    """The GPTConfig arguments of a Hugging Face GPT-2 directory, after checking gptkit can load it exactly."""
+    cfg = _read_hf_config(Path(directory))
+    return dict(
+        block_size=cfg["n_positions"],
+        vocab_size=cfg["vocab_size"],
+        n_layer=cfg["n_layer"],
+        n_head=cfg["n_head"],
+        n_embd=cfg["n_embd"],
+        bias=True,
+    )
+
+
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a Hugging Face GPT-2 directory, under its own names and layouts."""
     for name in WEIGHT_FILES:
         path = directory / name
         if not path.is_file():
@@ -116,129 +141,6 @@ def _read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
         except Exception as e:
             raise GptkitError(f"{path} could not be read ({type(e).__name__}: {e}); it may be truncated") from None
     raise GptkitError(f"{directory} has no {' or '.join(WEIGHT_FILES)}")
-
-
-def load_hf_state_dict(model: GPT, hf_state: dict[str, torch.Tensor], source: str) -> None:
-    """Put Hugging Face GPT-2 tensors into `model`, transposing the Conv1D weights.
-
-    A model built on the meta device takes the tensors themselves (`hf_state` is emptied as it
-    goes), so only one copy of the weights ever exists; any other model gets them copied in.
-    """
-    hf = {k.removeprefix("transformer."): v for k, v in hf_state.items()}
-    hf = {k: v for k, v in hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-    hf.pop("lm_head.weight", None)  # tied to wte
-    ours = {k.removeprefix("transformer."): v for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    missing, unexpected = sorted(set(ours) - set(hf)), sorted(set(hf) - set(ours))
-    if missing or unexpected:
-        raise GptkitError(
-            f"{source} does not match GPT-2's layout (missing: {missing[:3]}, unexpected: {unexpected[:3]})"
-        )
-    on_meta = any(t.is_meta for t in ours.values())
-    taken = {}
-    with torch.no_grad():
-        for key, target in ours.items():
-            src = hf.pop(key)
-            src = src.t() if key.endswith(TRANSPOSED) else src
-            if src.shape != target.shape:
-                raise GptkitError(f"{source}: {key} has shape {tuple(src.shape)}, expected {tuple(target.shape)}")
-            if on_meta:
-                taken["transformer." + key] = src.to(target.dtype).contiguous()
-                hf_state.clear()  # drop the caller's references: the model now holds the only copy
-            else:
-                target.copy_(src)
-    if on_meta:
-        model.load_state_dict(taken, strict=False, assign=True)
-        model.lm_head.weight = model.transformer.wte.weight  # assign=True replaced the tied tensor
-
-
-def from_pretrained(name_or_path: str | os.PathLike, override_args: dict | None = None) -> GPT:
-    """GPT-2 weights as a `GPT`: a named size (`gpt2` ... `gpt2-xl`) or a local HF directory."""
-    override_args = dict(override_args or {})
-    if set(override_args) - {"dropout"}:
-        raise GptkitError(
-            f"only dropout can be overridden on a pretrained model, not {sorted(set(override_args) - {'dropout'})}"
-        )
-    name = str(name_or_path)
-    directory = Path(name)
-    if not directory.is_dir():
-        if name not in GPT2_SIZES:
-            raise GptkitError(
-                f"{name!r} is neither a directory nor a GPT-2 size: use {', '.join(GPT2_SIZES)} or a local HF directory"
-            )
-        directory = resolve_hub_dir(name)
-    cfg = _read_hf_config(directory)
-    config = GPTConfig(
-        block_size=cfg["n_positions"],
-        vocab_size=cfg["vocab_size"],
-        n_layer=cfg["n_layer"],
-        n_head=cfg["n_head"],
-        n_embd=cfg["n_embd"],
-        bias=True,
-        dropout=float(override_args.get("dropout", 0.0)),
-    )
-    with torch.device("meta"):
-        model = GPT(config)  # shapes only: a random init would be a second full copy of the weights
-    load_hf_state_dict(model, _read_hf_weights(directory), str(directory))
-    return model
-
-
-def hf_config(config: GPTConfig):
-    from transformers import GPT2Config
-
-    return GPT2Config(
-        vocab_size=config.vocab_size,
-        n_positions=config.block_size,
-        n_embd=config.n_embd,
-        n_layer=config.n_layer,
-        n_head=config.n_head,
-        activation_function="gelu_new",
-        resid_pdrop=config.dropout,
-        embd_pdrop=config.dropout,
-        attn_pdrop=config.dropout,
-        layer_norm_epsilon=1e-5,
-        bos_token_id=50256,
-        eos_token_id=50256,
-    )
-
-
-def to_hf_state_dict(model: GPT, release: bool = False) -> dict[str, torch.Tensor]:
-    """`model`'s weights under Hugging Face GPT-2 names and layouts.
-
-    The block matrices are stored transposed there (Conv1D), so each is copied. With
-    `release=True` each original is freed as soon as its copy exists, so the weights are held
-    once plus one matrix, not twice (6 GB less for gpt2-xl); `model` is left unusable.
-    """
-    state = {}
-    # Parameters one at a time (a state_dict kept alive here would hold every original until the
-    # end). The tied head comes once, as transformer.wte.weight: HF rebuilds lm_head from it.
-    for key, param in model.named_parameters():
-        transposed = key.endswith(TRANSPOSED)
-        state[key] = (param.detach().t() if transposed else param.detach()).contiguous().cpu()
-        if release and transposed:
-            param.data = torch.empty(0, dtype=param.dtype, device=param.device)
-    return state
-
-
-def export_hf(model: GPT, out_dir: str | os.PathLike, release: bool = False) -> Path:
-    """Write `model` as a Hugging Face GPT-2 directory (config.json + model.safetensors).
-
-    `release=True`: free the model's weights while converting them (see `to_hf_state_dict`).
-    """
-    from safetensors.torch import save_file
-
-    if not model.config.bias:
-        raise GptkitError("export_hf needs bias=True: Hugging Face GPT-2 layers always have biases")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise write_failed(out, e) from None
-    # Each file is replaced whole, and a full disk is one clear line (gptkit.files.replacing).
-    with replacing(out / "model.safetensors") as tmp:
-        save_file(to_hf_state_dict(model, release), tmp, metadata={"format": "pt"})
-    with replacing(out / "config.json") as tmp:
-        hf_config(model.config).to_json_file(tmp)
-    return out
 
 
 # A GPT-2-shaped model small enough to finetune on a laptop CPU in minutes; random weights.
@@ -268,16 +170,3 @@ def dir_or_standin(
         return resolve_hub_dir(name), None
     except WeightsUnavailable as e:
         return build_offline_standin(standin_dir), e
-
-
-def load_or_standin(
-    name: str, standin_dir: str | os.PathLike = "models/offline-standin", override_args: dict | None = None
-) -> tuple[GPT, str]:
-    """`from_pretrained(name)`, or, when its weights cannot be had offline, a small stand-in.
-
-    The stand-in goes through the same loading code (a local Hugging Face directory); the
-    returned description says which one was loaded, so callers can announce it.
-    """
-    directory, unavailable = dir_or_standin(name, standin_dir)
-    description = name if unavailable is None else f"offline stand-in {directory} (random weights)"
-    return from_pretrained(directory, override_args), description

@@ -18,7 +18,6 @@ from gptkit.device import pick_device, pick_dtype
 from gptkit.errors import GptkitError, run_cli
 from gptkit.lora import merge_lora
 from gptkit.model import GPT
-from gptkit.pretrained import from_pretrained
 from gptkit.tokenizer import EOT_ID, get_encoding
 
 
@@ -42,12 +41,10 @@ class SampleConfig:
 
 def load_model(init_from: str, out_dir: str) -> GPT:
     if init_from == "resume":
-        path = Path(out_dir) / checkpoint.BEST
-        if not path.exists() and (Path(out_dir) / checkpoint.LATEST).exists():
-            path = Path(out_dir) / checkpoint.LATEST  # val never beat step 0: the latest is all there is
+        path = checkpoint.best_in(out_dir)
         model = checkpoint.model_from_checkpoint(checkpoint.load(path), path)
         return merge_lora(model)  # a LoRA run: its adapters folded into the base's weights
-    return from_pretrained(init_from)
+    return GPT.from_pretrained(init_from)
 
 
 def read_prompt(start: str) -> str:

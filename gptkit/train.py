@@ -2,11 +2,16 @@
 
     python -m gptkit.train config/finetune_shakespeare.py [--key=value ...]
 
-One loop serves a single process and DistributedDataParallel (`scripts/ddp_finetune.py`
-initialises the process group, then calls `train`). Every `eval_interval` iterations it
-estimates train and val loss on fixed batches, appends to `OUT_DIR/metrics.jsonl`, and
-checkpoints: `ckpt.pt` when val improves (or always, with `always_save_checkpoint`), else
-`latest.pt`, so `init_from=resume` continues from the last evaluation, bit for bit.
+`train(cfg)` reads top to bottom: check the settings, pick the device and precision, check the
+memory, claim out_dir, build the model, optimizer and data (each a small function here), then
+`fit` runs the loop: every `eval_interval` iterations `evaluate` estimates train and val loss on
+fixed batches and `save` checkpoints (`ckpt.pt` when val improves, or always with
+`always_save_checkpoint`, else `latest.pt`), and in between `train_step` makes one optimizer step.
+`init_from=resume` continues from the last checkpoint, bit for bit.
+
+One loop serves a single process, DDP and FSDP (`scripts/ddp_finetune.py` initialises the
+process group, then calls `train`): the ranks share each step's micro-batches, and rank 0
+alone prints, logs and writes.
 """
 
 import contextlib
@@ -16,7 +21,8 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,25 +31,12 @@ from tqdm import tqdm
 
 from gptkit import checkpoint, distributed, files, lora, memory, runguard
 from gptkit.config import TrainConfig, parse_args
-from gptkit.data import Batches, read_meta
+from gptkit.data import Batches
 from gptkit.device import dtype_choice, peak_flops, pick_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.metrics import METRICS, MetricsWriter
-from gptkit.model import GPT, GPTConfig
-from gptkit.pretrained import GPT2_SIZES, from_pretrained
-
-
-def lr_at(it: int, cfg: TrainConfig) -> float:
-    """Constant, or linear warmup then cosine decay to min_lr."""
-    if not cfg.decay_lr:
-        return cfg.learning_rate
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    if it > cfg.lr_decay_iters:
-        return cfg.min_lr
-    ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
-
+from gptkit.model import GPT
+from gptkit.pretrained import GPT2_SIZES
 
 FSDP_NO_LORA = (
     "--fsdp=True does not shard LoRA runs (their optimizer state is small): leave --fsdp off to run LoRA with DDP"
@@ -86,424 +79,426 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
 
 
-def prepare_out_dir(cfg: TrainConfig, held: contextlib.ExitStack | None = None) -> Path:
-    """Create out_dir, check it is writable, lock it for this run (held until `held` closes),
-    and refuse to overwrite another run's checkpoints."""
-    out = Path(cfg.out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise GptkitError(f"cannot create out_dir {out}: {e.strerror}; choose another --out_dir") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise GptkitError(f"out_dir {out} is not writable: choose another --out_dir or fix its permissions")
-    if held is not None:
-        held.enter_context(runguard.OutDirLock(out))  # refuses if another live run writes here
-    existing = [n for n in (checkpoint.BEST, checkpoint.LATEST) if (out / n).exists()]
-    if cfg.init_from != "resume" and existing and not cfg.overwrite_out_dir and not cfg.eval_only:
-        raise GptkitError(
-            f"{out} already holds {existing[0]} from an earlier run: continue it with --init_from=resume, "
-            "pick a new --out_dir, or pass --overwrite_out_dir=True to replace it"
-        )
-    return out
+def lr_at(it: int, cfg: TrainConfig) -> float:
+    """Constant, or linear warmup then cosine decay to min_lr."""
+    if not cfg.decay_lr:
+        return cfg.learning_rate
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it > cfg.lr_decay_iters:
+        return cfg.min_lr
+    ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
 
 
+# --- the objects a run is made of ------------------------------------------------------------
+@dataclass(frozen=True)
+class World:
+    """This process's place in the job: one process, or one rank of DDP / FSDP."""
+
+    rank: int = 0
+    size: int = 1
+    distributed: bool = False  # in a process group (torchrun), even of one process
+    fsdp: bool = False  # shard the model, gradients and AdamW state instead of copying them
+
+    @classmethod
+    def current(cls, fsdp: bool) -> "World":
+        if not (dist.is_available() and dist.is_initialized()):
+            return cls()
+        return cls(dist.get_rank(), dist.get_world_size(), True, fsdp)
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The dtype the matmuls run in, and the autocast context that makes them."""
+
+    dtype: torch.dtype
+    why: str  # why --dtype=auto chose it ("" when chosen by hand)
+    device_type: str
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+@dataclass
+class TrainState:
+    """What the loop moves on, all of it saved in every checkpoint."""
+
+    iter_num: int = 0
+    best_val_loss: float = float("inf")
+    evals_since_best: int = 0
+    tokens_seen: int = 0
+
+    def record_eval(self, val_loss: float) -> bool:
+        """Note one evaluation; True if it is the best so far."""
+        improved = val_loss < self.best_val_loss
+        if improved:
+            self.best_val_loss, self.evals_since_best = val_loss, 0
+        else:
+            self.evals_since_best += 1
+        return improved
+
+
+@dataclass
 class Run:
-    """Everything one training run holds: model, optimizer, data, counters."""
+    """Everything `fit` works with, built by `train`'s setup steps."""
 
-    def __init__(self, cfg: TrainConfig, held: contextlib.ExitStack | None = None):
-        self.cfg = cfg
-        self.ddp = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.ddp else 0
-        self.world = dist.get_world_size() if self.ddp else 1
-        self.fsdp = self.ddp and cfg.fsdp  # one process: an ordinary run
-        self.master = self.rank == 0
-        validate(cfg, self.world)
+    cfg: TrainConfig
+    world: World
+    device: torch.device
+    precision: Precision
+    model: GPT  # the model itself (sharded under FSDP)
+    net: torch.nn.Module  # what the forward pass calls: the model, compiled and/or DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    train_data: Batches
+    val_data: Batches
+    out: Path
+    lora: dict | None = None  # a LoRA run's settings and base reference (checkpoint.lora_settings)
+    peak_flops: float = 0.0  # of all ranks together, for MFU (0: unknown)
+    estimate: memory.MemoryEstimate | None = None
+    resumed_from: Path | None = None
 
-        device = pick_device(cfg.device)
-        if self.ddp and device.startswith("cuda"):
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
-        self.device = torch.device(device)
-        self.dtype, self.dtype_why = dtype_choice(self.dtype_setting(), self.device.type, autocast=True)
-        self.autocast = (
-            torch.autocast(device_type=self.device.type, dtype=self.dtype)
-            if self.dtype != torch.float32
-            else contextlib.nullcontext()
-        )
-        # From the settings alone, before a folder is made or a weight loaded: stop if it cannot fit.
-        shards = self.world if self.fsdp else 1  # FSDP keeps 1/N of the weights, gradients and AdamW state
-        self.memory = memory.check(cfg, self.device, self.dtype, shards=shards, world=self.world)
-        self.out = prepare_out_dir(cfg, held) if self.master else Path(cfg.out_dir)
-        if self.ddp:
-            dist.barrier()  # rank 0 checked out_dir before anyone goes on
-        torch.manual_seed(cfg.seed + self.rank)
+    @property
+    def tokens_per_iter(self) -> int:
+        cfg = self.cfg
+        return cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size
 
-        ckpt, ckpt_path = None, None
-        self.lora = None  # a LoRA run's settings and base reference (see gptkit.lora)
-        if cfg.init_from == "resume":
-            ckpt_path = checkpoint.latest_in(self.out)
-            ckpt = checkpoint.load(ckpt_path, map_location="cpu")
-            self.lora = ckpt.get("lora")  # a LoRA run stays one, with its settings, on the same base
-            saved_rank = self.lora["rank"] if self.lora else 0
-            if cfg.lora_rank and cfg.lora_rank != saved_rank:
-                kind = f"a LoRA run of rank {saved_rank}" if saved_rank else "a full finetune"
+
+# --- setup steps -----------------------------------------------------------------------------
+def training_device(cfg: TrainConfig, world: World) -> torch.device:
+    device = pick_device(cfg.device)
+    if world.distributed and device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one GPU per process
+        torch.cuda.set_device(device)
+    return torch.device(device)
+
+
+def training_precision(cfg: TrainConfig, device: torch.device, resume: checkpoint.Resume | None) -> Precision:
+    """`--dtype`, except that a resumed `auto` run keeps the precision it was trained in.
+
+    On CPU `auto` is decided by a measurement, which a busy machine could tip the other way;
+    a resumed run must compute exactly what the uninterrupted one would have.
+    """
+    name = cfg.dtype
+    if name == "auto" and resume is not None and resume.ckpt is not None:
+        name = resume.ckpt.get("dtype") or "auto"  # checkpoints from before gptkit saved it: measure
+    dtype, why = dtype_choice(name, device.type, autocast=True)
+    return Precision(dtype, why, device.type)
+
+
+@contextlib.contextmanager
+def claimed_out_dir(cfg: TrainConfig, world: World) -> Iterator[Path]:
+    """out_dir, created, checked and locked for this run (rank 0), until the block ends."""
+    out = Path(cfg.out_dir)
+    with contextlib.ExitStack() as held:
+        if world.master:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise GptkitError(f"cannot create out_dir {out}: {e.strerror}; choose another --out_dir") from None
+            if not os.access(out, os.W_OK | os.X_OK):
+                raise GptkitError(f"out_dir {out} is not writable: choose another --out_dir or fix its permissions")
+            held.enter_context(runguard.OutDirLock(out))  # refuses if another live run writes here
+            existing = [n for n in (checkpoint.BEST, checkpoint.LATEST) if (out / n).exists()]
+            if cfg.init_from != "resume" and existing and not cfg.overwrite_out_dir and not cfg.eval_only:
                 raise GptkitError(
-                    f"{ckpt_path} is {kind}; a resumed run keeps its settings: drop --lora_rank "
-                    "or start a new run in another --out_dir"
+                    f"{out} already holds {existing[0]} from an earlier run: continue it with --init_from=resume, "
+                    "pick a new --out_dir, or pass --overwrite_out_dir=True to replace it"
                 )
-        if self.fsdp:
-            if self.lora:  # resumed from a LoRA run's checkpoint
-                raise GptkitError(FSDP_NO_LORA)
-            # Before the optimizer, which must hold the shards; only rank 0 builds the whole model.
-            self.model = distributed.shard_from_rank0(
-                lambda: self.whole_model(ckpt, ckpt_path), self.device, self.dtype
-            )
-            layout = distributed.describe_shards(self.model)
-            if self.master:
-                print(layout)
-        else:
-            self.model = self.whole_model(ckpt, ckpt_path).to(self.device)
-        self.model.grad_checkpoint = cfg.grad_checkpoint
+        if world.distributed:
+            dist.barrier()  # rank 0 checked out_dir before anyone goes on
+        yield out
 
-        data_dir = Path(cfg.data_root) / cfg.dataset
-        vocab = self.model.config.vocab_size
-        self.train_data = Batches(data_dir, "train", cfg.batch_size, cfg.block_size, self.device, cfg.seed, vocab)
-        self.val_data = Batches(data_dir, "val", cfg.batch_size, cfg.block_size, self.device, cfg.seed, vocab)
 
-        self.optimizer = self.model.configure_optimizers(
-            cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), self.device.type
+def build_model(cfg: TrainConfig, resume: checkpoint.Resume | None, precision: Precision) -> tuple[GPT, dict | None]:
+    """The model this run starts from, whole, on the CPU, and its LoRA settings (None: full finetune)."""
+    if resume is not None:
+        model, settings = (
+            checkpoint.model_from_checkpoint(resume.ckpt, resume.path, cfg.dropout),
+            resume.ckpt.get("lora"),
         )
-        # Under FSDP each rank checks only its gradient shards for inf/nan: the sharded scaler
-        # makes the ranks agree on skipping a step.
-        scaler = distributed.ShardedGradScaler if self.fsdp else torch.amp.GradScaler
-        self.scaler = scaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.iter_num, self.best_val_loss, self.evals_since_best = 0, float("inf"), 0
-        self.tokens_seen = 0
-        if ckpt is not None:
-            self.restore(ckpt)
-
-        self.net = torch.compile(self.model) if cfg.compile else self.model
-        if self.ddp and not self.fsdp:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DDP(self.net, device_ids=ids)
-        # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
-        self.peak = peak_flops(self.device.type, cfg.mfu_peak_flops) * self.world
-        self.tokens_per_iter = cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size
-
-    def dtype_setting(self) -> str:
-        """`--dtype`, except that a resumed `auto` run keeps the precision it was trained in.
-
-        On CPU `auto` is decided by a measurement, which a busy machine could tip the other way;
-        a resumed run must compute exactly what the uninterrupted one would have.
-        """
-        if self.cfg.init_from != "resume" or self.cfg.dtype != "auto":
-            return self.cfg.dtype
-        try:
-            saved = checkpoint.load(checkpoint.latest_in(Path(self.cfg.out_dir))).get("dtype")  # mmap: header only
-        except GptkitError:
-            return "auto"  # no checkpoint (yet): the out_dir checks below say so, after the lock's
-        return saved or "auto"  # checkpoints from before gptkit saved it
-
-    def whole_model(self, ckpt: dict | None, ckpt_path: Path | None) -> GPT:
-        """The model this run starts from, whole, on the CPU: resumed (from `ckpt`, read from
-        `ckpt_path`), made from scratch, or pretrained."""
-        cfg = self.cfg
-        if ckpt is not None:
-            model = checkpoint.model_from_checkpoint(ckpt, ckpt_path, dropout=cfg.dropout)
-        elif cfg.init_from == "scratch":
-            model = GPT(self.scratch_config())
-        else:
-            model = from_pretrained(cfg.init_from, {"dropout": cfg.dropout})
-            if cfg.lora_rank:
-                self.lora = checkpoint.lora_settings(
-                    cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from, model
-                )
-                lora.apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-        if cfg.block_size > model.config.block_size:
-            raise GptkitError(
-                f"block_size {cfg.block_size} is larger than the model's context of "
-                f"{model.config.block_size}: use {model.config.block_size} or less"
+    elif cfg.init_from == "scratch":
+        model, settings = GPT(memory.scratch_config(cfg)), None
+    else:
+        model, settings = GPT.from_pretrained(cfg.init_from, {"dropout": cfg.dropout}), None
+        if cfg.lora_rank:
+            settings = checkpoint.lora_settings(
+                cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from, model
             )
-        if cfg.block_size < model.config.block_size:
-            model.crop_block_size(cfg.block_size)
-        if self.lora and self.dtype != torch.float32:
-            lora.hold_base_in(model, self.dtype)  # frozen: autocast's dtype is precision enough
-        return model
+            lora.apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    if cfg.block_size > model.config.block_size:
+        raise GptkitError(
+            f"block_size {cfg.block_size} is larger than the model's context of "
+            f"{model.config.block_size}: use {model.config.block_size} or less"
+        )
+    if cfg.block_size < model.config.block_size:
+        model.crop_block_size(cfg.block_size)
+    if settings and precision.dtype != torch.float32:
+        lora.hold_base_in(model, precision.dtype)  # frozen: autocast's dtype is precision enough
+    return model, settings
 
-    def scratch_config(self) -> GPTConfig:
-        cfg = self.cfg
-        vocab = read_meta(Path(cfg.data_root) / cfg.dataset).get("vocab_size", 50257)
-        return GPTConfig(cfg.block_size, vocab, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
 
-    # --- checkpoints -------------------------------------------------------------------------
-    def rng_state(self) -> dict:
-        rng = {"torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return rng
+def placed_model(cfg, resume, precision, world: World, device: torch.device) -> tuple[GPT, dict | None]:
+    """`build_model` on this device, or under FSDP sharded from rank 0's copy (the others never hold it whole)."""
+    if not world.fsdp:
+        model, settings = build_model(cfg, resume, precision)
+        return model.to(device), settings
+    if resume is not None and resume.ckpt.get("lora"):
+        raise GptkitError(FSDP_NO_LORA)
+    # Before the optimizer, which must hold the shards.
+    model = distributed.shard_from_rank0(lambda: build_model(cfg, resume, precision)[0], device, precision.dtype)
+    if world.master:
+        print(distributed.describe_shards(model))
+    return model, None
 
-    def state(self, rngs: list[dict], gathered: tuple[dict, dict] | None = None) -> dict:
-        """The checkpoint; `rngs` holds every rank's RNG state, rank 0's first; `gathered`, FSDP's whole state."""
-        if gathered is None:
-            # A LoRA run keeps only its adapters, and in "lora" the reference to its frozen base.
-            model = lora.lora_state_dict(self.model) if self.lora else self.model.state_dict()
-            gathered = model, self.optimizer.state_dict()
-        model_state, optim_state = gathered
-        return {
-            "model": checkpoint.clean_state_dict(model_state),
-            "lora": self.lora,
-            "optimizer": optim_state,
-            "scaler": self.scaler.state_dict(),
-            "model_args": asdict(self.model.config),
-            "config": asdict(self.cfg),
-            "dtype": str(self.dtype).removeprefix("torch."),  # what --dtype=auto chose
-            "iter_num": self.iter_num,
-            "best_val_loss": self.best_val_loss,
-            "evals_since_best": self.evals_since_best,
-            "tokens_seen": self.tokens_seen,
-            "rng": rngs,
-            "sampler": self.train_data.state_dict(),
-        }
 
-    def restore(self, ckpt: dict) -> None:
-        if self.fsdp:
-            distributed.load_optimizer_state(self.model, self.optimizer, ckpt["optimizer"])
-        else:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        # A resumed run follows the learning rate the current config asks for.
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.learning_rate
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.iter_num = ckpt["iter_num"]
-        self.best_val_loss = ckpt["best_val_loss"]
-        self.evals_since_best = ckpt.get("evals_since_best", 0)
-        self.tokens_seen = ckpt.get("tokens_seen", 0)
-        rngs = ckpt["rng"]
-        same_world = len(rngs) == self.world
-        rng = rngs[self.rank] if same_world else rngs[0]
-        torch.set_rng_state(rng["torch"].cpu())
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
-        if not same_world and self.rank > 0:
-            torch.manual_seed(self.cfg.seed + self.rank)  # saved with another process count: keep masks distinct
-        self.train_data.load_state_dict(ckpt["sampler"])
+def build_optimizer(cfg: TrainConfig, model: GPT, device: torch.device, precision: Precision, world: World):
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.type)
+    # Under FSDP each rank checks only its gradient shards for inf/nan: the sharded scaler makes
+    # the ranks agree on skipping a step.
+    scaler = distributed.ShardedGradScaler if world.fsdp else torch.amp.GradScaler
+    return optimizer, scaler(device.type, enabled=precision.dtype == torch.float16)
 
-    def save(self, improved: bool, latest: bool = False) -> None:
-        """Checkpoint (rank 0 writes); under DDP every rank calls this to hand in its RNG state.
 
-        `latest=True` writes latest.pt whatever always_save_checkpoint says (a stop between evaluations).
-        """
-        rngs = [self.rng_state()]
-        if self.ddp:
-            # Each rank draws its own dropout masks: keeping every rank's generator is what makes
-            # a resumed DDP run continue bit for bit, and keeps the ranks' masks distinct.
-            rngs = [None] * self.world
-            dist.all_gather_object(rngs, self.rng_state())
-        # FSDP: every rank hands in its shards, rank 0 receives the whole state on its CPU.
-        gathered = distributed.full_state(self.model, self.optimizer) if self.fsdp else None
+def build_data(cfg: TrainConfig, model: GPT, device: torch.device) -> tuple[Batches, Batches]:
+    data_dir, vocab = Path(cfg.data_root) / cfg.dataset, model.config.vocab_size
+    return tuple(
+        Batches(data_dir, split, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab) for split in ("train", "val")
+    )
+
+
+def wrapped(model: GPT, cfg: TrainConfig, world: World, device: torch.device) -> torch.nn.Module:
+    net = torch.compile(model) if cfg.compile else model
+    if world.distributed and not world.fsdp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+    return net
+
+
+def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, estimate) -> tuple[Run, TrainState]:
+    """Build the run's objects and, when resuming, put back the checkpoint's state."""
+    torch.manual_seed(cfg.seed + world.rank)
+    model, settings = placed_model(cfg, resume, precision, world, device)
+    model.grad_checkpoint = cfg.grad_checkpoint
+    optimizer, scaler = build_optimizer(cfg, model, device, precision, world)
+    train_data, val_data = build_data(cfg, model, device)
+    run = Run(cfg, world, device, precision, model, model, optimizer, scaler, train_data, val_data, out, settings)
+    run.estimate, run.resumed_from = estimate, resume.path if resume else None
+    # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
+    run.peak_flops = peak_flops(device.type, cfg.mfu_peak_flops) * world.size
+    state = TrainState()
+    if resume is not None:
+        restore(run, state, resume.ckpt)
+    run.net = wrapped(model, cfg, world, device)
+    return run, state
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+def rng_state(device: torch.device) -> dict:
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def save(run: Run, state: TrainState, best: bool) -> None:
+    """Checkpoint the run (rank 0 writes): ckpt.pt if `best`, else latest.pt.
+
+    Under DDP every rank calls this to hand in its RNG state: each draws its own dropout masks,
+    and keeping every rank's generator is what makes a resumed run continue bit for bit.
+    """
+    rngs = [rng_state(run.device)]
+    if run.world.distributed:
+        rngs = [None] * run.world.size
+        dist.all_gather_object(rngs, rng_state(run.device))
+    if run.world.fsdp:  # every rank hands in its shards, rank 0 receives the whole state on its CPU
+        model_state, optim_state = distributed.full_state(run.model, run.optimizer)
+    else:  # a LoRA run keeps only its adapters, and in "lora" the reference to its frozen base
+        model_state = lora.lora_state_dict(run.model) if run.lora else run.model.state_dict()
+        optim_state = run.optimizer.state_dict()
+    if not run.world.master:
+        return
+    ckpt = checkpoint.training_checkpoint(
+        model=model_state,
+        optimizer=optim_state,
+        scaler=run.scaler.state_dict(),
+        model_config=run.model.config,
+        config=asdict(run.cfg),
+        dtype=run.precision.dtype,
+        progress=asdict(state),
+        rngs=rngs,
+        sampler=run.train_data.state_dict(),
+        lora=run.lora,
+    )
+    checkpoint.write(ckpt, run.out, best)
+
+
+def restore(run: Run, state: TrainState, ckpt: dict) -> None:
+    """Put a checkpoint's optimizer, scaler, counters, RNG and sampler state back into `run`."""
+    if run.world.fsdp:
+        distributed.load_optimizer_state(run.model, run.optimizer, ckpt["optimizer"])
+    else:
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    for group in run.optimizer.param_groups:
+        group["lr"] = run.cfg.learning_rate  # a resumed run follows the learning rate the config asks for
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    for key, value in checkpoint.progress(ckpt).items():
+        setattr(state, key, value)
+    rngs = ckpt["rng"]
+    same_world = len(rngs) == run.world.size
+    rng = rngs[run.world.rank] if same_world else rngs[0]
+    torch.set_rng_state(rng["torch"].cpu())
+    if "cuda" in rng and run.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"].cpu(), run.device)
+    if not same_world and run.world.rank > 0:
+        torch.manual_seed(run.cfg.seed + run.world.rank)  # saved with another process count: keep masks distinct
+    run.train_data.load_state_dict(ckpt["sampler"])
+
+
+# --- one step, one evaluation ----------------------------------------------------------------
+def train_step(run: Run, lr: float) -> float:
+    """Forward/backward over this rank's micro-batches, then one AdamW step; returns the mean loss."""
+    cfg, world = run.cfg, run.world
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    # Every rank draws the whole iteration's windows, so the generators stay in step and the
+    # global batch is the same whatever the number of ranks.
+    offsets = run.train_data.draw_offsets(cfg.gradient_accumulation_steps * cfg.batch_size)
+    offsets = offsets.reshape(cfg.gradient_accumulation_steps, cfg.batch_size)
+    local_steps = cfg.gradient_accumulation_steps // world.size
+    mine = offsets[world.rank * local_steps : (world.rank + 1) * local_steps]
+    loss_sum = torch.zeros((), device=run.device)
+    for micro, rows in enumerate(mine):
+        x, y = run.train_data.windows(rows)
+        # DDP averages gradients across ranks once, on the last micro-step. FSDP reduce-scatters
+        # them after every micro-step: holding whole gradients until the last one would cost the
+        # memory that sharding saves.
+        defer_sync = world.distributed and not world.fsdp and micro < local_steps - 1
+        with run.net.no_sync() if defer_sync else contextlib.nullcontext():
+            with run.precision.autocast():
+                # [1]: no name keeps this micro-batch's logits (B x T x 50257) alive into the next
+                loss = run.net(x, y)[1]
+            run.scaler.scale(loss / local_steps).backward()
+        loss_sum += loss.detach().float()
+    if cfg.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    mean = loss_sum / local_steps
+    if world.distributed:
+        dist.all_reduce(mean, op=dist.ReduceOp.AVG)
+    return mean.item()
+
+
+@torch.no_grad()
+def evaluate(run: Run) -> dict[str, float]:
+    """Mean loss over the same eval_iters batches of each split, shared out across ranks."""
+    cfg, world = run.cfg, run.world
+    run.model.eval()
+    losses = {}
+    for split, data in (("train", run.train_data), ("val", run.val_data)):
+        total = torch.zeros(2, device=run.device, dtype=torch.float64)  # sum of batch losses, batches
+        for x, y in data.eval_batches(cfg.eval_iters, world.rank, world.size):
+            with run.precision.autocast():
+                _, loss = run.model(x, y)
+            total += torch.stack([loss.double(), torch.ones((), device=run.device, dtype=torch.float64)])
+        if world.fsdp:
+            distributed.idle_forwards(run.model, cfg.eval_iters, world.rank, world.size, run.device)
+        if world.distributed:
+            dist.all_reduce(total)
+        losses[split] = (total[0] / total[1]).item()
+    run.model.train()
+    return losses
+
+
+# --- what the user sees ----------------------------------------------------------------------
+class RunLog:
+    """The progress bar, the printed lines and metrics.jsonl (rank 0; the other ranks stay quiet)."""
+
+    def __init__(self, run: Run, state: TrainState):
+        cfg, self.master = run.cfg, run.world.master
+        self.t_start, self.wandb = time.time(), None
+        self.bar = tqdm(
+            total=cfg.max_iters,
+            initial=state.iter_num,
+            disable=not (self.master and cfg.progress),
+            unit="it",
+            dynamic_ncols=True,
+            file=sys.stdout,
+        )
         if not self.master:
             return
-        if (self.cfg.always_save_checkpoint or improved) and not latest:
-            files.atomic_save(self.state(rngs, gathered), self.out / checkpoint.BEST)
-            (self.out / checkpoint.LATEST).unlink(missing_ok=True)  # ckpt.pt is the latest now
-        else:
-            files.atomic_save(self.state(rngs, gathered), self.out / checkpoint.LATEST)
-
-    # --- evaluation --------------------------------------------------------------------------
-    @torch.no_grad()
-    def estimate_loss(self) -> dict[str, float]:
-        """Mean loss over the same eval_iters batches of each split, shared out across ranks."""
-        self.model.eval()
-        out = {}
-        for split, data in (("train", self.train_data), ("val", self.val_data)):
-            total = torch.zeros(2, device=self.device, dtype=torch.float64)
-            for x, y in data.eval_batches(self.cfg.eval_iters, self.rank, self.world):
-                with self.autocast:
-                    _, loss = self.model(x, y)
-                total += torch.stack([loss.double(), torch.ones((), device=self.device, dtype=torch.float64)])
-            if self.fsdp:
-                distributed.idle_forwards(self.model, self.cfg.eval_iters, self.rank, self.world, self.device)
-            if self.ddp:
-                dist.all_reduce(total)
-            out[split] = (total[0] / total[1]).item()
-        self.model.train()
-        return out
-
-    # --- one optimizer step ------------------------------------------------------------------
-    def step(self, lr: float) -> float:
-        """Forward/backward over this rank's micro-batches, then one AdamW step; returns the mean loss."""
-        cfg = self.cfg
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        # Every rank draws the whole iteration's windows, so the generators stay in step and
-        # the global batch is the same whatever the number of ranks.
-        offsets = self.train_data.draw_offsets(cfg.gradient_accumulation_steps * cfg.batch_size)
-        offsets = offsets.reshape(cfg.gradient_accumulation_steps, cfg.batch_size)
-        local_steps = cfg.gradient_accumulation_steps // self.world
-        mine = offsets[self.rank * local_steps : (self.rank + 1) * local_steps]
-        loss_sum = torch.zeros((), device=self.device)
-        for micro, rows in enumerate(mine):
-            x, y = self.train_data.windows(rows)
-            last = micro == local_steps - 1
-            # DDP averages gradients across ranks once, on the last micro-step. FSDP reduce-scatters
-            # them after every micro-step: holding whole gradients until the last one (FSDP2's
-            # set_requires_gradient_sync(False)) would cost the memory that sharding saves.
-            sync = contextlib.nullcontext() if (last or not self.ddp or self.fsdp) else self.net.no_sync()
-            with sync:
-                with self.autocast:
-                    # [1]: no name keeps this micro-batch's logits (B x T x 50257) alive into the next
-                    loss = self.net(x, y)[1]
-                self.scaler.scale(loss / local_steps).backward()
-            loss_sum += loss.detach().float()
-        if cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        mean = loss_sum / local_steps
-        if self.ddp:
-            dist.all_reduce(mean, op=dist.ReduceOp.AVG)
-        return mean.item()
-
-
-def train(cfg: TrainConfig) -> dict:
-    """Run the training loop described by `cfg`; returns a summary of the run.
-
-    out_dir is locked against other runs until train returns or raises. The first SIGINT
-    (Ctrl-C) or SIGTERM stops the loop after its current step: latest.pt is saved, then
-    `runguard.Interrupted` (a KeyboardInterrupt) is raised; a second signal stops at once.
-    """
-    with contextlib.ExitStack() as held:
-        return _train(cfg, held)
-
-
-def _train(cfg: TrainConfig, held: contextlib.ExitStack) -> dict:
-    run = Run(cfg, held)
-    master = run.master
-    resumed = cfg.init_from == "resume"
-    metrics = MetricsWriter(run.out / METRICS, run.iter_num if resumed else None) if master else None
-    if master:
+        self.metrics = MetricsWriter(run.out / METRICS, state.iter_num if run.resumed_from else None)
         # atomic: a live plot (gptkit.widgets) may read it at any moment
         config_text = json.dumps(asdict(cfg), indent=2) + "\n"
         files.atomic_write(run.out / "config.json", lambda f: f.write(config_text.encode()))
-        if run.lora:
-            trainable = lora.trainable_params(run.model)
-            print(
-                f"LoRA rank {run.lora['rank']} on {run.lora['targets']}: {trainable / 1e6:.2f}M trainable "
-                f"parameters ({100 * trainable / run.model.num_params(False):.2f}%), base {run.lora['base']} frozen"
-            )
-        print(
-            f"{run.model.num_params() / 1e6:.2f}M parameters | {run.tokens_per_iter:,} tokens per iteration "
-            f"({cfg.batch_size} x {cfg.gradient_accumulation_steps} x {cfg.block_size}"
-            f"{f', over {run.world} processes' if run.world > 1 else ''}) | {run.device} {str(run.dtype)[6:]}"
-            f"{f' (auto: {run.dtype_why})' if run.dtype_why else ''}"
+        if cfg.wandb_log:
+            self.wandb = start_wandb(cfg)
+
+    def print(self, text: str) -> None:
+        if self.master:
+            self.bar.write(text)
+
+    def eval(self, it: int, losses: dict, lr: float, state: TrainState) -> None:
+        self.print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        if not self.master:
+            return
+        record = dict(train_loss=losses["train"], val_loss=losses["val"], lr=lr, tokens=state.tokens_seen)
+        self.metrics.write(type="eval", iter=it, **record, time=time.time() - self.t_start)
+        if self.wandb:
+            self.wandb.log({"iter": it, "train/loss": losses["train"], "val/loss": losses["val"], "lr": lr})
+
+    def step(self, run: Run, it: int, loss: float, lr: float, dt: float, state: TrainState) -> None:
+        if not self.master:
+            return
+        tok_s = run.tokens_per_iter / dt
+        mfu = (
+            run.model.estimate_mfu(run.tokens_per_iter, dt, run.cfg.block_size, run.peak_flops)
+            if run.peak_flops
+            else None
         )
-        if run.memory:
-            print(f"memory estimate {run.memory.describe()}{' per process' if run.world > 1 else ''}")
-    wandb = start_wandb(cfg) if (cfg.wandb_log and master) else None
-    bar = tqdm(
-        total=cfg.max_iters,
-        initial=run.iter_num,
-        disable=not (master and cfg.progress),
-        unit="it",
-        dynamic_ncols=True,
-        file=sys.stdout,
+        self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+        self.bar.update(1)
+        if it % run.cfg.log_interval == 0:
+            record = dict(loss=loss, lr=lr, tokens=state.tokens_seen, time=time.time() - self.t_start, dt=dt)
+            self.metrics.write(type="step", iter=it, **record, tokens_per_s=tok_s, mfu=mfu)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+def print_header(run: Run) -> None:
+    if not run.world.master:
+        return
+    cfg, model, world = run.cfg, run.model, run.world
+    if run.lora:
+        trainable = lora.trainable_params(model)
+        print(
+            f"LoRA rank {run.lora['rank']} on {run.lora['targets']}: {trainable / 1e6:.2f}M trainable "
+            f"parameters ({100 * trainable / model.num_params(False):.2f}%), base {run.lora['base']} frozen"
+        )
+    precision = run.precision
+    print(
+        f"{model.num_params() / 1e6:.2f}M parameters | {run.tokens_per_iter:,} tokens per iteration "
+        f"({cfg.batch_size} x {cfg.gradient_accumulation_steps} x {cfg.block_size}"
+        f"{f', over {world.size} processes' if world.size > 1 else ''}) | {run.device} {str(precision.dtype)[6:]}"
+        f"{f' (auto: {precision.why})' if precision.why else ''}"
     )
-    summary = {"stopped_early": False, "last_val_loss": None}
-    t_start, skip_eval, saved_at = time.time(), resumed, None
-    stop = held.enter_context(runguard.StopSignals(announce=master))
-    while True:
-        it = run.iter_num
-        lr = lr_at(it, cfg)
-        if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not skip_eval:
-            losses = run.estimate_loss()
-            summary["last_val_loss"] = losses["val"]
-            improved = losses["val"] < run.best_val_loss
-            if improved:
-                run.best_val_loss, run.evals_since_best = losses["val"], 0
-            else:
-                run.evals_since_best += 1
-            if master:
-                bar.write(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                metrics.write(
-                    type="eval",
-                    iter=it,
-                    train_loss=losses["train"],
-                    val_loss=losses["val"],
-                    lr=lr,
-                    tokens=run.tokens_seen,
-                    time=time.time() - t_start,
-                )
-                if wandb:
-                    wandb.log({"iter": it, "train/loss": losses["train"], "val/loss": losses["val"], "lr": lr})
-            if not cfg.eval_only and it > 0:  # step 0 is the untouched model: nothing to save
-                run.save(improved)  # on every rank: each hands in its RNG state, rank 0 writes
-                saved_at = it
-            if cfg.early_stop_patience and run.evals_since_best >= cfg.early_stop_patience:
-                if master:
-                    bar.write(
-                        f"early stop: val loss has not improved for {run.evals_since_best} evaluations "
-                        f"(best {run.best_val_loss:.4f})"
-                    )
-                summary["stopped_early"] = True
-                break
-        skip_eval = False
-        if cfg.eval_only or it >= cfg.max_iters:
-            break
-        if signum := stop.should_stop(run.device):  # checked here, so a due evaluation ran first
-            bar.close()
-            raise stopped(run, signum, saved_at)
-
-        t0 = time.time()
-        loss = run.step(lr)
-        dt = time.time() - t0
-        if not math.isfinite(loss):
-            raise GptkitError(
-                f"the loss became {loss} at iteration {it}; no checkpoint was written for it. "
-                "Lower --learning_rate, set --grad_clip=1.0, or use --dtype=float32"
-            )
-        run.iter_num += 1
-        run.tokens_seen += run.tokens_per_iter
-        if master:
-            tok_s = run.tokens_per_iter / dt
-            mfu = run.model.estimate_mfu(run.tokens_per_iter, dt, cfg.block_size, run.peak) if run.peak else None
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
-            bar.update(1)
-            if it % cfg.log_interval == 0:
-                metrics.write(
-                    type="step",
-                    iter=it,
-                    loss=loss,
-                    lr=lr,
-                    tokens=run.tokens_seen,
-                    time=time.time() - t_start,
-                    dt=dt,
-                    tokens_per_s=tok_s,
-                    mfu=mfu,
-                )
-    bar.close()
-    if wandb:
-        wandb.finish()
-    summary.update(iter_num=run.iter_num, best_val_loss=run.best_val_loss, out_dir=str(run.out))
-    return summary
-
-
-def stopped(run: Run, signum: int, saved_at: int | None) -> runguard.Interrupted:
-    """Save the state a stop signal found (unless this iteration's evaluation just did); say where."""
-    it, name = run.iter_num, signal.Signals(signum).name
-    if it == 0:
-        return runguard.Interrupted(signum, f"{name}: stopped before the first step; nothing to save")
-    if saved_at != it:
-        run.save(improved=False, latest=True)  # latest.pt: ckpt.pt stays the best model
-    # This iteration's evaluation saved ckpt.pt (and removed latest.pt), or latest.pt.
-    path = run.out / (checkpoint.LATEST if (run.out / checkpoint.LATEST).exists() else checkpoint.BEST)
-    return runguard.Interrupted(
-        signum, f"{name}: stopped at iteration {it}; its state is saved in {path}; continue with --init_from=resume"
-    )
+    if run.estimate:
+        print(f"memory estimate {run.estimate.describe()}{' per process' if world.size > 1 else ''}")
 
 
 def start_wandb(cfg: TrainConfig):
@@ -513,6 +508,103 @@ def start_wandb(cfg: TrainConfig):
         raise GptkitError("wandb_log=True needs wandb: pip install wandb (or set --wandb_log=False)") from None
     wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
     return wandb
+
+
+# --- the loop --------------------------------------------------------------------------------
+def fit(run: Run, state: TrainState, stop: runguard.StopSignals, log: RunLog) -> dict:
+    """Evaluate, checkpoint and step until max_iters, an early stop, or a stop signal."""
+    cfg = run.cfg
+    resumed_at = state.iter_num if run.resumed_from else None  # its evaluation is in the checkpoint already
+    summary = {"stopped_early": False, "last_val_loss": None}
+    while True:
+        it, saved = state.iter_num, False
+        lr = lr_at(it, cfg)
+        if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and it != resumed_at:
+            losses = evaluate(run)
+            summary["last_val_loss"] = losses["val"]
+            improved = state.record_eval(losses["val"])
+            log.eval(it, losses, lr, state)
+            if not cfg.eval_only and it > 0:  # step 0 is the untouched model: nothing to save
+                save(run, state, best=improved or cfg.always_save_checkpoint)  # on every rank
+                saved = True
+            if cfg.early_stop_patience and state.evals_since_best >= cfg.early_stop_patience:
+                log.print(
+                    f"early stop: val loss has not improved for {state.evals_since_best} evaluations "
+                    f"(best {state.best_val_loss:.4f})"
+                )
+                summary["stopped_early"] = True
+                break
+        if cfg.eval_only or it >= cfg.max_iters:
+            break
+        if signum := stop.should_stop(run.device):  # checked here, so a due evaluation ran first
+            raise interrupted(run, state, signum, saved)
+
+        t0 = time.time()
+        loss = train_step(run, lr)
+        dt = time.time() - t0
+        if not math.isfinite(loss):
+            raise GptkitError(
+                f"the loss became {loss} at iteration {it}; no checkpoint was written for it. "
+                "Lower --learning_rate, set --grad_clip=1.0, or use --dtype=float32"
+            )
+        state.iter_num += 1
+        state.tokens_seen += run.tokens_per_iter
+        log.step(run, it, loss, lr, dt, state)
+    return summary | {"iter_num": state.iter_num, "best_val_loss": state.best_val_loss, "out_dir": str(run.out)}
+
+
+def interrupted(run: Run, state: TrainState, signum: int, saved: bool) -> runguard.Interrupted:
+    """Save the state a stop signal found (unless this iteration's evaluation just did); say where."""
+    it, name = state.iter_num, signal.Signals(signum).name
+    if it == 0:
+        return runguard.Interrupted(signum, f"{name}: stopped before the first step; nothing to save")
+    if not saved:
+        save(run, state, best=False)  # latest.pt: ckpt.pt stays the best model
+    path = checkpoint.latest_in(run.out) if run.world.master else run.out
+    return runguard.Interrupted(
+        signum, f"{name}: stopped at iteration {it}; its state is saved in {path}; continue with --init_from=resume"
+    )
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run the training loop described by `cfg`; returns a summary of the run.
+
+    out_dir is locked against other runs until train returns or raises. The first SIGINT
+    (Ctrl-C) or SIGTERM stops the loop after its current step: latest.pt is saved, then
+    `runguard.Interrupted` (a KeyboardInterrupt) is raised; a second signal stops at once.
+    """
+    world = World.current(cfg.fsdp)
+    validate(cfg, world.size)
+    device = training_device(cfg, world)
+    # The checkpoint's header, read once: its dtype, its shape for the memory check, its state.
+    resume = checkpoint.Resume.find(cfg.out_dir) if cfg.init_from == "resume" else None
+    precision = training_precision(cfg, device, resume)
+    # From the settings alone, before a folder is made or a weight loaded: stop if it cannot fit.
+    shards = world.size if world.fsdp else 1  # FSDP keeps 1/N of the weights, gradients and AdamW state
+    estimate = memory.check(cfg, device, precision.dtype, shards, world.size, resume)
+    with claimed_out_dir(cfg, world) as out:
+        if resume is not None:
+            resume = resume.checked()  # its error, if any, comes after the lock's; reread if it changed
+            refuse_new_lora_rank(cfg, resume)
+        run, state = setup(cfg, world, out, resume, precision, device, estimate)
+        print_header(run)
+        log = RunLog(run, state)
+        try:
+            with runguard.StopSignals(announce=world.master) as stop:
+                return fit(run, state, stop, log)
+        finally:
+            log.close()
+
+
+def refuse_new_lora_rank(cfg: TrainConfig, resume: checkpoint.Resume) -> None:
+    saved = resume.ckpt.get("lora")  # a LoRA run stays one, with its settings, on the same base
+    saved_rank = saved["rank"] if saved else 0
+    if cfg.lora_rank and cfg.lora_rank != saved_rank:
+        kind = f"a LoRA run of rank {saved_rank}" if saved_rank else "a full finetune"
+        raise GptkitError(
+            f"{resume.path} is {kind}; a resumed run keeps its settings: drop --lora_rank "
+            "or start a new run in another --out_dir"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

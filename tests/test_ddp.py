@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import tiny
 from conftest import ROOT
 from gptkit.config import TrainConfig
 from gptkit.errors import GptkitError
@@ -92,8 +93,7 @@ def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 def records(out_dir: Path, kind: str) -> dict[int, dict]:
-    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
-    return {r["iter"]: r for r in map(json.loads, lines) if r["type"] == kind}
+    return {r["iter"]: r for r in tiny.records(out_dir, kind)}
 
 
 def final_state(out_dir: Path) -> dict:

@@ -92,8 +92,8 @@ def test_export_refuses_bad_input_and_writes_nothing(lora_run, tmp_path):
 
 def test_release_writes_the_same_file_and_frees_the_block_matrices(full_run, tmp_path):
     """`gptkit.export` converts in place (release=True): the same bytes, the originals let go."""
-    from gptkit.export import load_merged
-    from gptkit.pretrained import TRANSPOSED, export_hf
+    from gptkit.export import export_hf, load_merged
+    from gptkit.pretrained import TRANSPOSED
 
     kept, released = load_merged(full_run), load_merged(full_run)
     export_hf(kept, tmp_path / "kept")

@@ -1,13 +1,13 @@
 """LoRA (gptkit.lora): exact at step 0, only adapters train, merge, small checkpoints, exact resume."""
 
 import copy
-import json
 import weakref
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import tiny
 from gptkit import checkpoint
 from gptkit.config import TrainConfig
 from gptkit.lora import (
@@ -19,44 +19,23 @@ from gptkit.lora import (
     merge_lora,
     trainable_params,
 )
-from gptkit.model import GPT
-from gptkit.pretrained import from_pretrained, gpt2_config
-from gptkit.train import Run, train
+from gptkit.model import GPT, gpt2_config
+from gptkit.train import Precision, World, setup, train, train_step
 from gptkit.widgets import short_finetune
+from tiny import records
 
 
 def lora_cfg(out_dir, base, **kw) -> TrainConfig:
-    settings = dict(
-        init_from=str(base),
-        lora_rank=4,
-        lora_alpha=8.0,
-        lora_dropout=0.1,
-        dropout=0.1,
-        block_size=32,
-        batch_size=2,
-        gradient_accumulation_steps=2,
-        eval_iters=2,
-        eval_interval=2,
-        device="cpu",
-        progress=False,
-        learning_rate=1e-2,
-        decay_lr=True,
-        warmup_iters=2,
-        lr_decay_iters=10,
-        min_lr=1e-3,
-        out_dir=str(out_dir),
+    lora = dict(init_from=str(base), lora_rank=4, lora_alpha=8.0, lora_dropout=0.1)
+    run = dict(
+        block_size=32, dropout=0.1, gradient_accumulation_steps=2, eval_interval=2, learning_rate=1e-2, min_lr=1e-3
     )
-    return TrainConfig(**(settings | kw))
-
-
-def records(out_dir, kind):
-    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["type"] == kind]
+    return tiny.tiny_cfg(out_dir, tiny.TINY_RUN | tiny.SCHEDULE | lora | run, **kw)
 
 
 @pytest.fixture(scope="module")
 def base(tiny_hf_dir) -> GPT:
-    return from_pretrained(tiny_hf_dir).eval()
+    return GPT.from_pretrained(tiny_hf_dir).eval()
 
 
 def tokens(n=2, t=16, seed=0):
@@ -176,13 +155,13 @@ def test_lora_resume_is_exact_and_checkpoints_hold_only_adapters(tmp_path, tiny_
         "dropout": 0.1,
         "targets": "c_attn,attn.c_proj,c_fc,mlp.c_proj",
         "base": str(tiny_hf_dir.resolve()),
-        "base_fingerprint": checkpoint.base_fingerprint(from_pretrained(tiny_hf_dir)),
+        "base_fingerprint": checkpoint.base_fingerprint(GPT.from_pretrained(tiny_hf_dir)),
     }
     base_bytes = (tiny_hf_dir / "model.safetensors").stat().st_size
     assert (full / checkpoint.BEST).stat().st_size < base_bytes / 20
     # the frozen base did not move: the checkpoint's model is the base plus its adapters
     model = checkpoint.model_from_checkpoint(a, full / checkpoint.BEST)
-    plain = from_pretrained(tiny_hf_dir)
+    plain = GPT.from_pretrained(tiny_hf_dir)
     plain.crop_block_size(32)
     for k, v in plain.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
@@ -191,14 +170,15 @@ def test_lora_resume_is_exact_and_checkpoints_hold_only_adapters(tmp_path, tiny_
 
 
 def test_bf16_run_holds_the_frozen_matrices_in_bf16(tmp_path, tiny_hf_dir, shakespeare_bins):
-    run = Run(lora_cfg(tmp_path, tiny_hf_dir, dtype="bfloat16"))
+    cfg, bf16 = lora_cfg(tmp_path, tiny_hf_dir, dtype="bfloat16"), Precision(torch.bfloat16, "", "cpu")
+    run, _ = setup(cfg, World(), tmp_path, None, bf16, torch.device("cpu"), None)
     params = dict(run.model.named_parameters())
     assert params["transformer.h.0.mlp.c_fc.weight"].dtype == torch.bfloat16
     assert params["transformer.h.1.attn.c_attn.weight"].dtype == torch.bfloat16
     for name in ("transformer.wte.weight", "transformer.h.0.ln_1.weight", "transformer.h.0.mlp.c_fc.bias"):
         assert params[name].dtype == torch.float32, name
     assert all(p.dtype == torch.float32 for n, p in params.items() if "lora_" in n)
-    loss = run.step(1e-2)
+    loss = train_step(run, 1e-2)
     assert 9 < loss < 12  # about ln(50257) for a random base, as in fp32
 
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from gptkit.model import GPT, GPTConfig, KVCache, next_token_probs, sample_next
-from gptkit.pretrained import GPT2_SIZES, gpt2_config
+from gptkit.model import GPT, GPTConfig, KVCache, gpt2_config, next_token_probs, sample_next
+from gptkit.pretrained import GPT2_SIZES
 
 
 def tiny(**kw) -> GPT:
@@ -146,7 +146,8 @@ def test_top_k_and_top_p_filtering():
 def test_gradients_match_hf(tmp_path):
     from transformers import GPT2LMHeadModel
 
-    from gptkit.pretrained import TRANSPOSED, export_hf
+    from gptkit.export import export_hf
+    from gptkit.pretrained import TRANSPOSED
 
     model = tiny()
     export_hf(model, tmp_path)

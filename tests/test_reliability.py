@@ -22,31 +22,20 @@ import numpy as np
 import pytest
 import torch
 
+import tiny
 from conftest import ROOT, assert_user_error, run_cli
 from gptkit import checkpoint, files, runguard
 from gptkit.config import TrainConfig
 from gptkit.errors import GptkitError
 from gptkit.errors import run_cli as gptkit_run_cli
+from gptkit.export import export_hf
 from gptkit.model import GPT, GPTConfig
 from gptkit.prepare import prepare
-from gptkit.pretrained import export_hf
 from gptkit.train import train
+from tiny import records
 
 # A tiny model on a 256-token dataset: steps take milliseconds and a checkpoint ~450 KB.
-TINY = dict(
-    init_from="scratch",
-    n_layer=2,
-    n_head=2,
-    n_embd=32,
-    block_size=32,
-    batch_size=2,
-    eval_iters=2,
-    device="cpu",
-    progress=False,
-    dropout=0.1,
-    learning_rate=3e-3,
-    dataset="tiny",
-)
+TINY = tiny.TINY | dict(dropout=0.1, learning_rate=3e-3, dataset="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +51,11 @@ def data_root(tmp_path_factory, shakespeare_bins) -> Path:
 
 
 def tiny_cfg(data_root: Path, out: Path, **kw) -> TrainConfig:
-    return TrainConfig(**(TINY | {"data_root": str(data_root), "out_dir": str(out)} | kw))
+    return tiny.tiny_cfg(out, TINY, data_root=str(data_root), **kw)
 
 
 def cli_args(data_root: Path, out: Path, **kw) -> list[str]:
-    settings = TINY | {"data_root": str(data_root), "out_dir": str(out)} | kw
-    return ["-m", "gptkit.train", *(f"--{k}={v}" for k, v in settings.items())]
+    return ["-m", "gptkit.train", *tiny.cli_args(TINY | {"data_root": str(data_root), "out_dir": str(out)} | kw)]
 
 
 def child_env() -> dict:
@@ -89,10 +77,6 @@ def wait_for_steps(job: subprocess.Popen, out: Path, n: int) -> None:
         assert job.poll() is None, job.communicate()
         assert time.time() < deadline, "the run did not start training within 90 s"
         time.sleep(0.02)
-
-
-def records(out: Path, kind: str) -> list[dict]:
-    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]
 
 
 # --- a full disk ----------------------------------------------------------------------------

@@ -1,46 +1,22 @@
 import json
 import math
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
-from gptkit import checkpoint, files
+import tiny
+from conftest import run_cli
+from gptkit import checkpoint
 from gptkit.config import TrainConfig
 from gptkit.errors import GptkitError
 from gptkit.train import lr_at, train
+from tiny import records
 
-TINY = dict(
-    init_from="scratch",
-    n_layer=2,
-    n_head=2,
-    n_embd=32,
-    block_size=32,
-    batch_size=2,
-    gradient_accumulation_steps=2,
-    eval_iters=2,
-    device="cpu",
-    progress=False,
-    learning_rate=3e-3,
-    dropout=0.1,
-    decay_lr=True,
-    warmup_iters=2,
-    lr_decay_iters=10,
-    min_lr=3e-4,
-)
+TINY = tiny.TINY | tiny.SCHEDULE | dict(gradient_accumulation_steps=2, learning_rate=3e-3, dropout=0.1, min_lr=3e-4)
 
 
 def tiny_cfg(out_dir, **kw) -> TrainConfig:
-    return TrainConfig(**(TINY | {"out_dir": str(out_dir)} | kw))
-
-
-def records(out_dir, kind):
-    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["type"] == kind]
+    return tiny.tiny_cfg(out_dir, TINY, **kw)
 
 
 def weights(path):
@@ -219,25 +195,6 @@ def test_lr_schedule():
     assert lr_at(60, cfg) == pytest.approx(0.55)
     assert lr_at(110, cfg) == pytest.approx(0.1) and lr_at(500, cfg) == 0.1
     assert lr_at(5, TrainConfig(learning_rate=0.3, decay_lr=False)) == 0.3
-
-
-def test_atomic_save_survives_a_kill(tmp_path):
-    path = tmp_path / "ckpt.pt"
-    files.atomic_save({"model": {"w": torch.zeros(3)}, "model_args": {}, "iter_num": 0}, path)
-    writer = (
-        "import sys, torch\nfrom gptkit.files import atomic_save\n"
-        "big = {'model': {'w': torch.ones(60_000_000)}, 'model_args': {}, 'iter_num': 1}\n"
-        "print('ready', flush=True)\n"
-        "while True:\n    atomic_save(big, sys.argv[1])\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", writer, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(1.5)  # mid-way through writing 240 MB, most likely
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    ckpt = checkpoint.load(path)  # old or new, never half
-    assert ckpt["iter_num"] in (0, 1)
-    assert ckpt["model"]["w"].shape in ((3,), (60_000_000,))
 
 
 def test_fp16_grad_scaler_path_trains_and_resumes(tmp_path, shakespeare_bins):

@@ -8,7 +8,6 @@ from matplotlib.figure import Figure
 
 from gptkit.config import TrainConfig
 from gptkit.diagnostics import read_metrics
-from gptkit.errors import GptkitError
 from gptkit.widgets import FinetunePanel, short_finetune, train_live
 
 
@@ -90,21 +89,3 @@ def test_a_failed_live_redraw_does_not_stop_the_run_or_later_redraws(base, tmp_p
     summary = train_live(cfg, every=0.01, show=show)
     assert summary["iter_num"] == 6
     assert len(calls) >= 2  # drawing went on after the failure (at least the final draw)
-
-
-def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
-    from gptkit.files import atomic_write
-
-    path = tmp_path / "config.json"
-    path.write_text('{"old": true}')
-
-    def half_then_fail(f):
-        f.write(b'{"new":')
-        raise OSError("disk full")
-
-    with pytest.raises(GptkitError, match="could not write .*config.json: disk full"):  # one line for the user
-        atomic_write(path, half_then_fail)
-    assert path.read_text() == '{"old": true}'
-    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temp file left behind
-    atomic_write(path, lambda f: f.write(b'{"new": true}'))
-    assert path.read_text() == '{"new": true}'

@@ -1,0 +1,29 @@
+"""What the tests share: the tiny model and run settings, and reading a run's metrics back."""
+
+import json
+from pathlib import Path
+
+from gptkit.config import TrainConfig
+
+# A 2-layer, 32-wide GPT on 32-token windows: a step takes milliseconds on a CPU.
+TINY_MODEL = dict(init_from="scratch", n_layer=2, n_head=2, n_embd=32, block_size=32)
+TINY_RUN = dict(batch_size=2, eval_iters=2, device="cpu", progress=False)
+TINY = TINY_MODEL | TINY_RUN
+# Short warmup and decay, so a few steps already see every part of the schedule.
+SCHEDULE = dict(decay_lr=True, warmup_iters=2, lr_decay_iters=10)
+
+
+def tiny_cfg(out_dir, base: dict = TINY, **kw) -> TrainConfig:
+    """A TrainConfig of `base` writing to `out_dir`, with `kw` on top."""
+    return TrainConfig(**(base | {"out_dir": str(out_dir)} | kw))
+
+
+def cli_args(settings: dict) -> list[str]:
+    """The same settings as `--key=value` arguments."""
+    return [f"--{k}={v}" for k, v in settings.items()]
+
+
+def records(out_dir: str | Path, kind: str) -> list[dict]:
+    """The run's metrics.jsonl records of one type ("eval" or "step"), oldest first."""
+    lines = (Path(out_dir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
