@@ -28,7 +28,7 @@ from gptkit.config import TrainConfig, parse_args
 from gptkit.data import Batches, read_meta
 from gptkit.device import dtype_choice, peak_flops, pick_device
 from gptkit.errors import GptkitError, run_cli
-from gptkit.metrics import METRICS, MetricsWriter
+from gptkit.metrics import MetricsWriter, check_sinks, perplexity
 from gptkit.model import GPT, GPTConfig
 from gptkit.pretrained import GPT2_SIZES, from_pretrained
 
@@ -84,6 +84,7 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         )
     if cfg.init_from in GPT2_SIZES and cfg.block_size > 1024:
         raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
+    check_sinks(cfg)  # --tensorboard / --wandb_log: their package is installed
 
 
 def prepare_out_dir(cfg: TrainConfig, held: contextlib.ExitStack | None = None) -> Path:
@@ -385,7 +386,10 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack) -> dict:
     run = Run(cfg, held)
     master = run.master
     resumed = cfg.init_from == "resume"
-    metrics = MetricsWriter(run.out / METRICS, run.iter_num if resumed else None) if master else None
+    # metrics.jsonl, and TensorBoard / W&B if asked for: one record written to all of them
+    metrics = (
+        held.enter_context(MetricsWriter.for_run(cfg, run.out, run.iter_num if resumed else None)) if master else None
+    )
     if master:
         # atomic: a live plot (gptkit.widgets) may read it at any moment
         config_text = json.dumps(asdict(cfg), indent=2) + "\n"
@@ -404,7 +408,6 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack) -> dict:
         )
         if run.memory:
             print(f"memory estimate {run.memory.describe()}{' per process' if run.world > 1 else ''}")
-    wandb = start_wandb(cfg) if (cfg.wandb_log and master) else None
     bar = tqdm(
         total=cfg.max_iters,
         initial=run.iter_num,
@@ -428,18 +431,21 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack) -> dict:
             else:
                 run.evals_since_best += 1
             if master:
-                bar.write(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                ppl = perplexity(losses["val"])
+                bar.write(
+                    f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} (perplexity {ppl:.2f})"
+                )
                 metrics.write(
                     type="eval",
                     iter=it,
                     train_loss=losses["train"],
                     val_loss=losses["val"],
+                    train_ppl=perplexity(losses["train"]),
+                    val_ppl=ppl,
                     lr=lr,
                     tokens=run.tokens_seen,
                     time=time.time() - t_start,
                 )
-                if wandb:
-                    wandb.log({"iter": it, "train/loss": losses["train"], "val/loss": losses["val"], "lr": lr})
             if not cfg.eval_only and it > 0:  # step 0 is the untouched model: nothing to save
                 run.save(improved)  # on every rank: each hands in its RNG state, rank 0 writes
                 saved_at = it
@@ -486,8 +492,6 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack) -> dict:
                     mfu=mfu,
                 )
     bar.close()
-    if wandb:
-        wandb.finish()
     summary.update(iter_num=run.iter_num, best_val_loss=run.best_val_loss, out_dir=str(run.out))
     return summary
 
@@ -504,15 +508,6 @@ def stopped(run: Run, signum: int, saved_at: int | None) -> runguard.Interrupted
     return runguard.Interrupted(
         signum, f"{name}: stopped at iteration {it}; its state is saved in {path}; continue with --init_from=resume"
     )
-
-
-def start_wandb(cfg: TrainConfig):
-    try:
-        import wandb
-    except ImportError:
-        raise GptkitError("wandb_log=True needs wandb: pip install wandb (or set --wandb_log=False)") from None
-    wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
-    return wandb
 
 
 def main(argv: list[str] | None = None) -> None:
