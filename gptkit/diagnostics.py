@@ -177,8 +177,12 @@ def _colors(n: int) -> list:
 def _perplexity_axis(ax) -> None:
     """A right-hand axis that reads the loss axis as perplexity, exp(loss): the same curves, no new lines.
 
-    Its ticks are 1, 2, 5, 10, 20, ...: evenly spaced on the loss axis, as exp makes them."""
+    Its ticks are 1, 2, 5, 10, 20, ...: evenly spaced on the loss axis, as exp makes them. A loss
+    axis that reaches past what exp can hold (a diverged run) gets none."""
     from matplotlib.ticker import FuncFormatter, LogLocator
+
+    if not math.isfinite(perplexity(max(ax.get_ylim()))):
+        return
 
     def to_ppl(loss):
         return perplexity(np.asarray(loss, dtype=np.float64))
