@@ -38,6 +38,7 @@ class TrainConfig:
     early_stop_patience: int = setting(0, "stop after this many evaluations without val improvement (0: never)")
     progress: bool = setting(True, "show a tqdm progress bar")
     # logging
+    tensorboard: bool = setting(False, "write the metrics to OUT_DIR/tensorboard/ too (needs: pip install tensorboard)")
     wandb_log: bool = setting(False, "log to Weights & Biases (needs: pip install wandb)")
     wandb_project: str = setting("gptkit", "wandb project")
     wandb_run_name: str = setting("run", "wandb run name")

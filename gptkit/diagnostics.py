@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from gptkit import checkpoint
 from gptkit.errors import GptkitError
-from gptkit.metrics import METRICS, RunMetrics, read_metrics  # noqa: F401  (re-exported: the README's entry point)
+from gptkit.metrics import METRICS, RunMetrics, perplexity, read_metrics  # noqa: F401  (re-exported: the README's entry point)
 
 
 def _as_run(run) -> RunMetrics:
@@ -137,10 +137,12 @@ def summarize(run) -> str:
     run = _as_run(run)
     rec = best_checkpoint(run)
     turn = find_turn_up(run)
+    last = float(run.val_loss[-1])
     lines = [
         f"{run.name}: {len(run.evals)} evaluations up to iteration {int(run.iters[-1])}",
-        f"  best val loss {rec.val_loss:.4f} at iteration {rec.iter} (train {rec.train_loss:.4f}, gap {rec.gap:+.4f})",
-        f"  last val loss {run.val_loss[-1]:.4f}, gap {run.gap[-1]:+.4f}",
+        f"  best val loss {rec.val_loss:.4f} (perplexity {perplexity(rec.val_loss):.2f}) at iteration {rec.iter} "
+        f"(train {rec.train_loss:.4f}, gap {rec.gap:+.4f})",
+        f"  last val loss {last:.4f} (perplexity {perplexity(last):.2f}), gap {run.gap[-1]:+.4f}",
         (
             f"  val loss turned up after iteration {turn.iter} (+{turn.rise:.3f} since)"
             if turn
@@ -171,9 +173,33 @@ def _colors(n: int) -> list:
     return [cmap(i % 10) for i in range(n)]
 
 
+def _perplexity_axis(ax) -> None:
+    """A right-hand axis that reads the loss axis as perplexity, exp(loss): the same curves, no new lines.
+
+    Its ticks are 1, 2, 5, 10, 20, ...: evenly spaced on the loss axis, as exp makes them. A loss
+    axis that reaches past what exp can hold (a diverged run) gets none."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    if not math.isfinite(perplexity(max(ax.get_ylim()))):
+        return
+
+    def to_ppl(loss):
+        return perplexity(np.asarray(loss, dtype=np.float64))
+
+    def to_loss(ppl):
+        return np.log(np.maximum(np.asarray(ppl, dtype=np.float64), np.finfo(np.float64).tiny))
+
+    right = ax.secondary_yaxis("right", functions=(to_ppl, to_loss))
+    right.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    right.yaxis.set_minor_locator(LogLocator(base=10, subs="auto", numticks=12))
+    right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))
+    right.set_ylabel("perplexity (exp of loss)")
+
+
 def plot_losses(*runs, title: str | None = None, steps: bool = False, mark: bool = True, ax=None) -> Figure:
     """Train (dashed) and val (solid) loss per run, one colour each; the turn-up and the best
-    evaluation marked. `steps=True` adds the per-step training loss, faint."""
+    evaluation marked; perplexity on the right-hand axis. `steps=True` adds the per-step training
+    loss, faint."""
     runs = [_as_run(r) for r in runs]
     fig = ax.figure if ax is not None else _figure((8, 4.5))
     ax = ax if ax is not None else fig.add_subplot()
@@ -192,6 +218,7 @@ def plot_losses(*runs, title: str | None = None, steps: bool = False, mark: bool
                 ax.axvline(turn.iter, color=color, ls=":", lw=1.5)
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (nats per token)")
+    _perplexity_axis(ax)
     ax.set_title(title or "train (dashed) and val (solid) loss; * best val, dotted line: val turns up")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -236,6 +263,7 @@ def plot_sweeps(sweeps: dict[str, list]) -> Figure:
         left.set_title(f"{key} sweep: val (solid) and train (dashed)")
         left.set_xlabel("iteration")
         left.set_ylabel("loss")
+        _perplexity_axis(left)
         left.grid(alpha=0.3)
         left.legend(fontsize=8)
         best = [float(r.val_loss.min()) for r in runs]
@@ -246,6 +274,7 @@ def plot_sweeps(sweeps: dict[str, list]) -> Figure:
             right.set_xscale("log")  # learning rates are compared by factors, not differences
         right.set_xlabel(key)
         right.set_ylabel("loss")
+        _perplexity_axis(right)
         right.set_title(f"best val loss against {key}")
         right.grid(alpha=0.3)
         right.legend(fontsize=8)

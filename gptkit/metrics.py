@@ -1,11 +1,16 @@
-"""`metrics.jsonl`, a run's log: the one writer training uses and the one reader everything else uses.
+"""A run's log: the one writer training uses and the one reader everything else uses.
 
-Each line is one JSON record: `{"type": "eval", "iter", "train_loss", "val_loss", ...}` per
-evaluation, `{"type": "step", "iter", "loss", "lr", "tokens_per_s", ...}` per logged step.
-Lines are appended whole (`gptkit.files.append_line`), so a live reader never sees half of one.
+`metrics.jsonl` holds one JSON record a line: `{"type": "eval", "iter", "train_loss", "val_loss",
+"train_ppl", "val_ppl", ...}` per evaluation, `{"type": "step", "iter", "loss", "lr", "tokens_per_s",
+"mfu", ...}` per logged step. Lines are appended whole (`gptkit.files.append_line`), so a live
+reader never sees half of one. `MetricsWriter` also hands each record to the sinks a run asks for:
+TensorBoard (`--tensorboard=True`, OUT_DIR/tensorboard/) and Weights & Biases (`--wandb_log=True`).
 """
 
+import dataclasses
+import importlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +20,19 @@ from gptkit import files
 from gptkit.errors import GptkitError
 
 METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"  # OUT_DIR/tensorboard/: the event files `tensorboard --logdir` reads
+
+
+def perplexity(loss):
+    """exp(mean cross-entropy in nats): the number of tokens the model is as unsure as a uniform
+    choice among. A loss too large for exp gives inf, not an OverflowError; works on arrays too."""
+    if isinstance(loss, np.ndarray):
+        with np.errstate(over="ignore"):
+            return np.exp(loss)
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
 
 
 @dataclass
@@ -47,6 +65,14 @@ class RunMetrics:
     @property
     def val_loss(self) -> np.ndarray:
         return np.array([r["val_loss"] for r in self.evals], dtype=np.float64)
+
+    @property
+    def train_ppl(self) -> np.ndarray:
+        return perplexity(self.train_loss)
+
+    @property
+    def val_ppl(self) -> np.ndarray:
+        return perplexity(self.val_loss)
 
     @property
     def gap(self) -> np.ndarray:
@@ -92,10 +118,15 @@ def read_metrics(source: str | Path, name: str | None = None) -> RunMetrics:
 
 
 class MetricsWriter:
-    """Appends JSON lines to OUT_DIR/metrics.jsonl (rank 0 only)."""
+    """Appends records to OUT_DIR/metrics.jsonl (rank 0 only) and hands each one to `sinks`.
 
-    def __init__(self, path: Path, resume_iter: int | None):
+    Use it as a context manager (or call `close`), so the sinks flush what they hold.
+    """
+
+    def __init__(self, path: Path, resume_iter: int | None, sinks: tuple = ()):
         self.path = path
+        self.sinks = sinks
+        kept: list[dict] = []
         if resume_iter is None:
             files.atomic_write(path, lambda f: None)
         elif path.exists():
@@ -105,8 +136,135 @@ class MetricsWriter:
                 return r["iter"] < resume_iter or (r["iter"] == resume_iter and r["type"] == "eval")
 
             records = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-            text = "".join(json.dumps(r) + "\n" for r in records if before_resume(r))
+            kept = [r for r in records if before_resume(r)]
+            text = "".join(json.dumps(r) + "\n" for r in kept)
             files.atomic_write(path, lambda f: f.write(text.encode()))
+        for sink in sinks:
+            sink.resume(kept, resume_iter)
+
+    @classmethod
+    def for_run(cls, cfg, out_dir: Path, resume_iter: int | None) -> "MetricsWriter":
+        """The writer for a training run: metrics.jsonl, plus TensorBoard and W&B if `cfg` asks."""
+        sinks = []
+        if cfg.tensorboard:
+            sinks.append(TensorBoardSink(out_dir / TENSORBOARD, resume_iter))
+        if cfg.wandb_log:
+            sinks.append(WandbSink(cfg.wandb_project, cfg.wandb_run_name, config=dataclasses.asdict(cfg)))
+        return cls(out_dir / METRICS, resume_iter, tuple(sinks))
 
     def write(self, **record) -> None:
         files.append_line(self.path, json.dumps(record))  # whole lines only, even on a full disk
+        for sink in self.sinks:
+            sink.write(record)
+
+    def close(self, failed: bool = False) -> None:
+        for sink in self.sinks:
+            sink.close(failed)
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(failed=exc_type is not None)
+
+
+# --- sinks -----------------------------------------------------------------------------------------
+# The scalars each record type shows, under the tags TensorBoard and W&B group them by (the part
+# before "/" is the panel). Only step records give the lr: an evaluation's is the lr of the step
+# at the same iteration.
+TAGS = {
+    "eval": {
+        "train_loss": "loss/train",
+        "val_loss": "loss/val",
+        "train_ppl": "perplexity/train",
+        "val_ppl": "perplexity/val",
+    },
+    "step": {
+        "loss": "loss/step",
+        "lr": "lr",
+        "tokens_per_s": "speed/tokens_per_s",
+        "mfu": "speed/mfu",
+    },
+}
+
+# The optional packages: the setting that asks for each, what to import, and how to install it.
+OPTIONAL = {
+    "tensorboard": ("torch.utils.tensorboard", "pip install tensorboard"),
+    "wandb_log": ("wandb", "pip install wandb"),
+}
+
+
+def scalars(record: dict) -> dict[str, float]:
+    """The tagged scalars of one record (None, e.g. MFU on a CPU, is left out)."""
+    tags = TAGS.get(record.get("type"), {})
+    return {tag: float(record[key]) for key, tag in tags.items() if record.get(key) is not None}
+
+
+def check_sinks(cfg) -> None:
+    """Refuse, before any file is written, a sink whose package is not installed."""
+    for setting, (module, pip) in OPTIONAL.items():
+        if getattr(cfg, setting, False):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise GptkitError(
+                    f"--{setting}=True needs {module.split('.')[-1]}: {pip} (or set --{setting}=False)"
+                ) from None
+
+
+class TensorBoardSink:
+    """Scalars in TensorBoard event files under `log_dir`, one file per session of the run."""
+
+    def __init__(self, log_dir: Path, resume_iter: int | None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        earlier = sorted(log_dir.glob("events.out.tfevents.*"))
+        if resume_iter is None:
+            for path in earlier:  # a new run replaces metrics.jsonl, and so these
+                path.unlink()
+        self.fresh = resume_iter is None or not earlier
+        # On resume, purge_step makes TensorBoard hide what earlier sessions logged from
+        # resume_iter on: the resumed run writes those steps again.
+        self.writer = SummaryWriter(str(log_dir), purge_step=None if self.fresh else resume_iter)
+
+    def resume(self, kept: list[dict], resume_iter: int | None) -> None:
+        # Purged from resume_iter on, so the kept evaluation at resume_iter is written again; a
+        # run that turns TensorBoard on only now gets the whole log so far.
+        for record in kept:
+            if self.fresh or record["iter"] >= resume_iter:
+                self.write(record)
+
+    def write(self, record: dict) -> None:
+        for tag, value in scalars(record).items():
+            self.writer.add_scalar(tag, value, record["iter"])
+        if record.get("type") == "eval":
+            self.writer.flush()  # a live `tensorboard --logdir` sees each evaluation when it happens
+
+    def close(self, failed: bool = False) -> None:
+        self.writer.close()
+
+
+class WandbSink:
+    """Scalars in a Weights & Biases run (WANDB_MODE=offline keeps it on this machine)."""
+
+    def __init__(self, project: str, name: str, config: dict):
+        import wandb
+
+        try:
+            self.run = wandb.init(project=project, name=name, config=config)
+        except wandb.errors.Error as e:  # not logged in, no network, ...
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise GptkitError(
+                f"W&B did not start: {first}; run `wandb login`, set WANDB_MODE=offline, or --wandb_log=False"
+            ) from None
+
+    def resume(self, kept: list[dict], resume_iter: int | None) -> None:
+        # Every init is a new W&B run: it gets the log so far, so its curves start at iteration 0.
+        for record in kept:
+            self.write(record)
+
+    def write(self, record: dict) -> None:
+        self.run.log(scalars(record), step=record["iter"])
+
+    def close(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)

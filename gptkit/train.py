@@ -34,7 +34,7 @@ from gptkit.config import TrainConfig, parse_args
 from gptkit.data import Batches
 from gptkit.device import dtype_choice, peak_flops, pick_device
 from gptkit.errors import GptkitError, run_cli
-from gptkit.metrics import METRICS, MetricsWriter
+from gptkit.metrics import MetricsWriter, check_sinks, perplexity
 from gptkit.model import GPT
 from gptkit.pretrained import GPT2_SIZES
 
@@ -77,6 +77,7 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         )
     if cfg.init_from in GPT2_SIZES and cfg.block_size > 1024:
         raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
+    check_sinks(cfg)  # --tensorboard / --wandb_log: their package is installed
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
@@ -424,11 +425,14 @@ def evaluate(run: Run) -> dict[str, float]:
 
 # --- what the user sees ----------------------------------------------------------------------
 class RunLog:
-    """The progress bar, the printed lines and metrics.jsonl (rank 0; the other ranks stay quiet)."""
+    """The progress bar, the printed lines and the metrics (rank 0; the other ranks stay quiet).
+
+    Each record goes to metrics.jsonl, and to TensorBoard and W&B when asked for (`MetricsWriter`).
+    """
 
     def __init__(self, run: Run, state: TrainState):
         cfg, self.master = run.cfg, run.world.master
-        self.t_start, self.wandb = time.time(), None
+        self.t_start, self.metrics = time.time(), None
         self.bar = tqdm(
             total=cfg.max_iters,
             initial=state.iter_num,
@@ -439,45 +443,41 @@ class RunLog:
         )
         if not self.master:
             return
-        self.metrics = MetricsWriter(run.out / METRICS, state.iter_num if run.resumed_from else None)
+        self.metrics = MetricsWriter.for_run(cfg, run.out, state.iter_num if run.resumed_from else None)
         # atomic: a live plot (gptkit.widgets) may read it at any moment
         config_text = json.dumps(asdict(cfg), indent=2) + "\n"
         files.atomic_write(run.out / "config.json", lambda f: f.write(config_text.encode()))
-        if cfg.wandb_log:
-            self.wandb = start_wandb(cfg)
 
     def print(self, text: str) -> None:
         if self.master:
             self.bar.write(text)
 
     def eval(self, it: int, losses: dict, lr: float, state: TrainState) -> None:
-        self.print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        ppl = perplexity(losses["val"])
+        self.print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} (perplexity {ppl:.2f})")
         if not self.master:
             return
-        record = dict(train_loss=losses["train"], val_loss=losses["val"], lr=lr, tokens=state.tokens_seen)
-        self.metrics.write(type="eval", iter=it, **record, time=time.time() - self.t_start)
-        if self.wandb:
-            self.wandb.log({"iter": it, "train/loss": losses["train"], "val/loss": losses["val"], "lr": lr})
+        record = dict(train_loss=losses["train"], val_loss=losses["val"], train_ppl=perplexity(losses["train"]))
+        record |= dict(val_ppl=ppl, lr=lr, tokens=state.tokens_seen, time=time.time() - self.t_start)
+        self.metrics.write(type="eval", iter=it, **record)
 
     def step(self, run: Run, it: int, loss: float, lr: float, dt: float, state: TrainState) -> None:
         if not self.master:
             return
         tok_s = run.tokens_per_iter / dt
-        mfu = (
-            run.model.estimate_mfu(run.tokens_per_iter, dt, run.cfg.block_size, run.peak_flops)
-            if run.peak_flops
-            else None
-        )
+        mfu = None
+        if run.peak_flops:
+            mfu = run.model.estimate_mfu(run.tokens_per_iter, dt, run.cfg.block_size, run.peak_flops)
         self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
         self.bar.update(1)
         if it % run.cfg.log_interval == 0:
             record = dict(loss=loss, lr=lr, tokens=state.tokens_seen, time=time.time() - self.t_start, dt=dt)
             self.metrics.write(type="step", iter=it, **record, tokens_per_s=tok_s, mfu=mfu)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.bar.close()
-        if self.wandb:
-            self.wandb.finish()
+        if self.metrics is not None:
+            self.metrics.close(failed)
 
 
 def print_header(run: Run) -> None:
@@ -499,15 +499,6 @@ def print_header(run: Run) -> None:
     )
     if run.estimate:
         print(f"memory estimate {run.estimate.describe()}{' per process' if world.size > 1 else ''}")
-
-
-def start_wandb(cfg: TrainConfig):
-    try:
-        import wandb
-    except ImportError:
-        raise GptkitError("wandb_log=True needs wandb: pip install wandb (or set --wandb_log=False)") from None
-    wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
-    return wandb
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -591,9 +582,12 @@ def train(cfg: TrainConfig) -> dict:
         log = RunLog(run, state)
         try:
             with runguard.StopSignals(announce=world.master) as stop:
-                return fit(run, state, stop, log)
-        finally:
-            log.close()
+                summary = fit(run, state, stop, log)
+        except BaseException:
+            log.close(failed=True)
+            raise
+        log.close()
+        return summary
 
 
 def refuse_new_lora_rank(cfg: TrainConfig, resume: checkpoint.Resume) -> None:

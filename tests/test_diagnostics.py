@@ -5,10 +5,12 @@ against what `train` writes and does.
 """
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from gptkit.config import TrainConfig
@@ -180,8 +182,16 @@ def test_simulate_early_stop_rejects_nonsense():
 
 
 def test_summarize_names_the_turn_and_the_best():
-    text = summarize(u_curve())
-    assert "best val loss 3.0000 at iteration 120" in text and "turned up after iteration 120" in text
+    run = u_curve()
+    text = summarize(run)
+    assert "best val loss 3.0000 (perplexity 20.09) at iteration 120" in text  # e**3 = 20.0855
+    assert "turned up after iteration 120" in text
+    assert f"last val loss {run.val_loss[-1]:.4f} (perplexity {math.exp(run.val_loss[-1]):.2f})" in text
+
+
+def test_summarize_a_diverged_run_says_inf_and_does_not_crash():
+    text = summarize(RunMetrics.from_losses([0, 10], [900.0, 1e4], [1000.0, 1e5]))
+    assert "best val loss 1000.0000 (perplexity inf)" in text
 
 
 # --- plots ---------------------------------------------------------------------------------------
@@ -197,6 +207,26 @@ def test_plot_losses_draws_train_and_val_per_run_and_marks_the_turn():
     assert {"run train", "run val", "other train", "other val"} <= set(labels)
     vertical = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert sorted(line.get_xdata()[0] for line in vertical) == [120, 200]
+
+
+def test_plot_losses_reads_the_loss_axis_as_perplexity():
+    run = u_curve()
+    fig = plot_losses(run)
+    FigureCanvasAgg(fig).draw()  # lays out the secondary axis as a saved figure has it
+    ax = fig.axes[0]
+    [right] = ax.child_axes
+    assert "perplexity" in right.get_ylabel()
+    # A perplexity on the right sits level with its loss on the left, for every point drawn.
+    for loss in (*run.val_loss, *run.train_loss):
+        at_loss = ax.transData.transform((0, loss))[1]
+        assert right.transData.transform((0, math.exp(loss)))[1] == pytest.approx(at_loss, abs=1e-6)
+    low, high = ax.get_ylim()
+    ticks = [t for t in right.get_yticks() if math.exp(low) <= t <= math.exp(high)]
+    assert ticks == [5, 10, 20, 50, 100, 200]  # 1-2-5 steps: even on the loss axis
+    # A diverged run, whose perplexity exp cannot hold, is plotted without that axis.
+    big = plot_losses(RunMetrics.from_losses([0, 10], [800.0, 900.0], [1000.0, 1100.0]))
+    FigureCanvasAgg(big).draw()
+    assert big.axes[0].child_axes == []
 
 
 def test_plot_gap_and_sweeps(tmp_path):
@@ -269,6 +299,10 @@ def test_a_real_overfitting_run(tiny_data, tmp_path):
     assert 0 < turn.iter < 60 and run.val_loss[-1] > run.val_loss.min()
     assert run.gap[-1] > run.gap[turn.index]  # memorising widens the gap
     assert run.train_loss[-1] < run.train_loss[turn.index]  # while train loss keeps falling
+
+    for record in run.evals:  # perplexity beside every val loss
+        assert record["val_ppl"] == pytest.approx(math.exp(record["val_loss"]))
+        assert record["train_ppl"] == pytest.approx(math.exp(record["train_loss"]))
 
     rec = best_checkpoint(run)
     assert rec.iter == int(run.iters[np.argmin(run.val_loss)])
