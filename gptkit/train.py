@@ -24,13 +24,13 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from gptkit import checkpoint, distributed, files, lora, memory, runguard
-from gptkit.config import TrainConfig, parse_args
+from gptkit.config import FSDP_NO_LORA, TrainConfig, check_resume, describe_resume, parse_args, validate
 from gptkit.data import Batches, read_meta
-from gptkit.device import dtype_choice, peak_flops, pick_device
+from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.metrics import METRICS, MetricsWriter
 from gptkit.model import GPT, GPTConfig
-from gptkit.pretrained import GPT2_SIZES, from_pretrained
+from gptkit.pretrained import from_pretrained
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
@@ -43,47 +43,6 @@ def lr_at(it: int, cfg: TrainConfig) -> float:
         return cfg.min_lr
     ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
-
-
-FSDP_NO_LORA = (
-    "--fsdp=True does not shard LoRA runs (their optimizer state is small): leave --fsdp off to run LoRA with DDP"
-)
-
-
-def validate(cfg: TrainConfig, world_size: int) -> None:
-    """Settings that cannot work, caught before any file is touched."""
-    for key in (
-        "batch_size",
-        "gradient_accumulation_steps",
-        "block_size",
-        "eval_interval",
-        "eval_iters",
-        "log_interval",
-    ):
-        if getattr(cfg, key) < 1:
-            raise GptkitError(f"{key} must be at least 1, not {getattr(cfg, key)}")
-    if cfg.max_iters < 0:
-        raise GptkitError(f"max_iters must be 0 or more, not {cfg.max_iters}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise GptkitError(f"dropout must be in [0, 1), not {cfg.dropout}")
-    if cfg.learning_rate <= 0:
-        raise GptkitError(f"learning_rate must be positive, not {cfg.learning_rate}")
-    if cfg.gradient_accumulation_steps % world_size:
-        raise GptkitError(
-            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} does not divide across "
-            f"{world_size} processes: make it a multiple of {world_size}, or use another process count"
-        )
-    lora.check_settings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-    if cfg.fsdp and world_size > 1 and cfg.lora_rank:
-        raise GptkitError(FSDP_NO_LORA)
-    if cfg.lora_rank and cfg.init_from == "scratch":
-        raise GptkitError(
-            f"lora_rank={cfg.lora_rank} with init_from=scratch would train adapters on a frozen random model, "
-            "which learns next to nothing: LoRA adapts pretrained weights, so use --init_from=gpt2 "
-            "(or a HF directory), or --lora_rank=0 to train from scratch"
-        )
-    if cfg.init_from in GPT2_SIZES and cfg.block_size > 1024:
-        raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
 
 
 def prepare_out_dir(cfg: TrainConfig, held: contextlib.ExitStack | None = None) -> Path:
@@ -119,11 +78,10 @@ class Run:
         self.master = self.rank == 0
         validate(cfg, self.world)
 
-        device = pick_device(cfg.device)
-        if self.ddp and device.startswith("cuda"):
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
-        self.device = torch.device(device)
+        self.device = resolve_device(cfg.device)  # one line naming what this machine has, if it lacks it
+        if self.ddp and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
         self.dtype, self.dtype_why = dtype_choice(self.dtype_setting(), self.device.type, autocast=True)
         self.autocast = (
             torch.autocast(device_type=self.device.type, dtype=self.dtype)
@@ -144,13 +102,9 @@ class Run:
             ckpt_path = checkpoint.latest_in(self.out)
             ckpt = checkpoint.load(ckpt_path, map_location="cpu")
             self.lora = ckpt.get("lora")  # a LoRA run stays one, with its settings, on the same base
-            saved_rank = self.lora["rank"] if self.lora else 0
-            if cfg.lora_rank and cfg.lora_rank != saved_rank:
-                kind = f"a LoRA run of rank {saved_rank}" if saved_rank else "a full finetune"
-                raise GptkitError(
-                    f"{ckpt_path} is {kind}; a resumed run keeps its settings: drop --lora_rank "
-                    "or start a new run in another --out_dir"
-                )
+            # Given settings the checkpoint fixes (shape, LoRA, dtype, ...) are refused; the others are listed.
+            applied = check_resume(cfg, ckpt.get("config", {}), ckpt_path, ckpt.get("dtype"))
+            self.resume_line = describe_resume(ckpt_path, ckpt["iter_num"], applied)
         if self.fsdp:
             if self.lora:  # resumed from a LoRA run's checkpoint
                 raise GptkitError(FSDP_NO_LORA)
@@ -387,6 +341,8 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack) -> dict:
     resumed = cfg.init_from == "resume"
     metrics = MetricsWriter(run.out / METRICS, run.iter_num if resumed else None) if master else None
     if master:
+        if resumed:
+            print(run.resume_line)
         # atomic: a live plot (gptkit.widgets) may read it at any moment
         config_text = json.dumps(asdict(cfg), indent=2) + "\n"
         files.atomic_write(run.out / "config.json", lambda f: f.write(config_text.encode()))
