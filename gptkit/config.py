@@ -136,7 +136,7 @@ def doc_of(cls) -> str:
     lines = []
     for f in dataclasses.fields(cls):
         check = f.metadata.get("check")
-        where = f" [{check.words}]" if isinstance(check, Range) else ""
+        where = f"; {check.words}" if isinstance(check, Range) else ""
         lines.append(f"  --{f.name}={f.default!r:<16} {f.metadata.get('doc', '')}{where}")
     return "\n".join(lines)
 
