@@ -147,9 +147,11 @@ FSDP_NO_LORA = (
 )
 
 
-def check_ranges(cfg) -> None:
-    """Every setting of `cfg` (a TrainConfig or SampleConfig) whose field names a Range or choices."""
+def check_ranges(cfg, keys: tuple[str, ...] | None = None) -> None:
+    """Every setting of `cfg` (a TrainConfig or SampleConfig; or only `keys`) whose field names a Range or choices."""
     for f in dataclasses.fields(cfg):
+        if keys is not None and f.name not in keys:
+            continue
         check, value = f.metadata.get("check"), getattr(cfg, f.name)
         if check is None or value is None:  # None: the setting's "off" (top_k, top_p)
             continue

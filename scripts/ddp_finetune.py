@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from gptkit.config import TrainConfig, parse_args, validate  # noqa: E402
+from gptkit.config import TrainConfig, check_ranges, parse_args  # noqa: E402
 from gptkit.device import resolve_device  # noqa: E402
 from gptkit.errors import GptkitError  # noqa: E402
 from gptkit.runguard import Interrupted  # noqa: E402
@@ -44,7 +44,9 @@ def launched_by_torchrun() -> bool:
 
 def init_distributed(cfg: TrainConfig) -> None:
     """Join the process group torchrun set up through RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT."""
-    validate(cfg, int(os.environ["WORLD_SIZE"]))  # settings and device first: the process group waits for all
+    # What joining needs; every other setting is checked in train, once all ranks have joined, so
+    # that they fail together and rank 0 alone reports it (see GRACE_S).
+    check_ranges(cfg, ("ddp_timeout", "backend"))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = resolve_device(cfg.device).type
     device_id = None
