@@ -21,7 +21,7 @@ import torch
 
 from gptkit import memory
 from gptkit.config import TrainConfig, parse_args
-from gptkit.device import pick_device, pick_dtype
+from gptkit.device import pick_dtype, resolve_device
 from gptkit.model import GPT, GPTConfig
 from gptkit.train import train
 
@@ -52,7 +52,7 @@ def warm_up() -> None:
 
 def main(argv: list[str]) -> None:
     cfg = parse_args(TrainConfig, argv, "benchmarks/peak_rss.py")
-    device = torch.device(pick_device(cfg.device))
+    device = resolve_device(cfg.device)
     est = memory.estimate_run(cfg, device.type, pick_dtype(cfg.dtype, device.type, autocast=True))
     warm_up()
     baseline, files_before = rss_now(), mapped_files()

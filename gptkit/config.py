@@ -10,18 +10,44 @@ an error that names the closest valid key instead of a silently ignored line.
 import ast
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptkit.errors import GptkitError
-from gptkit.lora import DEFAULT_TARGETS
+from gptkit.lora import DEFAULT_TARGETS, check_settings, parse_targets
+from gptkit.pretrained import GPT2_SIZES
 
 
-def setting(default, doc: str):
-    """A dataclass field with a one-line doc, shown by --help."""
-    return field(default=default, metadata={"doc": doc})
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take; `words` is how --help and the error say it."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False  # low itself is out
+    high_open: bool = False  # high itself is out
+    words: str = ""
+
+    def holds(self, value) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+
+AT_LEAST_1 = Range(1, words="at least 1")
+NON_NEGATIVE = Range(0, words="0 or more")
+POSITIVE = Range(0, low_open=True, words="positive")
+FRACTION = Range(0, 1, high_open=True, words="in [0, 1)")
+SEED = Range(0, 2**63, high_open=True, words="in [0, 2**63)")  # numpy's generators refuse negative seeds
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def setting(default, doc: str, check: Range | tuple | None = None):
+    """A dataclass field with a one-line doc, shown by --help, and the range (or choices) it must be in."""
+    return field(default=default, metadata={"doc": doc, "check": check})
 
 
 @dataclass
@@ -29,13 +55,15 @@ class TrainConfig:
     # I/O
     out_dir: str = setting("out", "folder for ckpt.pt, latest.pt, metrics.jsonl and config.json")
     overwrite_out_dir: bool = setting(False, "allow a fresh run to replace the checkpoints already in out_dir")
-    eval_interval: int = setting(2000, "evaluate (and maybe checkpoint) every this many iterations")
-    log_interval: int = setting(1, "write a step record to metrics.jsonl every this many iterations")
-    eval_iters: int = setting(200, "batches per split in each loss estimate")
+    eval_interval: int = setting(2000, "evaluate (and maybe checkpoint) every this many iterations", AT_LEAST_1)
+    log_interval: int = setting(1, "write a step record to metrics.jsonl every this many iterations", AT_LEAST_1)
+    eval_iters: int = setting(200, "batches per split in each loss estimate", AT_LEAST_1)
     eval_only: bool = setting(False, "evaluate once and exit")
     always_save_checkpoint: bool = setting(True, "save ckpt.pt at every evaluation, not only when val improves")
     init_from: str = setting("scratch", "scratch | resume | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a HF directory")
-    early_stop_patience: int = setting(0, "stop after this many evaluations without val improvement (0: never)")
+    early_stop_patience: int = setting(
+        0, "stop after this many evaluations without val improvement (0: never)", NON_NEGATIVE
+    )
     progress: bool = setting(True, "show a tqdm progress bar")
     # logging
     tensorboard: bool = setting(False, "write the metrics to OUT_DIR/tensorboard/ too (needs: pip install tensorboard)")
@@ -45,58 +73,120 @@ class TrainConfig:
     # data
     dataset: str = setting("shakespeare", "dataset folder under data_root (prepared train.bin / val.bin)")
     data_root: str = setting("data", "folder that holds the datasets")
-    gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step (divided across DDP ranks)")
-    batch_size: int = setting(12, "sequences per micro-batch")
-    block_size: int = setting(1024, "tokens per sequence (crops a pretrained model's context if smaller)")
-    seed: int = setting(1337, "seed for initialisation, dropout and the data windows")
+    gradient_accumulation_steps: int = setting(
+        1, "micro-batches per optimizer step (divided across DDP ranks)", AT_LEAST_1
+    )
+    batch_size: int = setting(12, "sequences per micro-batch", AT_LEAST_1)
+    block_size: int = setting(1024, "tokens per sequence (crops a pretrained model's context if smaller)", AT_LEAST_1)
+    seed: int = setting(1337, "seed for initialisation, dropout and the data windows", SEED)
     # model (used by init_from=scratch)
-    n_layer: int = setting(12, "transformer blocks (scratch only)")
-    n_head: int = setting(12, "attention heads (scratch only)")
-    n_embd: int = setting(768, "embedding width (scratch only)")
-    dropout: float = setting(0.0, "dropout; overrides a pretrained model's (0 for pretraining, 0.1+ to finetune)")
+    n_layer: int = setting(12, "transformer blocks (scratch only)", AT_LEAST_1)
+    n_head: int = setting(12, "attention heads (scratch only)", AT_LEAST_1)
+    n_embd: int = setting(768, "embedding width (scratch only)", AT_LEAST_1)
+    dropout: float = setting(
+        0.0, "dropout; overrides a pretrained model's (0 for pretraining, 0.1+ to finetune)", FRACTION
+    )
     bias: bool = setting(True, "biases in Linear and LayerNorm layers (scratch only)")
     # LoRA: train low-rank adapters on a frozen pretrained model (gptkit.lora)
-    lora_rank: int = setting(0, "rank of the LoRA adapters; 0 trains every weight (a full finetune)")
-    lora_alpha: float = setting(16.0, "LoRA scale: the update B A is multiplied by lora_alpha / lora_rank")
-    lora_dropout: float = setting(0.0, "dropout on the LoRA adapters' input")
+    lora_rank: int = setting(
+        0,
+        "rank of the LoRA adapters; 0 trains every weight (a full finetune)",
+        Range(0, words="0 (full finetune) or more"),
+    )
+    lora_alpha: float = setting(16.0, "LoRA scale: the update B A is multiplied by lora_alpha / lora_rank", POSITIVE)
+    lora_dropout: float = setting(0.0, "dropout on the LoRA adapters' input", FRACTION)
     lora_targets: str = setting(DEFAULT_TARGETS, "comma-separated layers of each block that get adapters")
     # optimizer
-    learning_rate: float = setting(6e-4, "peak learning rate")
-    max_iters: int = setting(600000, "optimizer steps in total")
-    weight_decay: float = setting(0.1, "AdamW weight decay on matrices")
-    beta1: float = setting(0.9, "AdamW beta1")
-    beta2: float = setting(0.95, "AdamW beta2")
-    grad_clip: float = setting(1.0, "clip the gradient norm to this (0: off)")
+    learning_rate: float = setting(6e-4, "peak learning rate", POSITIVE)
+    max_iters: int = setting(600000, "optimizer steps in total", NON_NEGATIVE)
+    weight_decay: float = setting(0.1, "AdamW weight decay on matrices", NON_NEGATIVE)
+    beta1: float = setting(0.9, "AdamW beta1", FRACTION)
+    beta2: float = setting(0.95, "AdamW beta2", FRACTION)
+    grad_clip: float = setting(1.0, "clip the gradient norm to this (0: off)", NON_NEGATIVE)
     # learning-rate schedule
     decay_lr: bool = setting(True, "warmup + cosine decay; False keeps learning_rate constant")
-    warmup_iters: int = setting(2000, "linear warmup steps")
-    lr_decay_iters: int = setting(600000, "cosine decay ends here (~max_iters per Chinchilla)")
-    min_lr: float = setting(6e-5, "learning rate after decay (~learning_rate / 10)")
+    warmup_iters: int = setting(2000, "linear warmup steps", NON_NEGATIVE)
+    lr_decay_iters: int = setting(600000, "cosine decay ends here (~max_iters per Chinchilla)", NON_NEGATIVE)
+    min_lr: float = setting(6e-5, "learning rate after decay (~learning_rate / 10)", NON_NEGATIVE)
     # system
-    backend: str = setting("nccl", "DDP backend on CUDA (CPU runs use gloo)")
-    ddp_timeout: int = setting(1800, "seconds a DDP process waits for the others before failing (a hung rank)")
+    backend: str = setting("nccl", "DDP backend on CUDA (CPU runs use gloo)", ("nccl", "gloo"))
+    ddp_timeout: int = setting(
+        1800,
+        "seconds a DDP process waits for the others before failing (a hung rank)",
+        Range(1, words="at least 1 second"),
+    )
     fsdp: bool = setting(
         False, "under torchrun, shard weights, gradients and AdamW state across the processes (FSDP2), not copy them"
     )
     device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     dtype: str = setting(
         "auto",
-        "auto (CUDA: bf16 if supported, else fp16; CPU: bf16 where native and measured faster, else fp32;"
-        " fp32 elsewhere), float32, bfloat16, float16",
+        "auto (CUDA: bf16 where the GPU computes it natively, compute capability 8.0+, else fp16 with the gradient"
+        " scaler; CPU: bf16 where native and measured faster, else fp32; fp32 elsewhere), float32, bfloat16, float16",
+        DTYPES,
     )
     compile: bool = setting(False, "torch.compile the model (PyTorch 2, CUDA)")
     grad_checkpoint: bool = setting(
         False, "recompute each block's activations in the backward pass (saves memory, ~30% slower)"
     )
     check_memory: bool = setting(True, "estimate the run's memory first and stop if the device lacks it")
-    mfu_peak_flops: float = setting(0.0, "peak FLOP/s for MFU (0: known GPUs' bf16 peak, none on CPU)")
+    mfu_peak_flops: float = setting(0.0, "peak FLOP/s for MFU (0: known GPUs' bf16 peak, none on CPU)", NON_NEGATIVE)
 
 
 def doc_of(cls) -> str:
     lines = []
     for f in dataclasses.fields(cls):
-        lines.append(f"  --{f.name}={f.default!r:<16} {f.metadata.get('doc', '')}")
+        check = f.metadata.get("check")
+        where = f"; {check.words}" if isinstance(check, Range) else ""
+        lines.append(f"  --{f.name}={f.default!r:<16} {f.metadata.get('doc', '')}{where}")
     return "\n".join(lines)
+
+
+# --- validation: each setting against its range, then settings against each other -------------
+FSDP_NO_LORA = (
+    "--fsdp=True does not shard LoRA runs (their optimizer state is small): leave --fsdp off to run LoRA with DDP"
+)
+
+
+def check_ranges(cfg, keys: tuple[str, ...] | None = None) -> None:
+    """Every setting of `cfg` (a TrainConfig or SampleConfig; or only `keys`) whose field names a Range or choices."""
+    for f in dataclasses.fields(cfg):
+        if keys is not None and f.name not in keys:
+            continue
+        check, value = f.metadata.get("check"), getattr(cfg, f.name)
+        if check is None or value is None:  # None: the setting's "off" (top_k, top_p)
+            continue
+        optional = " or None" if type(None) in _allowed_types(typing.get_type_hints(type(cfg))[f.name]) else ""
+        if isinstance(check, tuple):
+            if value not in check:
+                raise GptkitError(f"{f.name} must be one of {', '.join(check)}, not {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not check.holds(value):
+            raise GptkitError(f"{f.name} must be {check.words}{optional}, not {value!r}")
+
+
+def validate(cfg: "TrainConfig", world_size: int) -> None:
+    """Settings that cannot work, caught before any file is touched."""
+    check_ranges(cfg)
+    check_settings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    if cfg.gradient_accumulation_steps % world_size:
+        raise GptkitError(
+            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} does not divide across "
+            f"{world_size} processes: make it a multiple of {world_size}, or use another process count"
+        )
+    if cfg.fsdp and world_size > 1 and cfg.lora_rank:
+        raise GptkitError(FSDP_NO_LORA)
+    if cfg.lora_rank and cfg.init_from == "scratch":
+        raise GptkitError(
+            f"lora_rank={cfg.lora_rank} with init_from=scratch would train adapters on a frozen random model, "
+            "which learns next to nothing: LoRA adapts pretrained weights, so use --init_from=gpt2 "
+            "(or a HF directory), or --lora_rank=0 to train from scratch"
+        )
+    if cfg.init_from == "scratch" and cfg.n_embd % cfg.n_head:
+        raise GptkitError(
+            f"n_embd={cfg.n_embd} does not split into n_head={cfg.n_head} heads: make n_embd a multiple of n_head"
+        )
+    if cfg.init_from in GPT2_SIZES and cfg.block_size > 1024:
+        raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
 
 
 def _allowed_types(tp) -> tuple:
@@ -162,8 +252,9 @@ def parse_value(raw: str):
         return raw
 
 
-def parse_args(cls, argv: list[str], prog: str):
-    """Build `cls` from `[CONFIG_FILE ...] [--key=value ...]` (files first, then overrides)."""
+def parse_given(cls, argv: list[str], prog: str) -> tuple:
+    """`(cfg, given)`: `cls` built from `[CONFIG_FILE ...] [--key=value ...]` (files first, then
+    overrides), and the names of the settings a file or the command line set (defaults never count)."""
     values: dict = {}
     for arg in argv:
         if arg in ("-h", "--help"):
@@ -182,4 +273,90 @@ def parse_args(cls, argv: list[str], prog: str):
         else:
             for key, value in read_config_file(arg).items():
                 values[key] = coerce(cls, key, value, arg)
-    return cls(**values)
+    return cls(**values), frozenset(values)
+
+
+def parse_args(cls, argv: list[str], prog: str):
+    """`cls` from the command line, as `parse_given`; `given_settings(cfg)` tells which were given."""
+    cfg, given = parse_given(cls, argv, prog)
+    cfg._given = given
+    return cfg
+
+
+def given_settings(cfg) -> frozenset[str]:
+    """The settings given explicitly: as parsed, or for a config built in Python, those off their default."""
+    given = getattr(cfg, "_given", None)
+    if given is not None:
+        return given
+    return frozenset(f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != f.default)
+
+
+# --- resuming: which given settings a resumed run applies, and which its checkpoint fixes -----
+# The checkpoint fixes the model's shape, its LoRA adapters and precision; the dataset (the best
+# val loss and the sampler's position are that data's); the seed (the saved generators go on
+# instead); and AdamW's weight decay and betas (loading the optimizer state restores them).
+RESUME_FIXED = (
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "bias",
+    "block_size",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_targets",
+    "dtype",
+    "dataset",
+    "seed",
+    "weight_decay",
+    "beta1",
+    "beta2",
+)
+RESUME_UNCOMPARED = ("init_from", "out_dir")  # resume itself, and the folder it reads (which may have moved)
+
+
+def _same(key: str, old, new, saved_dtype: str | None) -> bool:
+    if key == "lora_targets":
+        return parse_targets(old) == parse_targets(new)
+    if key == "dtype":  # auto keeps the saved precision; naming the precision it chose is no change
+        return new in ("auto", old, saved_dtype)
+    return old == new
+
+
+def resume_changes(cfg: "TrainConfig", given, saved_config: dict, saved_dtype: str | None = None) -> tuple[dict, dict]:
+    """`(applied, refused)`: the given settings that differ from the checkpoint's `saved_config`,
+    each `{name: (old, new)}`, split into those a resumed run applies and those it cannot change.
+
+    `saved_dtype` is the precision the checkpoint was trained in (what its `auto` chose).
+    """
+    applied, refused = {}, {}
+    for key in sorted(given, key=[f.name for f in dataclasses.fields(cfg)].index):
+        if key in RESUME_UNCOMPARED or key not in saved_config:  # a setting older checkpoints lack
+            continue
+        old, new = saved_config[key], getattr(cfg, key)
+        if not _same(key, old, new, saved_dtype):
+            (refused if key in RESUME_FIXED else applied)[key] = (old, new)
+    return applied, refused
+
+
+def _changes(changes: dict) -> str:
+    return ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+
+
+def check_resume(cfg: "TrainConfig", saved_config: dict, source, saved_dtype: str | None = None) -> dict:
+    """The settings a resumed run applies (as `resume_changes`); GptkitError naming any it cannot change."""
+    applied, refused = resume_changes(cfg, given_settings(cfg), saved_config, saved_dtype)
+    if refused:
+        rank = saved_config.get("lora_rank", 0)
+        kind = f"a LoRA run of rank {rank}" if rank else "a full run (no LoRA)"
+        raise GptkitError(
+            f"{source} is {kind}; a resumed run keeps its settings, and these differ: {_changes(refused)}. "
+            "Drop them (or give the saved values), or start a new run in another --out_dir"
+        )
+    return applied
+
+
+def describe_resume(path, iter_num: int, applied: dict) -> str:
+    """The run header's line for a resumed run: from where, and which given settings changed."""
+    changed = f"changed: {_changes(applied)}" if applied else "no setting given differs from the checkpoint's"
+    return f"resuming from {path} at iteration {iter_num}; {changed}"

@@ -14,16 +14,55 @@ from gptkit.errors import GptkitError
 
 # bf16 dense peaks, for MFU on GPUs we can name (override with --mfu_peak_flops).
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+KINDS = ("cpu", "cuda", "mps")  # what gptkit runs on
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def pick_device(name: str) -> str:
-    if name != "auto":
-        return name
+def mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def available_devices() -> list[str]:
+    """The devices this machine and this PyTorch build can run on, e.g. ['cpu', 'cuda:0', 'cuda:1']."""
+    names = ["cpu"]
     if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if mps_available():
+        names.append("mps")
+    return names
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device `--device=name` means here: `auto` picks cuda > mps > cpu; a name this machine
+    cannot run (unknown, no such GPU, no driver, not a Mac) is one GptkitError saying what it has.
+
+    Call it before anything is loaded or written, in every CLI that takes --device.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    problem = None
+    if device is None or device.type not in KINDS:
+        problem = f"is not a device gptkit runs on ({', '.join(KINDS)})"
+    elif device.type == "cuda" and not torch.cuda.is_available():
+        problem = (
+            "needs an NVIDIA GPU, but this PyTorch build has no CUDA support"
+            if torch.version.cuda is None
+            else "needs an NVIDIA GPU, but none is visible (no GPU or driver; on Colab: Runtime > Change runtime type)"
+        )
+    elif device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        problem = f"is past the last GPU: this machine has {torch.cuda.device_count()}"
+    elif device.type == "mps" and not mps_available():
+        problem = "needs Apple's Metal (MPS), which only Apple-silicon Macs have"
+    if problem:
+        raise GptkitError(
+            f"device {name!r} {problem}; available here: {', '.join(available_devices())} "
+            "(--device=auto picks the best)"
+        )
+    return device
 
 
 def pick_dtype(name: str, device_type: str, autocast: bool = False) -> torch.dtype:
@@ -39,13 +78,26 @@ def dtype_choice(name: str, device_type: str, autocast: bool = False) -> tuple[t
     if name == "auto":
         if device_type == "cpu" and autocast:
             return cpu_autocast_dtype()
-        if device_type != "cuda":
-            return torch.float32, ""
-        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), ""
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in dtypes:
-        raise GptkitError(f"dtype {name!r} is not one of auto, {', '.join(dtypes)}")
-    return dtypes[name], ""
+        if device_type == "cuda":
+            return cuda_dtype()
+        return torch.float32, ""
+    if name not in DTYPES:
+        raise GptkitError(f"dtype {name!r} is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name], ""
+
+
+def cuda_dtype() -> tuple[torch.dtype, str]:
+    """bf16 where the current GPU computes it natively (compute capability 8.0 and up: A100, L4,
+    H100, ...), else fp16 with the gradient scaler (7.x: T4, V100).
+
+    Since PyTorch 2.3 `is_bf16_supported()` is true on 7.x as well, through emulation, which
+    is much slower than fp16 there; only native support counts.
+    """
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    gpu = f"{props.name} (compute capability {props.major}.{props.minor})"
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16, f"{gpu} computes bf16 natively"
+    return torch.float16, f"{gpu} has no native bf16 (it would be emulated, slowly): fp16 with the gradient scaler"
 
 
 def peak_flops(device_type: str, override: float = 0.0) -> float:

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from gptkit import checkpoint
-from gptkit.config import parse_args, setting
-from gptkit.device import pick_device, pick_dtype
+from gptkit.config import AT_LEAST_1, DTYPES, SEED, Range, check_ranges, parse_args, setting
+from gptkit.device import pick_dtype, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.lora import merge_lora
 from gptkit.model import GPT
@@ -28,15 +28,21 @@ class SampleConfig:
         "resume", "resume (OUT_DIR/ckpt.pt) | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a HF directory"
     )
     start: str = setting("\n", "the prompt, or FILE:path to read it from a file")
-    num_samples: int = setting(10, "samples to draw (one batch)")
-    max_new_tokens: int = setting(500, "tokens generated per sample")
-    temperature: float = setting(0.8, "1.0 as trained, lower is more conservative, 0 is greedy")
-    top_k: int | None = setting(200, "keep only the k most likely tokens (None: all)")
-    top_p: float | None = setting(None, "keep the smallest set of tokens whose probability reaches p (None: all)")
+    num_samples: int = setting(10, "samples to draw (one batch)", AT_LEAST_1)
+    max_new_tokens: int = setting(500, "tokens generated per sample", AT_LEAST_1)
+    temperature: float = setting(
+        0.8, "1.0 as trained, lower is more conservative, 0 is greedy", Range(0, words="0 (greedy) or more")
+    )
+    top_k: int | None = setting(200, "keep only the k most likely tokens (None: all)", AT_LEAST_1)
+    top_p: float | None = setting(
+        None,
+        "keep the smallest set of tokens whose probability reaches p (None: all)",
+        Range(0, 1, low_open=True, words="in (0, 1]"),
+    )
     stop_at_eot: bool = setting(False, "end each sample at <|endoftext|>")
-    seed: int = setting(1337, "random seed")
-    device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, mps")
-    dtype: str = setting("auto", "auto, float32, bfloat16, float16")
+    seed: int = setting(1337, "random seed", SEED)
+    device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    dtype: str = setting("auto", "auto, float32, bfloat16, float16", DTYPES)
 
 
 def load_model(init_from: str, out_dir: str) -> GPT:
@@ -57,21 +63,10 @@ def read_prompt(start: str) -> str:
         raise GptkitError(f"cannot read the prompt file {path} ({type(e).__name__}); check --start=FILE:path") from None
 
 
-def validate(cfg: SampleConfig) -> None:
-    if cfg.num_samples < 1 or cfg.max_new_tokens < 1:
-        raise GptkitError("num_samples and max_new_tokens must be at least 1")
-    if cfg.temperature < 0:
-        raise GptkitError(f"temperature must be 0 (greedy) or more, not {cfg.temperature}")
-    if cfg.top_k is not None and cfg.top_k < 1:
-        raise GptkitError(f"top_k must be at least 1 or None, not {cfg.top_k}")
-    if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
-        raise GptkitError(f"top_p must be in (0, 1] or None, not {cfg.top_p}")
-
-
 def sample(cfg: SampleConfig) -> list[str]:
     """The samples `cfg` asks for, as text (prompt included)."""
-    validate(cfg)
-    device = torch.device(pick_device(cfg.device))
+    check_ranges(cfg)
+    device = resolve_device(cfg.device)  # before any weight is read: one line if this machine lacks it
     dtype = pick_dtype(cfg.dtype, device.type)
     torch.manual_seed(cfg.seed)
     enc = get_encoding()

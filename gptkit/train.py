@@ -30,54 +30,12 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from gptkit import checkpoint, distributed, files, lora, memory, runguard
-from gptkit.config import TrainConfig, parse_args
+from gptkit.config import FSDP_NO_LORA, TrainConfig, check_resume, describe_resume, parse_args, validate
 from gptkit.data import Batches
-from gptkit.device import dtype_choice, peak_flops, pick_device
+from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.metrics import MetricsWriter, check_sinks, perplexity
 from gptkit.model import GPT
-from gptkit.pretrained import GPT2_SIZES
-
-FSDP_NO_LORA = (
-    "--fsdp=True does not shard LoRA runs (their optimizer state is small): leave --fsdp off to run LoRA with DDP"
-)
-
-
-def validate(cfg: TrainConfig, world_size: int) -> None:
-    """Settings that cannot work, caught before any file is touched."""
-    for key in (
-        "batch_size",
-        "gradient_accumulation_steps",
-        "block_size",
-        "eval_interval",
-        "eval_iters",
-        "log_interval",
-    ):
-        if getattr(cfg, key) < 1:
-            raise GptkitError(f"{key} must be at least 1, not {getattr(cfg, key)}")
-    if cfg.max_iters < 0:
-        raise GptkitError(f"max_iters must be 0 or more, not {cfg.max_iters}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise GptkitError(f"dropout must be in [0, 1), not {cfg.dropout}")
-    if cfg.learning_rate <= 0:
-        raise GptkitError(f"learning_rate must be positive, not {cfg.learning_rate}")
-    if cfg.gradient_accumulation_steps % world_size:
-        raise GptkitError(
-            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} does not divide across "
-            f"{world_size} processes: make it a multiple of {world_size}, or use another process count"
-        )
-    lora.check_settings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-    if cfg.fsdp and world_size > 1 and cfg.lora_rank:
-        raise GptkitError(FSDP_NO_LORA)
-    if cfg.lora_rank and cfg.init_from == "scratch":
-        raise GptkitError(
-            f"lora_rank={cfg.lora_rank} with init_from=scratch would train adapters on a frozen random model, "
-            "which learns next to nothing: LoRA adapts pretrained weights, so use --init_from=gpt2 "
-            "(or a HF directory), or --lora_rank=0 to train from scratch"
-        )
-    if cfg.init_from in GPT2_SIZES and cfg.block_size > 1024:
-        raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
-    check_sinks(cfg)  # --tensorboard / --wandb_log: their package is installed
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
@@ -174,11 +132,11 @@ class Run:
 
 # --- setup steps -----------------------------------------------------------------------------
 def training_device(cfg: TrainConfig, world: World) -> torch.device:
-    device = pick_device(cfg.device)
-    if world.distributed and device.startswith("cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one GPU per process
+    device = resolve_device(cfg.device)  # one line naming what this machine has, if it lacks it
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per process
         torch.cuda.set_device(device)
-    return torch.device(device)
+    return device
 
 
 def training_precision(cfg: TrainConfig, device: torch.device, resume: checkpoint.Resume | None) -> Precision:
@@ -566,6 +524,7 @@ def train(cfg: TrainConfig) -> dict:
     """
     world = World.current(cfg.fsdp)
     validate(cfg, world.size)
+    check_sinks(cfg)  # --tensorboard / --wandb_log: their package is installed
     device = training_device(cfg, world)
     # The checkpoint's header, read once: its dtype, its shape for the memory check, its state.
     resume = checkpoint.Resume.find(cfg.out_dir) if cfg.init_from == "resume" else None
@@ -576,8 +535,11 @@ def train(cfg: TrainConfig) -> dict:
     with claimed_out_dir(cfg, world) as out:
         if resume is not None:
             resume = resume.checked()  # its error, if any, comes after the lock's; reread if it changed
-            refuse_new_lora_rank(cfg, resume)
+            # settings the checkpoint fixes are refused if they differ; the rest is listed as applied
+            applied = check_resume(cfg, resume.ckpt.get("config", {}), resume.path, resume.ckpt.get("dtype"))
         run, state = setup(cfg, world, out, resume, precision, device, estimate)
+        if resume is not None and world.master:
+            print(describe_resume(resume.path, state.iter_num, applied))
         print_header(run)
         log = RunLog(run, state)
         try:
@@ -588,17 +550,6 @@ def train(cfg: TrainConfig) -> dict:
             raise
         log.close()
         return summary
-
-
-def refuse_new_lora_rank(cfg: TrainConfig, resume: checkpoint.Resume) -> None:
-    saved = resume.ckpt.get("lora")  # a LoRA run stays one, with its settings, on the same base
-    saved_rank = saved["rank"] if saved else 0
-    if cfg.lora_rank and cfg.lora_rank != saved_rank:
-        kind = f"a LoRA run of rank {saved_rank}" if saved_rank else "a full finetune"
-        raise GptkitError(
-            f"{resume.path} is {kind}; a resumed run keeps its settings: drop --lora_rank "
-            "or start a new run in another --out_dir"
-        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from gptkit.config import TrainConfig, parse_args  # noqa: E402
-from gptkit.device import pick_device  # noqa: E402
+from gptkit.config import TrainConfig, check_ranges, parse_args  # noqa: E402
+from gptkit.device import resolve_device  # noqa: E402
 from gptkit.errors import GptkitError  # noqa: E402
 from gptkit.runguard import Interrupted  # noqa: E402
 from gptkit.train import train  # noqa: E402
@@ -44,22 +44,19 @@ def launched_by_torchrun() -> bool:
 
 def init_distributed(cfg: TrainConfig) -> None:
     """Join the process group torchrun set up through RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT."""
-    if cfg.ddp_timeout < 1:
-        raise GptkitError(f"ddp_timeout must be at least 1 second, not {cfg.ddp_timeout}")
+    # What joining needs; every other setting is checked in train, once all ranks have joined, so
+    # that they fail together and rank 0 alone reports it (see GRACE_S).
+    check_ranges(cfg, ("ddp_timeout", "backend"))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device).type
     device_id = None
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise GptkitError(f"device={cfg.device} asks for CUDA, but no GPU is visible: use --device=cpu")
+    if device == "cuda":
         gpus = torch.cuda.device_count()
         if local_rank >= gpus:
             raise GptkitError(
                 f"local rank {local_rank} has no GPU: this node has {gpus}; "
                 f"set torchrun's --nproc_per_node to {gpus} or fewer"
             )
-        if cfg.backend not in ("nccl", "gloo"):
-            raise GptkitError(f"backend {cfg.backend!r} is not one of nccl, gloo")
         backend = cfg.backend
         device_id = torch.device("cuda", local_rank)
         torch.cuda.set_device(device_id)

@@ -260,3 +260,43 @@ def test_resuming_a_lora_run_with_another_rank(unchanged, lora_run_on_own_base):
     result = train_cli(unchanged, f"--out_dir={run}", "--init_from=resume", "--lora_rank=8", "--max_iters=4")
     check(unchanged, result, "LoRA run of rank 4", "keeps its settings")
     assert snapshot(run) == before
+
+
+# --- devices this machine lacks (it has no GPU), and settings out of range -----------------------
+@pytest.mark.parametrize(
+    "cli, device, fragment",
+    [
+        ("gptkit.train", "cuda:1", "needs an NVIDIA GPU"),
+        ("gptkit.train", "tpu", "is not a device gptkit runs on"),
+        ("gptkit.sample", "mps", "needs Apple's Metal (MPS)"),
+        ("scripts/ddp_finetune.py", "cuda", "needs an NVIDIA GPU"),
+    ],
+)
+def test_device_this_machine_lacks(unchanged, cli, device, fragment):
+    module = ["-m", cli] if cli.startswith("gptkit") else [str(Path(__file__).parents[1] / cli)]
+    args = [*TINY, f"--data_root={unchanged / 'data'}"] if cli != "gptkit.sample" else []
+    result = run_cli(*module, *args, f"--out_dir={unchanged / 'device-run'}", f"--device={device}", cwd=unchanged)
+    check(unchanged, result, f"device '{device}' {fragment}", "available here: cpu (--device=auto picks the best)")
+    assert not (unchanged / "device-run").exists()
+
+
+@pytest.mark.parametrize("arg", ["--weight_decay=-1", "--warmup_iters=-1"])  # each range: tests/test_config.py
+def test_settings_out_of_range(unchanged, arg):
+    key = arg[2:].split("=")[0]
+    check(unchanged, train_cli(unchanged, "--out_dir=range-run", arg), f"{key} must be 0 or more")
+    assert not (unchanged / "range-run").exists()
+
+
+# --- resume: the header names what changed; a setting the checkpoint fixes is refused -----------
+def test_resume_header_and_refused_settings(unchanged):
+    run = unchanged.parent / f"{unchanged.name}-resume"
+    shutil.copytree(unchanged / "run", run)
+    before = snapshot(run)
+    result = train_cli(unchanged, f"--out_dir={run}", "--init_from=resume", "--n_layer=3", "--seed=7", "--max_iters=4")
+    check(unchanged, result, "a resumed run keeps its settings", "seed 1337 -> 7, n_layer 2 -> 3")
+    assert snapshot(run) == before
+    result = train_cli(unchanged, f"--out_dir={run}", "--init_from=resume", "--max_iters=4", "--learning_rate=1e-3")
+    assert result.returncode == 0, result.stderr
+    changed = "changed: learning_rate 0.0006 -> 0.001, max_iters 2 -> 4"  # in the order of --help
+    assert f"resuming from {run / checkpoint.BEST} at iteration 2; {changed}" in result.stdout.splitlines()
+    assert checkpoint.load(run / checkpoint.BEST)["iter_num"] == 4
