@@ -226,11 +226,14 @@ class ExampleBatches:
 
     def _count_targets(self) -> np.ndarray:
         """Targets per example, as cut: every token after the first, or (mask_prompt) its response tokens."""
-        starts = self.examples.offsets[:-1]
         if not self.mask_prompt:
             return self.lengths - 1
-        below = np.concatenate([[0], np.cumsum(self.examples.mask, dtype=np.int64)])  # response tokens before i
-        return below[starts + self.lengths] - below[starts + 1]
+        mask, starts = self.examples.mask, self.examples.offsets[:-1]
+        # response tokens of each whole example, less its first token's (never a target: nothing predicts it)
+        counts = np.add.reduceat(mask, starts, dtype=np.int64) - mask[starts]
+        for i in np.flatnonzero(self.examples.lengths > self.lengths):  # the few that are cut: count what is kept
+            counts[i] = int(mask[starts[i] + 1 : starts[i] + self.lengths[i]].sum())
+        return counts
 
     def _check(self, vocab_size: int | None) -> None:
         where = self.data_dir / self.split

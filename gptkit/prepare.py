@@ -439,7 +439,7 @@ def prepare_examples(
     fmt, source_pieces = read_examples(source)
     sources = {"train": source, "val": Path(val) if val else None, "test": Path(test) if test else None}
     pieces = {s: read_examples(p, fmt)[1] for s, p in sources.items() if p is not None and s != "train"}
-    picked = split_indices(len(source_pieces), val_fraction if val is None else 0, test_fraction, seed, source)
+    picked = split_indices(len(source_pieces), val_fraction, test_fraction, seed, source)
     tokenized = tokenize_examples(source_pieces)
     splits = {s: tokenized.take(idx) for s, idx in picked.items() if len(idx)}
     splits |= {s: tokenize_examples(p) for s, p in pieces.items()}
