@@ -32,13 +32,12 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
 from gptkit import files
-from gptkit.data import BIN_DTYPE
+from gptkit.data import BIN_DTYPE, MASK_DTYPE, Examples
 from gptkit.errors import GptkitError, run_cli
 from gptkit.files import write_failed
 from gptkit.prompts import Piece, detect_format, render, template
@@ -388,7 +387,6 @@ def _commit(out_dir: Path, writers: list["_BinWriter"], meta: dict) -> None:
 # --- examples: .jsonl (one object a line) or .json (a list of objects) --------------------------
 EXAMPLE_SUFFIXES = (".jsonl", ".json")
 SPLITS = ("train", "val", "test")
-MASK_DTYPE = np.uint8  # 1 where a token belongs to a response (its <|endoftext|> included)
 LENGTH_BUCKETS = (64, 128, 256, 512, 1024, 2048)  # block sizes meta.json counts the longer examples for
 
 
@@ -396,26 +394,13 @@ def is_example_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in EXAMPLE_SUFFIXES
 
 
-class TokenizedExamples(NamedTuple):
-    """Examples of one split, end to end: example i is tokens[offsets[i]:offsets[i + 1]]."""
-
-    tokens: np.ndarray  # BIN_DTYPE ids
-    mask: np.ndarray  # MASK_DTYPE, 1 on response tokens
-    offsets: np.ndarray  # int64, len = examples + 1
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def take(self, indices: np.ndarray) -> "TokenizedExamples":
-        pieces = [slice(self.offsets[i], self.offsets[i + 1]) for i in indices]
-        lengths = np.array([s.stop - s.start for s in pieces], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        if not pieces:
-            return TokenizedExamples(self.tokens[:0], self.mask[:0], offsets)
-        return TokenizedExamples(
-            np.concatenate([self.tokens[s] for s in pieces]), np.concatenate([self.mask[s] for s in pieces]), offsets
-        )
+def take(examples: Examples, indices: np.ndarray) -> Examples:
+    """The examples at `indices`, end to end in that order."""
+    pieces = [slice(examples.offsets[i], examples.offsets[i + 1]) for i in indices]
+    offsets = np.concatenate([[0], np.cumsum([s.stop - s.start for s in pieces], dtype=np.int64)]).astype(np.int64)
+    if not pieces:
+        return Examples(examples.tokens[:0], examples.mask[:0], offsets)
+    return Examples(*(np.concatenate([a[s] for s in pieces]) for a in (examples.tokens, examples.mask)), offsets)
 
 
 def prepare_examples(
@@ -441,7 +426,7 @@ def prepare_examples(
     pieces = {s: read_examples(p, fmt)[1] for s, p in sources.items() if p is not None and s != "train"}
     picked = split_indices(len(source_pieces), val_fraction, test_fraction, seed, source)
     tokenized = tokenize_examples(source_pieces)
-    splits = {s: tokenized.take(idx) for s, idx in picked.items() if len(idx)}
+    splits = {s: take(tokenized, idx) for s, idx in picked.items() if len(idx)}
     splits |= {s: tokenize_examples(p) for s, p in pieces.items()}
     meta = _examples_meta(fmt, splits, sources, val_fraction, test_fraction, seed, block_size)
     _write_examples(files.check_writable_dir(out_dir, "--out-dir"), splits, meta)
@@ -480,7 +465,7 @@ def read_examples(path: Path, expected: str | None = None) -> tuple[str, list[li
         try:
             found = detect_format(obj)
             if fmt is not None and found != fmt:
-                raise GptkitError(f"a {found} example, but {first} is {fmt}: one format per dataset")
+                raise GptkitError(f"the format is {found}, but {first} is {fmt}: one format per dataset")
             fmt, first = found, first or where
             out.append(render(obj, found))
         except GptkitError as e:
@@ -544,7 +529,7 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int, 
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def tokenize_examples(examples: list[list[Piece]]) -> TokenizedExamples:
+def tokenize_examples(examples: list[list[Piece]]) -> Examples:
     """Each prompt and each response tokenized on its own, `<|endoftext|>` after every response.
 
     Tokenizing the parts separately makes the boundary exact: tokenizing the joined text could
@@ -564,10 +549,10 @@ def tokenize_examples(examples: list[list[Piece]]) -> TokenizedExamples:
             k += 2
         lengths.append(length)
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
-    return TokenizedExamples(np.array(tokens, dtype=BIN_DTYPE), np.array(mask, dtype=MASK_DTYPE), offsets)
+    return Examples(np.array(tokens, dtype=BIN_DTYPE), np.array(mask, dtype=MASK_DTYPE), offsets)
 
 
-def split_counts(split: TokenizedExamples, block_size: int) -> dict:
+def split_counts(split: Examples, block_size: int) -> dict:
     """What meta.json says of a split; an example of L tokens trains at block_size >= L - 1
     (its last token is only a target), so longer ones are cut."""
     lengths = split.lengths
@@ -605,7 +590,7 @@ def _examples_meta(
     }
 
 
-def _write_examples(out_dir: Path, splits: dict[str, TokenizedExamples], meta: dict) -> None:
+def _write_examples(out_dir: Path, splits: dict[str, Examples], meta: dict) -> None:
     writers = []
     try:
         for split, data in splits.items():

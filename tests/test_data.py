@@ -328,7 +328,7 @@ def tiny_gpt(seed=0):
     from gptkit.model import GPT, GPTConfig
 
     torch.manual_seed(seed)
-    return GPT(GPTConfig(block_size=128, vocab_size=50257, n_layer=2, n_head=2, n_embd=32))
+    return GPT(GPTConfig(block_size=128, vocab_size=50257, n_layer=2, n_head=2, n_embd=16))
 
 
 def step_gradient(model, data, step, world_size=1):

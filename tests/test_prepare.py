@@ -138,7 +138,11 @@ GOOD = '{"prompt": "Q:", "completion": " A"}\n'
             GOOD + '{"question": "Q", "answer": "A"}\n',
             "line 2: the object (keys: 'question', 'answer') is none",
         ),
-        ("x.jsonl", GOOD + "\n" + '{"instruction": "Q", "output": "A"}\n', "line 3: a alpaca example, but line 1 is"),
+        (
+            "x.jsonl",
+            GOOD + "\n" + '{"instruction": "Q", "output": "A"}\n',
+            "line 3: the format is alpaca, but line 1 is prompt/completion",
+        ),
         ("x.jsonl", GOOD + '{"prompt": "Q:"}\n', "line 2: 'completion' is missing"),
         ("x.jsonl", GOOD + '{"prompt": "", "completion": " A"}\n', "line 2: 'prompt' is empty"),
         ("x.jsonl", GOOD + '{"prompt": "Q", "completion": 4}\n', "line 2: 'completion' must be a string"),
@@ -174,7 +178,7 @@ def test_bad_example_files_from_the_command_line(tmp_path):
     assert_user_error(result, f"{bad} line 2: not valid JSON")
     other = write_jsonl(tmp_path / "val.jsonl", [{"instruction": "Q", "output": "A"}])
     result = run_cli("-m", "gptkit.prepare", str(good), "--val", str(other), "--name", "x", "--out-root", str(data))
-    assert_user_error(result, f"{other} line 1: a alpaca example, but the training file is prompt/completion")
+    assert_user_error(result, f"{other} line 1: the format is alpaca, but the training file is prompt/completion")
     with pytest.raises(GptkitError, match="give --val FILE or --val-fraction, not both"):
         prepare(good, data / "x", val=good, val_fraction=0.2)
     assert {p.name: p.read_bytes() for p in (data / "x").iterdir()} == before
