@@ -79,6 +79,11 @@ class TrainConfig:
     batch_size: int = setting(12, "sequences per micro-batch", AT_LEAST_1)
     block_size: int = setting(1024, "tokens per sequence (crops a pretrained model's context if smaller)", AT_LEAST_1)
     seed: int = setting(1337, "seed for initialisation, dropout and the data windows", SEED)
+    mask_prompt: bool = setting(
+        True,
+        "example datasets: loss on the responses only, as the prompts are given at use and need no learning "
+        "(False: on whole examples)",
+    )
     # model (used by init_from=scratch)
     n_layer: int = setting(12, "transformer blocks (scratch only)", AT_LEAST_1)
     n_head: int = setting(12, "attention heads (scratch only)", AT_LEAST_1)

@@ -72,40 +72,47 @@ class _OneDNNLinear(torch.autograd.Function):
 # benchmarks/README.md.
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """F.cross_entropy(logits, targets, ignore_index=-1) for (N, vocab) logits and (N,) targets.
+IGNORE_INDEX = -1  # a target that is no target: padding, and the prompt of an example under mask_prompt
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction=...) for (N, vocab)
+    logits and (N,) targets; `reduction` is "mean" (over the targets not ignored) or "sum".
 
     The loss is fp32 also for bf16 logits, as under autocast (which computes it in fp32).
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.bfloat16) and not _compiling():
-        return _BlockwiseCrossEntropy.apply(logits, targets)
-    return F.cross_entropy(logits, targets, ignore_index=-1)
+        return _BlockwiseCrossEntropy.apply(logits, targets, reduction == "sum")
+    return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction=reduction)
 
 
 class _BlockwiseCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy over the rows whose target is not -1; gradient softmax - one-hot."""
+    """Cross-entropy summed, or averaged, over the rows whose target is not IGNORE_INDEX;
+    gradient softmax - one-hot."""
 
     ROWS = 32  # 32 x 50257 floats: 6 MB, within the L3 cache of any CPU that trains this
 
     @staticmethod
-    def forward(ctx, logits, targets):
-        valid = targets != -1
-        picked = targets.clamp(min=0)  # -1 rows are masked out below; any index will do
+    def forward(ctx, logits, targets, summed):
+        valid = targets != IGNORE_INDEX
+        picked = torch.where(valid, targets, 0)  # ignored rows are masked out below; any index will do
         blocks = logits.split(_BlockwiseCrossEntropy.ROWS)
         lse = torch.cat([torch.logsumexp(rows.float(), dim=-1) for rows in blocks])
-        count = valid.sum().float()
+        count = torch.ones((), device=logits.device) if summed else valid.sum().float()
         loss = ((lse - logits.gather(1, picked[:, None]).squeeze(1).float()) * valid).sum() / count
-        ctx.save_for_backward(logits, targets, lse, count)
+        ctx.save_for_backward(logits, picked, valid, lse, count)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss):
-        logits, targets, lse, count = ctx.saved_tensors
-        scale = (targets != -1).float() * (grad_loss / count)  # d loss / d (row's loss)
+        logits, picked, valid, lse, count = ctx.saved_tensors
+        scale = valid.float() * (grad_loss / count)  # d loss / d (row's loss)
         grad = torch.empty_like(logits)
         blocks = zip(
-            *(t.split(_BlockwiseCrossEntropy.ROWS) for t in (logits, grad, lse, targets.clamp(min=0), scale)),
+            *(t.split(_BlockwiseCrossEntropy.ROWS) for t in (logits, grad, lse, picked, scale)),
             strict=True,
         )
         fp32 = logits.dtype == torch.float32
@@ -116,7 +123,7 @@ class _BlockwiseCrossEntropy(torch.autograd.Function):
             work.mul_(row_scale[:, None])
             if not fp32:
                 out.copy_(work)
-        return grad, None
+        return grad, None, None
 
 
 def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

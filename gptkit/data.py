@@ -1,20 +1,31 @@
 """Token bins on disk -> (x, y) batches.
 
-A prepared dataset is a folder with `train.bin` and `val.bin` (GPT-2 token ids as uint16,
-one long stream) and `meta.json`. Training reads random windows of `block_size + 1` tokens
-through `np.memmap`, so a corpus far larger than memory works; evaluation reads a fixed set
-of windows, the same at every evaluation, so loss curves are comparable.
+A prepared dataset is a folder with `meta.json` and, per split, `SPLIT.bin` (GPT-2 token ids
+as uint16). Its `kind` says how to read them:
+
+- `stream` (`Batches`): one long stream of text. Training reads random windows of
+  `block_size + 1` tokens through `np.memmap`, so a corpus far larger than memory works;
+  evaluation reads a fixed set of windows, the same at every evaluation, so loss curves are
+  comparable.
+- `examples` (`ExampleBatches`): prompt -> response examples end to end, with
+  `SPLIT.offsets.npy` (where each starts) and `SPLIT.mask.bin` (1 on response tokens). A batch
+  holds whole examples, right-padded to its longest; the targets of padding, and with
+  `mask_prompt` of the prompts, are IGNORE_INDEX, so the loss is on the responses only.
 """
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from gptkit.cpu_kernels import IGNORE_INDEX
 from gptkit.errors import GptkitError
+from gptkit.tokenizer import EOT_ID
 
 BIN_DTYPE = np.uint16
+MASK_DTYPE = np.uint8
 
 
 def read_meta(data_dir: str | Path) -> dict:
@@ -22,17 +33,27 @@ def read_meta(data_dir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def dataset_kind(data_dir: str | Path) -> str:
+    """ "stream" or "examples"; a dataset prepared before meta.json said is a stream."""
+    return read_meta(data_dir).get("kind", "stream")
+
+
+def _missing(path: Path, data_dir: str | Path) -> GptkitError:
+    data_dir = Path(data_dir)
+    if data_dir.name == "shakespeare":
+        hint = "python data/shakespeare/prepare.py"
+    elif (data_dir / "prepare.py").is_file():  # a dataset that ships with its own script
+        hint = f"python {data_dir / 'prepare.py'}"
+    else:
+        hint = f"python -m gptkit.prepare YOUR_TEXT --name {data_dir.name}"
+    return GptkitError(f"{path} not found: prepare the dataset first ({hint})")
+
+
 def open_split(data_dir: str | Path, split: str) -> np.memmap:
     """The memmapped token stream of one split, with clear errors when it is missing or empty."""
     path = Path(data_dir) / f"{split}.bin"
     if not path.is_file():
-        name = Path(data_dir).name
-        hint = (
-            "python data/shakespeare/prepare.py"
-            if name == "shakespeare"
-            else f"python -m gptkit.prepare YOUR_TEXT --name {name}"
-        )
-        raise GptkitError(f"{path} not found: prepare the dataset first ({hint})")
+        raise _missing(path, data_dir)
     if path.stat().st_size < 2 * np.dtype(BIN_DTYPE).itemsize:
         raise GptkitError(f"{path} holds fewer than 2 tokens: prepare the dataset again with more text")
     return np.memmap(path, dtype=BIN_DTYPE, mode="r")
@@ -117,3 +138,189 @@ class Batches:
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+
+def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+# --- examples ---------------------------------------------------------------------------------
+class Examples(NamedTuple):
+    """One split of an example dataset, memory-mapped: example i is tokens[offsets[i]:offsets[i + 1]]."""
+
+    tokens: np.ndarray  # BIN_DTYPE token ids
+    mask: np.ndarray  # MASK_DTYPE: 1 on response tokens (each response's <|endoftext|> included)
+    offsets: np.ndarray  # int64, one more than there are examples
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def open_examples(data_dir: str | Path, split: str) -> Examples:
+    """The memmapped examples of one split, with clear errors when its files are missing or disagree."""
+    data_dir = Path(data_dir)
+    paths = [data_dir / f"{split}{suffix}" for suffix in (".bin", ".mask.bin", ".offsets.npy")]
+    for path in paths:
+        if not path.is_file():
+            raise _missing(path, data_dir)
+    tokens = np.memmap(paths[0], dtype=BIN_DTYPE, mode="r")
+    mask = np.memmap(paths[1], dtype=MASK_DTYPE, mode="r")
+    offsets = np.load(paths[2])
+    if len(tokens) != len(mask) or len(offsets) < 2 or offsets[0] != 0 or offsets[-1] != len(tokens):
+        raise GptkitError(f"the files of {data_dir / split} do not agree with each other: prepare the dataset again")
+    return Examples(tokens, mask, offsets)
+
+
+class Step(NamedTuple):
+    """The examples of one optimizer step, as `ExampleBatches.draw_step` gives them.
+
+    For every token to weigh the same, each micro-batch's loss is its summed cross-entropy
+    divided by `num_targets`, the step's count of targets over all processes:
+    `model(x, y, reduction="sum") / num_targets`, times world_size under DDP (which averages
+    the gradients of the processes where this wants their sum).
+    """
+
+    micro_batches: list[np.ndarray]  # this process's example indices, one array per micro-batch
+    num_targets: int  # target tokens in the whole step, all processes together
+
+
+class ExampleBatches:
+    """Micro-batches of whole examples from one split of an example dataset, as int64 `(x, y)`.
+
+    A batch holds `batch_size` examples (fewer at the end of an evaluation pass), right-padded to
+    its longest, at most `block_size` positions: an example longer than `block_size + 1`
+    tokens is cut (`num_cut` counts them). `y` is `x` shifted by one, with IGNORE_INDEX where
+    there is no target: on padding, and with `mask_prompt` on every token that is not part of
+    a response. Each response's `<|endoftext|>` stays a target, so the model learns to stop.
+
+    Training draws examples without replacement in an order reshuffled every epoch from
+    (seed, epoch); `state_dict()` is (epoch, position), so a resumed run draws exactly what the
+    uninterrupted run would have.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        split: str,
+        batch_size: int,
+        block_size: int,
+        device: str | torch.device = "cpu",
+        seed: int = 1337,
+        mask_prompt: bool = True,
+        vocab_size: int | None = None,
+    ):
+        self.data_dir, self.split = Path(data_dir), split
+        self.batch_size, self.block_size, self.mask_prompt = batch_size, block_size, mask_prompt
+        self.device, self.seed = torch.device(device), seed
+        self.examples = open_examples(data_dir, split)
+        self.lengths = np.minimum(self.examples.lengths, block_size + 1)  # as trained: cut to fit
+        self.num_examples = len(self.lengths)
+        self.num_cut = int((self.examples.lengths > block_size + 1).sum())
+        self.targets = self._count_targets()
+        self._check(vocab_size)
+        self.epoch, self.position = 0, 0
+        self.order = self._permutation(0)
+
+    def _count_targets(self) -> np.ndarray:
+        """Targets per example, as cut: every token after the first, or (mask_prompt) its response tokens."""
+        if not self.mask_prompt:
+            return self.lengths - 1
+        mask, starts = self.examples.mask, self.examples.offsets[:-1]
+        # response tokens of each whole example, less its first token's (never a target: nothing predicts it)
+        counts = np.add.reduceat(mask, starts, dtype=np.int64) - mask[starts]
+        for i in np.flatnonzero(self.examples.lengths > self.lengths):  # the few that are cut: count what is kept
+            counts[i] = int(mask[starts[i] + 1 : starts[i] + self.lengths[i]].sum())
+        return counts
+
+    def _check(self, vocab_size: int | None) -> None:
+        where = self.data_dir / self.split
+        if self.num_cut == self.num_examples:
+            raise GptkitError(
+                f"every example of {where} is longer than block_size + 1 = {self.block_size + 1} tokens (the "
+                f"shortest has {int(self.examples.lengths.min())}): raise --block_size or shorten the examples"
+            )
+        if self.targets.sum() == 0:
+            raise GptkitError(f"no example of {where} keeps a response token within block_size {self.block_size}")
+        if vocab_size is not None and len(self.examples.tokens) and int(self.examples.tokens.max()) >= vocab_size:
+            raise GptkitError(
+                f"{where}.bin holds token id {int(self.examples.tokens.max())}, but the model's vocab_size is "
+                f"{vocab_size}: the data was prepared with another tokenizer; prepare it again"
+            )
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+
+    @property
+    def epochs_done(self) -> float:
+        """Epochs of training drawn so far, fractional (for metrics.jsonl)."""
+        return self.epoch + self.position / self.num_examples
+
+    def draw_examples(self, n: int) -> np.ndarray:
+        """The next `n` example indices of the training order; an epoch's end reshuffles."""
+        picked = []
+        while n > 0:
+            take = self.order[self.position : self.position + n]
+            picked.append(take)
+            n -= len(take)
+            self.position += len(take)
+            if self.position == self.num_examples:
+                self.epoch, self.position = self.epoch + 1, 0
+                self.order = self._permutation(self.epoch)
+        return np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+
+    def draw_step(self, micro_steps: int, rank: int = 0, world_size: int = 1) -> Step:
+        """The examples of one optimizer step: `micro_steps` micro-batches on each of `world_size`
+        processes (call it the same way on every rank). The step's examples are sorted by length
+        before they are dealt out, so a micro-batch holds examples of similar length: less padding,
+        and the same gradient, as each token weighs the same wherever it lands."""
+        indices = self.draw_examples(micro_steps * world_size * self.batch_size)
+        indices = indices[np.argsort(self.lengths[indices], kind="stable")]
+        chunks = np.split(indices, micro_steps * world_size)
+        return Step(chunks[rank::world_size], self.num_targets(indices))
+
+    def num_targets(self, indices: np.ndarray) -> int:
+        """How many target tokens these examples hold (as cut to block_size)."""
+        return int(self.targets[indices].sum())
+
+    def batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `(x, y)` micro-batch of these examples: right-padded to the longest, moved to the device."""
+        lengths = self.lengths[indices]
+        width = int(lengths.max()) - 1
+        x = np.full((len(indices), width), EOT_ID, dtype=np.int64)  # any id: a pad is never a target
+        y = np.full((len(indices), width), IGNORE_INDEX, dtype=np.int64)
+        for row, (i, n) in enumerate(zip(indices, lengths, strict=True)):
+            start = self.examples.offsets[i]
+            ids = self.examples.tokens[start : start + n].astype(np.int64)
+            x[row, : n - 1] = ids[:-1]
+            keep = self.examples.mask[start + 1 : start + n] == 1 if self.mask_prompt else True
+            y[row, : n - 1] = np.where(keep, ids[1:], IGNORE_INDEX)
+        return _to_device(torch.from_numpy(x), torch.from_numpy(y), self.device)
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training micro-batch (for a loop that does not need the step's target count)."""
+        return self.batch(self.draw_examples(self.batch_size))
+
+    def eval_indices(self, num_batches: int | None = None) -> list[np.ndarray]:
+        """The fixed evaluation pass: the examples in file order, in micro-batches; all of them, or
+        the first `num_batches` micro-batches. The same at every call, so val losses compare."""
+        chunks = np.split(np.arange(self.num_examples), range(self.batch_size, self.num_examples, self.batch_size))
+        return chunks if num_batches is None else chunks[:num_batches]
+
+    def eval_batches(self, num_batches: int | None = None, rank: int = 0, world_size: int = 1):
+        """Yield the fixed evaluation micro-batches; under DDP rank r reads r, r + world_size, ...
+
+        Average the loss token-weighted: sum each batch's summed loss and its count of targets
+        (over the ranks too), then divide; a mean of batch means would weigh short examples more.
+        """
+        for indices in self.eval_indices(num_batches)[rank::world_size]:
+            yield self.batch(indices)
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
+        self.order = self._permutation(self.epoch)

@@ -5,6 +5,7 @@
 - `append_line`: one whole line appended to a log, or nothing.
 - `write_failed`: the one line for a write the machine refuses (disk full, quota), naming the
   file and the free space, with the files written before left intact.
+- `check_writable_dir`: an output folder created if need be, and one line when it cannot be used.
 """
 
 import contextlib
@@ -103,6 +104,21 @@ def append_line(path: str | Path, line: str) -> None:
         raise write_failed(path, e) from None
     finally:
         os.close(fd)
+
+
+def check_writable_dir(path: str | Path, option: str) -> Path:
+    """Create the folder `path` if it is missing and check that files can be made in it.
+
+    `option` is the setting that chose it (`--out-dir`, `--out_dir`): the error says to change it.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GptkitError(f"cannot create {path}: {e.strerror}; choose another {option}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise GptkitError(f"{path} is not writable: choose another {option} or fix its permissions")
+    return path
 
 
 def write_failed(path: str | Path, err: OSError) -> GptkitError:

@@ -217,13 +217,19 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab_size) for every position, and the mean cross-entropy if `targets`."""
+        """Logits (B, T, vocab_size) for every position, and the cross-entropy if `targets`.
+
+        Targets equal to IGNORE_INDEX (-1: padding, a prompt under mask_prompt) count for nothing.
+        The loss is the mean over the other targets, or with reduction="sum" their sum: a step over
+        micro-batches of examples divides each one's sum by the whole step's count of targets, so
+        every token weighs the same.
+        """
         logits = self.lm_head(self.hidden_states(idx))
         loss = None
         if targets is not None:
-            loss = cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+            loss = cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction)
         return logits, loss
 
     def crop_block_size(self, block_size: int) -> None:

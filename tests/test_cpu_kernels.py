@@ -178,6 +178,30 @@ def test_cross_entropy_matches_torch_with_ignored_targets():
     assert cross_entropy(logits[:3].detach(), torch.full((3,), -1)).isnan()  # like torch: 0 / 0
 
 
+def test_cross_entropy_sum_matches_torch_and_ignores_the_ignore_index():
+    """reduction="sum" (a micro-batch of examples, divided by the step's target count later):
+    F.cross_entropy's sum and gradient; IGNORE_INDEX rows add nothing, all ignored is 0, not nan."""
+    from gptkit.cpu_kernels import IGNORE_INDEX, cross_entropy
+
+    gen = torch.Generator().manual_seed(1)
+    n = 2 * 32 + 9
+    logits = (4 * torch.randn(n, 50257, generator=gen)).requires_grad_(True)
+    targets = torch.randint(0, 50257, (n,), generator=gen)
+    targets[torch.randperm(n, generator=gen)[: n // 2]] = IGNORE_INDEX  # like prompt and pad positions
+    loss = cross_entropy(logits, targets, reduction="sum")
+    ref = torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    assert torch.allclose(loss, ref, rtol=1e-6), (loss, ref)
+    (grad,) = torch.autograd.grad(loss / 7, logits)
+    (ref_grad,) = torch.autograd.grad(ref / 7, logits)
+    assert torch.allclose(grad, ref_grad, atol=1e-6, rtol=1e-4)
+    assert grad[targets == IGNORE_INDEX].abs().max() == 0
+    mean = cross_entropy(logits, targets)
+    assert torch.allclose(mean * (targets != IGNORE_INDEX).sum(), loss, rtol=1e-6)
+    assert cross_entropy(logits[:3].detach(), torch.full((3,), IGNORE_INDEX), reduction="sum") == 0
+    with pytest.raises(ValueError, match="reduction"):
+        cross_entropy(logits, targets, reduction="none")
+
+
 def test_frozen_linear_keeps_no_input_and_still_passes_the_gradient_on():
     """LoRA's frozen base: the input's gradient equals F.linear's, and the input is not saved."""
     import torch.nn.functional as F

@@ -235,3 +235,187 @@ def test_missing_corpus_download_fails_clearly_offline(tmp_path):
     assert_user_error(result, "input.txt is missing", "char-rnn", "connect to the internet once")
     assert not (tmp_path / "data/shakespeare/input.txt").exists()
     assert not (tmp_path / "data/shakespeare/train.bin").exists()
+
+
+# --- example datasets ---------------------------------------------------------------------------
+EXAMPLE_ROWS = [
+    {"instruction": "Add the numbers.", "input": "2 3", "output": "5"},
+    {"instruction": "Say hi.", "output": "hi there, how are you today?"},
+    {"instruction": "Reverse the word.", "input": "stop", "output": "pots"},
+    {"instruction": "Name a colour.", "input": "", "output": "teal"},
+    {"instruction": "Count to five.", "output": "one two three four five"},
+    {"instruction": "Spell it.", "input": "cat", "output": "c a t"},
+]
+
+
+@pytest.fixture(scope="module")
+def example_dir(tmp_path_factory):
+    """Six Alpaca examples of different lengths, every one in train and in val."""
+    root = tmp_path_factory.mktemp("examples")
+    src = root / "ex.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in EXAMPLE_ROWS))
+    prepare(src, root / "ex", val=src)
+    return root / "ex"
+
+
+def example_ids(data_dir, split, i):
+    from gptkit.data import open_examples
+
+    ex = open_examples(data_dir, split)
+    a, b = ex.offsets[i], ex.offsets[i + 1]
+    return ex.tokens[a:b].astype(np.int64), ex.mask[a:b].astype(bool)
+
+
+def test_example_batches_pad_right_and_mask_the_prompt(example_dir):
+    from gptkit.data import ExampleBatches
+
+    for mask_prompt in (True, False):
+        data = ExampleBatches(example_dir, "train", batch_size=3, block_size=128, mask_prompt=mask_prompt)
+        indices = np.array([0, 1, 3])
+        x, y = data.batch(indices)
+        lengths = [len(example_ids(example_dir, "train", i)[0]) for i in indices]
+        assert x.shape == y.shape == (3, max(lengths) - 1) and x.dtype == y.dtype == torch.int64
+        for row, (i, n) in enumerate(zip(indices, lengths, strict=True)):
+            ids, response = example_ids(example_dir, "train", i)
+            assert x[row, : n - 1].tolist() == ids[:-1].tolist()
+            want = np.where(response[1:] | (not mask_prompt), ids[1:], -1)
+            assert y[row, : n - 1].tolist() == want.tolist()
+            assert (y[row, n - 1 :] == -1).all()  # padding is never a target
+            assert y[row, n - 2] == EOT_ID  # the end of the response stays a target: the model learns to stop
+        assert data.num_targets(indices) == int((y != -1).sum())
+
+
+def test_examples_longer_than_the_block_are_cut_and_counted(example_dir):
+    from gptkit.data import ExampleBatches
+
+    lengths = np.array([len(example_ids(example_dir, "train", i)[0]) for i in range(len(EXAMPLE_ROWS))])
+    block = int(np.sort(lengths)[2])  # cuts the 3 longest (those longer than block + 1)
+    data = ExampleBatches(example_dir, "train", batch_size=6, block_size=block, mask_prompt=False)
+    assert data.num_cut == int((lengths > block + 1).sum()) == 3
+    x, y = data.batch(np.arange(6))
+    assert x.shape == (6, block)
+    longest = int(lengths.argmax())
+    ids, _ = example_ids(example_dir, "train", longest)
+    assert x[longest].tolist() == ids[:block].tolist() and y[longest].tolist() == ids[1 : block + 1].tolist()
+    talky = 1  # the longest response: cut 3 tokens short of its end
+    cut_in_response = ExampleBatches(example_dir, "train", batch_size=6, block_size=int(lengths[talky]) - 4)
+    x, y = cut_in_response.batch(np.arange(6))
+    assert cut_in_response.num_cut >= 1 and cut_in_response.num_targets(np.arange(6)) == int((y != -1).sum())
+    assert (y[talky] != -1).sum() == example_ids(example_dir, "train", talky)[1].sum() - 3
+    with pytest.raises(GptkitError, match="every example of .* is longer than block_size"):
+        ExampleBatches(example_dir, "train", batch_size=2, block_size=int(lengths.min()) - 2)
+
+
+def test_examples_are_drawn_without_replacement_reshuffled_each_epoch_and_resume_exactly(example_dir):
+    from gptkit.data import ExampleBatches
+
+    data = ExampleBatches(example_dir, "train", batch_size=4, block_size=128, seed=5)
+    epochs = [data.draw_examples(6) for _ in range(3)]
+    assert all(sorted(e.tolist()) == list(range(6)) for e in epochs)  # each epoch: every example once
+    assert len({tuple(e) for e in epochs}) == 3 and data.epoch == 3 and data.epochs_done == 3.0
+    data.draw_examples(4)  # into an epoch: 4 of 6 drawn
+    assert data.epochs_done == pytest.approx(3 + 4 / 6)
+    state = data.state_dict()
+    ahead = [data.draw_examples(4) for _ in range(4)]  # across epoch ends
+    resumed = ExampleBatches(example_dir, "train", batch_size=4, block_size=128, seed=999)
+    resumed.load_state_dict(state)
+    assert all(np.array_equal(a, b) for a, b in zip(ahead, [resumed.draw_examples(4) for _ in range(4)], strict=True))
+    other = ExampleBatches(example_dir, "train", batch_size=4, block_size=128, seed=6)
+    assert not np.array_equal(other.draw_examples(6), epochs[0])
+
+
+def tiny_gpt(seed=0):
+    from gptkit.model import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size=128, vocab_size=50257, n_layer=2, n_head=2, n_embd=16))
+
+
+def step_gradient(model, data, step, world_size=1):
+    """A step's gradient as the training loop computes it: each micro-batch's summed loss over
+    the step's target count (times world_size, as DDP averages the processes' gradients)."""
+    model.zero_grad()
+    for indices in step.micro_batches:
+        x, y = data.batch(indices)
+        _, loss = model(x, y, reduction="sum")
+        (loss * world_size / step.num_targets).backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def test_every_token_weighs_the_same_across_micro_batches_and_processes(example_dir):
+    """4 micro-batches of 1 = 1 of 4 = 2 processes of 2 x 1, up to float rounding; a mean of
+    per-micro-batch means (what a stream loop does) weighs short examples more, and differs."""
+    from gptkit.data import ExampleBatches
+
+    model = tiny_gpt()
+
+    def fresh(batch_size):
+        return ExampleBatches(example_dir, "train", batch_size=batch_size, block_size=128, seed=3)
+
+    one_of_4 = fresh(4)
+    whole = one_of_4.draw_step(1)
+    g_whole = step_gradient(model, one_of_4, whole)
+    four_of_1 = fresh(1)
+    step = four_of_1.draw_step(4)
+    assert sorted(np.concatenate(step.micro_batches).tolist()) == sorted(whole.micro_batches[0].tolist())
+    assert step.num_targets == whole.num_targets
+    torch.testing.assert_close(step_gradient(model, four_of_1, step), g_whole, rtol=1e-4, atol=1e-7)
+
+    per_rank = []
+    for rank in range(2):
+        data = fresh(1)
+        per_rank.append(step_gradient(model, data, data.draw_step(2, rank=rank, world_size=2), world_size=2))
+    torch.testing.assert_close((per_rank[0] + per_rank[1]) / 2, g_whole, rtol=1e-4, atol=1e-7)  # DDP's average
+
+    model.zero_grad()
+    for indices in step.micro_batches:
+        _, loss = model(*four_of_1.batch(indices))
+        (loss / 4).backward()
+    naive = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert not torch.allclose(naive, g_whole, rtol=1e-2)
+
+
+def test_eval_is_a_fixed_pass_in_file_order(example_dir):
+    from gptkit.data import ExampleBatches
+
+    data = ExampleBatches(example_dir, "val", batch_size=4, block_size=128)
+    assert [c.tolist() for c in data.eval_indices()] == [[0, 1, 2, 3], [4, 5]]
+    assert [c.tolist() for c in data.eval_indices(1)] == [[0, 1, 2, 3]]
+    first = [y for _, y in data.eval_batches()]
+    data.draw_examples(5)  # training draws do not move the evaluation
+    assert all(torch.equal(a, b) for a, b in zip(first, [y for _, y in data.eval_batches()], strict=True))
+    shares = [[y for _, y in data.eval_batches(rank=r, world_size=2)] for r in (0, 1)]
+    assert [len(s) for s in shares] == [1, 1] and torch.equal(shares[1][0], first[1])
+
+
+def test_example_val_loss_equals_transformers_on_the_response_tokens(example_dir, tiny_hf_dir):
+    """The token-weighted val loss over response tokens, computed by transformers on its own
+    padded batch (-100 on prompt and pad tokens), is gptkit's loss on the same examples."""
+    from transformers import GPT2LMHeadModel
+
+    from gptkit.data import ExampleBatches
+    from gptkit.pretrained import from_pretrained
+
+    data = ExampleBatches(example_dir, "val", batch_size=4, block_size=128)
+    model = from_pretrained(tiny_hf_dir).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in data.eval_batches():  # two micro-batches of different widths
+            _, loss = model(x, y, reduction="sum")
+            total, count = total + loss.item(), count + int((y != -1).sum())
+    ours = total / count
+
+    rows = [example_ids(example_dir, "val", i) for i in range(len(EXAMPLE_ROWS))]
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
+    attention = torch.zeros(len(rows), width, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)
+    for r, (ids, response) in enumerate(rows):
+        input_ids[r, : len(ids)] = torch.from_numpy(ids)
+        attention[r, : len(ids)] = 1
+        labels[r, : len(ids)] = torch.from_numpy(np.where(response, ids, -100))
+    hf = GPT2LMHeadModel.from_pretrained(tiny_hf_dir).eval()
+    with torch.no_grad():
+        theirs = hf(input_ids=input_ids, attention_mask=attention, labels=labels).loss.item()
+    assert count == int((labels[:, 1:] != -100).sum())
+    assert ours == pytest.approx(theirs, abs=1e-5)

@@ -33,6 +33,21 @@ def test_forward_shapes_and_loss_at_init():
     assert abs(loss.item() - math.log(50257)) < 0.1
 
 
+def test_loss_skips_ignored_targets_as_a_mean_or_a_sum():
+    """Targets of -1 (padding, a prompt under mask_prompt) count for nothing: the mean is over the
+    others, as F.cross_entropy(ignore_index=-1) computes it, and reduction="sum" is their sum."""
+    model = tiny()
+    idx = torch.randint(0, 50257, (3, 20))
+    targets = torch.randint(0, 50257, (3, 20))
+    targets[0, :12] = -1
+    targets[2, 15:] = -1
+    logits, mean = model(idx, targets)
+    ref = torch.nn.functional.cross_entropy(logits.view(-1, 50257), targets.view(-1), ignore_index=-1)
+    torch.testing.assert_close(mean, ref)
+    _, summed = model(idx, targets, reduction="sum")
+    torch.testing.assert_close(summed, ref * (targets != -1).sum())
+
+
 def test_weight_tying():
     model = tiny()
     assert model.lm_head.weight is model.transformer.wte.weight
