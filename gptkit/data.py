@@ -120,6 +120,22 @@ class Batches:
             )
         return x.contiguous().to(self.device), y.contiguous().to(self.device)
 
+    def draw_step(self, micro_steps: int, rank: int = 0, world_size: int = 1) -> "Step":
+        """The windows of one optimizer step: `micro_steps` micro-batches on each of `world_size`
+        processes. Every rank draws the whole step, so the generators stay in step and the global
+        batch is the same whatever the number of ranks; this rank takes its consecutive share."""
+        offsets = self.draw_offsets(micro_steps * world_size * self.batch_size)
+        offsets = offsets.reshape(micro_steps * world_size, self.batch_size)
+        mine = list(offsets[rank * micro_steps : (rank + 1) * micro_steps])
+        return Step(mine, offsets.size * self.block_size)  # every position is a target
+
+    def batch(self, offsets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.windows(offsets)
+
+    def eval_count(self, num_batches: int) -> int:
+        """How many batches an evaluation of `num_batches` reads (all of them: windows never run out)."""
+        return num_batches
+
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One random training batch."""
         return self.windows(self.draw_offsets(self.batch_size))
@@ -308,6 +324,10 @@ class ExampleBatches:
         the first `num_batches` micro-batches. The same at every call, so val losses compare."""
         chunks = np.split(np.arange(self.num_examples), range(self.batch_size, self.num_examples, self.batch_size))
         return chunks if num_batches is None else chunks[:num_batches]
+
+    def eval_count(self, num_batches: int | None = None) -> int:
+        """How many micro-batches an evaluation of (at most) `num_batches` reads."""
+        return len(self.eval_indices(num_batches))
 
     def eval_batches(self, num_batches: int | None = None, rank: int = 0, world_size: int = 1):
         """Yield the fixed evaluation micro-batches; under DDP rank r reads r, r + world_size, ...

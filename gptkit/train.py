@@ -30,8 +30,17 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from gptkit import checkpoint, distributed, files, lora, memory, runguard
-from gptkit.config import FSDP_NO_LORA, TrainConfig, check_resume, describe_resume, parse_args, validate
-from gptkit.data import Batches
+from gptkit.config import (
+    FSDP_NO_LORA,
+    TrainConfig,
+    check_resume,
+    describe_resume,
+    given_settings,
+    parse_args,
+    validate,
+)
+from gptkit.cpu_kernels import IGNORE_INDEX
+from gptkit.data import Batches, ExampleBatches, dataset_kind
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.metrics import MetricsWriter, check_sinks, perplexity
@@ -116,8 +125,8 @@ class Run:
     net: torch.nn.Module  # what the forward pass calls: the model, compiled and/or DDP-wrapped
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    train_data: Batches
-    val_data: Batches
+    train_data: Batches | ExampleBatches  # windows of a token stream, or whole examples
+    val_data: Batches | ExampleBatches
     out: Path
     lora: dict | None = None  # a LoRA run's settings and base reference (checkpoint.lora_settings)
     peak_flops: float = 0.0  # of all ranks together, for MFU (0: unknown)
@@ -125,7 +134,12 @@ class Run:
     resumed_from: Path | None = None
 
     @property
+    def examples(self) -> bool:
+        return isinstance(self.train_data, ExampleBatches)
+
+    @property
     def tokens_per_iter(self) -> int:
+        """Positions one step computes: exact for a stream, at most this for padded examples."""
         cfg = self.cfg
         return cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size
 
@@ -158,12 +172,7 @@ def claimed_out_dir(cfg: TrainConfig, world: World) -> Iterator[Path]:
     out = Path(cfg.out_dir)
     with contextlib.ExitStack() as held:
         if world.master:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise GptkitError(f"cannot create out_dir {out}: {e.strerror}; choose another --out_dir") from None
-            if not os.access(out, os.W_OK | os.X_OK):
-                raise GptkitError(f"out_dir {out} is not writable: choose another --out_dir or fix its permissions")
+            files.check_writable_dir(out, "--out_dir")
             held.enter_context(runguard.OutDirLock(out))  # refuses if another live run writes here
             existing = [n for n in (checkpoint.BEST, checkpoint.LATEST) if (out / n).exists()]
             if cfg.init_from != "resume" and existing and not cfg.overwrite_out_dir and not cfg.eval_only:
@@ -226,10 +235,21 @@ def build_optimizer(cfg: TrainConfig, model: GPT, device: torch.device, precisio
     return optimizer, scaler(device.type, enabled=precision.dtype == torch.float16)
 
 
-def build_data(cfg: TrainConfig, model: GPT, device: torch.device) -> tuple[Batches, Batches]:
+def build_data(cfg: TrainConfig, model: GPT, device: torch.device):
+    """The train and val batches: random windows of a token stream, or whole examples (padded)."""
     data_dir, vocab = Path(cfg.data_root) / cfg.dataset, model.config.vocab_size
+    if dataset_kind(data_dir) != "examples":
+        if "mask_prompt" in given_settings(cfg):
+            raise GptkitError(
+                f"mask_prompt applies to example datasets, but {data_dir} is a text stream (no prompts to mask): "
+                "drop --mask_prompt, or prepare a .jsonl of examples"
+            )
+        return tuple(
+            Batches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab) for s in ("train", "val")
+        )
     return tuple(
-        Batches(data_dir, split, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab) for split in ("train", "val")
+        ExampleBatches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, cfg.mask_prompt, vocab)
+        for s in ("train", "val")
     )
 
 
@@ -324,20 +344,24 @@ def restore(run: Run, state: TrainState, ckpt: dict) -> None:
 
 
 # --- one step, one evaluation ----------------------------------------------------------------
-def train_step(run: Run, lr: float) -> float:
-    """Forward/backward over this rank's micro-batches, then one AdamW step; returns the mean loss."""
+def train_step(run: Run, lr: float) -> tuple[float, int]:
+    """Forward/backward over this rank's micro-batches, then one AdamW step.
+
+    Returns the step's mean loss over its target tokens and the positions it computed. Every
+    target token weighs the same, whichever micro-batch or process it lands in: each micro-batch
+    adds its summed loss over the whole step's count of targets (so micro-batches of padded
+    examples, which hold different numbers of targets, are not averaged as equals).
+    """
     cfg, world = run.cfg, run.world
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    # Every rank draws the whole iteration's windows, so the generators stay in step and the
-    # global batch is the same whatever the number of ranks.
-    offsets = run.train_data.draw_offsets(cfg.gradient_accumulation_steps * cfg.batch_size)
-    offsets = offsets.reshape(cfg.gradient_accumulation_steps, cfg.batch_size)
     local_steps = cfg.gradient_accumulation_steps // world.size
-    mine = offsets[world.rank * local_steps : (world.rank + 1) * local_steps]
-    loss_sum = torch.zeros((), device=run.device)
-    for micro, rows in enumerate(mine):
-        x, y = run.train_data.windows(rows)
+    step = run.train_data.draw_step(local_steps, world.rank, world.size)  # the same draw on every rank
+    # DDP and FSDP average the gradients over the processes, where a sum over the step is wanted.
+    scale = world.size / step.num_targets
+    totals = torch.zeros(2, device=run.device, dtype=torch.float64)  # summed loss, positions computed
+    for micro, rows in enumerate(step.micro_batches):
+        x, y = run.train_data.batch(rows)
         # DDP averages gradients across ranks once, on the last micro-step. FSDP reduce-scatters
         # them after every micro-step: holding whole gradients until the last one would cost the
         # memory that sharding saves.
@@ -345,35 +369,38 @@ def train_step(run: Run, lr: float) -> float:
         with run.net.no_sync() if defer_sync else contextlib.nullcontext():
             with run.precision.autocast():
                 # [1]: no name keeps this micro-batch's logits (B x T x 50257) alive into the next
-                loss = run.net(x, y)[1]
-            run.scaler.scale(loss / local_steps).backward()
-        loss_sum += loss.detach().float()
+                loss = run.net(x, y, reduction="sum")[1]
+            run.scaler.scale(loss * scale).backward()
+        totals += torch.stack([loss.detach().double(), torch.tensor(float(x.numel()), device=run.device).double()])
     if cfg.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
-    mean = loss_sum / local_steps
     if world.distributed:
-        dist.all_reduce(mean, op=dist.ReduceOp.AVG)
-    return mean.item()
+        dist.all_reduce(totals)
+    return (totals[0] / step.num_targets).item(), int(totals[1].item())
 
 
 @torch.no_grad()
 def evaluate(run: Run) -> dict[str, float]:
-    """Mean loss over the same eval_iters batches of each split, shared out across ranks."""
+    """Mean loss over every target token of the same evaluation batches of each split, shared out across ranks.
+
+    Token-weighted (summed losses over summed targets), not a mean of batch means: padded
+    example batches hold different numbers of targets.
+    """
     cfg, world = run.cfg, run.world
     run.model.eval()
     losses = {}
     for split, data in (("train", run.train_data), ("val", run.val_data)):
-        total = torch.zeros(2, device=run.device, dtype=torch.float64)  # sum of batch losses, batches
+        total = torch.zeros(2, device=run.device, dtype=torch.float64)  # summed loss, targets
         for x, y in data.eval_batches(cfg.eval_iters, world.rank, world.size):
             with run.precision.autocast():
-                _, loss = run.model(x, y)
-            total += torch.stack([loss.double(), torch.ones((), device=run.device, dtype=torch.float64)])
+                _, loss = run.model(x, y, reduction="sum")
+            total += torch.stack([loss.double(), (y != IGNORE_INDEX).sum().double()])
         if world.fsdp:
-            distributed.idle_forwards(run.model, cfg.eval_iters, world.rank, world.size, run.device)
+            distributed.idle_forwards(run.model, data.eval_count(cfg.eval_iters), world.rank, world.size, run.device)
         if world.distributed:
             dist.all_reduce(total)
         losses[split] = (total[0] / total[1]).item()
@@ -419,17 +446,19 @@ class RunLog:
         record |= dict(val_ppl=ppl, lr=lr, tokens=state.tokens_seen, time=time.time() - self.t_start)
         self.metrics.write(type="eval", iter=it, **record)
 
-    def step(self, run: Run, it: int, loss: float, lr: float, dt: float, state: TrainState) -> None:
+    def step(self, run: Run, it: int, loss: float, lr: float, dt: float, tokens: int, state: TrainState) -> None:
         if not self.master:
             return
-        tok_s = run.tokens_per_iter / dt
+        tok_s = tokens / dt
         mfu = None
         if run.peak_flops:
-            mfu = run.model.estimate_mfu(run.tokens_per_iter, dt, run.cfg.block_size, run.peak_flops)
+            mfu = run.model.estimate_mfu(tokens, dt, run.cfg.block_size, run.peak_flops)
         self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
         self.bar.update(1)
         if it % run.cfg.log_interval == 0:
             record = dict(loss=loss, lr=lr, tokens=state.tokens_seen, time=time.time() - self.t_start, dt=dt)
+            if run.examples:
+                record["epoch"] = round(run.train_data.epochs_done, 4)
             self.metrics.write(type="step", iter=it, **record, tokens_per_s=tok_s, mfu=mfu)
 
     def close(self, failed: bool = False) -> None:
@@ -455,6 +484,10 @@ def print_header(run: Run) -> None:
         f"{f', over {world.size} processes' if world.size > 1 else ''}) | {run.device} {str(precision.dtype)[6:]}"
         f"{f' (auto: {precision.why})' if precision.why else ''}"
     )
+    if run.examples:
+        data, mask = run.train_data, "on responses only" if cfg.mask_prompt else "on whole examples"
+        cut = f"; {data.num_cut:,} longer than block_size + 1 are cut" if data.num_cut else ""
+        print(f"{data.num_examples:,} training examples, {int(data.targets.sum()):,} target tokens ({mask}){cut}")
     if run.estimate:
         print(f"memory estimate {run.estimate.describe()}{' per process' if world.size > 1 else ''}")
 
@@ -489,7 +522,7 @@ def fit(run: Run, state: TrainState, stop: runguard.StopSignals, log: RunLog) ->
             raise interrupted(run, state, signum, saved)
 
         t0 = time.time()
-        loss = train_step(run, lr)
+        loss, tokens = train_step(run, lr)
         dt = time.time() - t0
         if not math.isfinite(loss):
             raise GptkitError(
@@ -497,8 +530,8 @@ def fit(run: Run, state: TrainState, stop: runguard.StopSignals, log: RunLog) ->
                 "Lower --learning_rate, set --grad_clip=1.0, or use --dtype=float32"
             )
         state.iter_num += 1
-        state.tokens_seen += run.tokens_per_iter
-        log.step(run, it, loss, lr, dt, state)
+        state.tokens_seen += tokens
+        log.step(run, it, loss, lr, dt, tokens, state)
     return summary | {"iter_num": state.iter_num, "best_val_loss": state.best_val_loss, "out_dir": str(run.out)}
 
 

@@ -165,7 +165,7 @@ def test_foreign_file_as_checkpoint(unchanged):
 
 def test_out_dir_not_writable(unchanged):
     blocker = unchanged / "run" / "metrics.jsonl"  # a file where a folder should be
-    check(unchanged, train_cli(unchanged, f"--out_dir={blocker / 'sub'}"), "cannot create out_dir")
+    check(unchanged, train_cli(unchanged, f"--out_dir={blocker / 'sub'}"), "cannot create", "--out_dir")
 
 
 @pytest.mark.parametrize("arg", ["--gradient_accumulation_steps=0", "--batch_size=0", "--batch_size=-3"])

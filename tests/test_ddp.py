@@ -20,9 +20,8 @@ import torch
 
 import tiny
 from conftest import ROOT
-from gptkit.config import TrainConfig
+from gptkit.config import TrainConfig, validate
 from gptkit.errors import GptkitError
-from gptkit.train import validate
 
 SCRIPT = ROOT / "scripts" / "ddp_finetune.py"
 TOL = 1e-5  # the bound; fp32 reductions in another order differ by ~1e-7

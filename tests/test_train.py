@@ -233,3 +233,85 @@ def test_resumed_auto_run_keeps_the_dtype_it_was_trained_in(tmp_path, shakespear
     train(tiny_cfg(half, max_iters=6, eval_interval=3, dtype="auto", init_from="resume"))
     assert [r["loss"] for r in records(half, "step")] == [r["loss"] for r in records(full, "step")]
     assert checkpoint.load(checkpoint.latest_in(half))["dtype"] == "float32"
+
+
+# --- example datasets: whole examples, padded, the loss on the responses ----------------------
+@pytest.fixture(scope="module")
+def qa_root(tmp_path_factory):
+    """40 prompt -> completion examples of different lengths, 32 to train and 8 to validate."""
+    from gptkit.prepare import prepare
+
+    root = tmp_path_factory.mktemp("qa")
+    rows = [{"prompt": f"Q: {'how ' * (i % 5)}much is {i} + {i}?\nA:", "completion": f" {2 * i}"} for i in range(40)]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:32]))
+    (root / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[32:]))
+    prepare(root / "train.jsonl", root / "qa", val=root / "val.jsonl")
+    return root
+
+
+def qa_cfg(out_dir, qa_root, **kw) -> TrainConfig:
+    settings = dict(dataset="qa", data_root=str(qa_root), dropout=0.0, eval_interval=3, max_iters=6, decay_lr=False)
+    return tiny_cfg(out_dir, **(settings | kw))
+
+
+def test_examples_train_on_responses_and_resume_exactly(tmp_path, qa_root, capsys):
+    full, half = tmp_path / "full", tmp_path / "half"
+    train(qa_cfg(full, qa_root, dropout=0.1))
+    assert "32 training examples" in capsys.readouterr().out
+    train(qa_cfg(half, qa_root, dropout=0.1, max_iters=3))
+    train(qa_cfg(half, qa_root, dropout=0.1, init_from="resume"))
+    a, b = records(full, "step"), records(half, "step")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bit for bit: same examples, masks, order
+    # 2 x 2 examples a step from 32: the epoch is recorded and ticks over after 8 steps
+    assert [r["epoch"] for r in a] == [(i + 1) * 4 / 32 for i in range(6)]
+    for k, v in weights(full / checkpoint.BEST).items():
+        assert torch.equal(v, weights(half / checkpoint.BEST)[k]), k
+
+
+def test_every_target_token_weighs_the_same_in_accumulation(tmp_path, qa_root):
+    """4 micro-batches of 1 example are 1 micro-batch of 4: the same losses and weights."""
+    # eval_iters=8: both evaluate all 8 val examples (in 2 batches of 4, or 8 of 1)
+    one = train(qa_cfg(tmp_path / "one", qa_root, batch_size=4, gradient_accumulation_steps=1, eval_iters=8))
+    four = train(qa_cfg(tmp_path / "four", qa_root, batch_size=1, gradient_accumulation_steps=4, eval_iters=8))
+    assert one["best_val_loss"] == pytest.approx(four["best_val_loss"], rel=1e-5)
+    a, b = records(tmp_path / "one", "step"), records(tmp_path / "four", "step")
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-5)
+    wa, wb = weights(tmp_path / "one" / checkpoint.BEST), weights(tmp_path / "four" / checkpoint.BEST)
+    for k, v in wa.items():
+        torch.testing.assert_close(v, wb[k], rtol=1e-4, atol=1e-5)  # AdamW magnifies rounding on tiny gradients
+
+
+def test_example_val_loss_equals_transformers_on_the_response_tokens(tmp_path, qa_root, tiny_hf_dir):
+    """The val loss training reports, recomputed independently: HF GPT-2 with -100 on prompt and padding."""
+    from transformers import GPT2LMHeadModel
+
+    from gptkit.data import open_examples
+
+    summary = train(qa_cfg(tmp_path / "hf", qa_root, init_from=str(tiny_hf_dir), eval_only=True, eval_iters=10))
+    val = open_examples(qa_root / "qa", "val")
+    hf = GPT2LMHeadModel.from_pretrained(tiny_hf_dir).eval()
+    width = int(val.lengths.max())
+    ids = torch.full((len(val.lengths), width), 50256)
+    labels = torch.full((len(val.lengths), width), -100)
+    for i, (start, end) in enumerate(zip(val.offsets[:-1], val.offsets[1:], strict=True)):
+        tokens = torch.from_numpy(val.tokens[start:end].astype("int64"))
+        ids[i, : end - start] = tokens
+        labels[i, : end - start] = torch.where(torch.from_numpy(val.mask[start:end] == 1), tokens, -100)
+    with torch.no_grad():
+        logits = hf(ids).logits[:, :-1]
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="sum")
+    expected = (losses / (labels[:, 1:] != -100).sum()).item()
+    assert summary["last_val_loss"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_mask_prompt_on_a_text_stream_is_one_line(tmp_path, shakespeare_bins):
+    result = run_cli(
+        "-m",
+        "gptkit.train",
+        *tiny.cli_args(TINY),
+        f"--out_dir={tmp_path / 'run'}",
+        "--max_iters=1",
+        "--mask_prompt=True",
+    )
+    assert result.returncode == 1 and "mask_prompt applies to example datasets" in result.stderr
+    assert "Traceback" not in result.stderr
