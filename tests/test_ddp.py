@@ -436,3 +436,17 @@ def test_lora_two_processes_match_one(config_file, tiny_hf_dir, tmp_path):
     assert abs(steps[5]["loss"] - steps[0]["loss"]) > 100 * TOL
     assert all(k.endswith(("lora_A", "lora_B")) for k in final_state(two)["model"])
     assert_same_run(one, two)
+
+
+def test_example_data_trains_the_same_on_two_processes_as_on_one(tmp_path, config_file):
+    """Padded examples hold different numbers of targets: the token weighting must hold across processes."""
+    from gptkit.prepare import prepare
+
+    rows = [{"prompt": f"Q: {'very ' * (i % 6)}big {i}?\nA:", "completion": f" {i * 7}"} for i in range(48)]
+    (tmp_path / "ex.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prepare(tmp_path / "ex.jsonl", tmp_path / "data" / "qa", val_fraction=0.25)
+    args = [str(config_file), "--dataset=qa", f"--data_root={tmp_path / 'data'}", "--max_iters=6"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    check_ok(launch([sys.executable, "-m", "gptkit.train", *args, f"--out_dir={one}"]))
+    check_ok(launch([*torchrun_cmd(2), *args, f"--out_dir={two}"], timeout=180))
+    assert_same_run(one, two)
