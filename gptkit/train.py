@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint, distributed, files, lora, memory, runguard
+from gptkit import checkpoint, distributed, files, lora, memory, peft_format, runguard
 from gptkit.config import TrainConfig, parse_args
 from gptkit.data import Batches, read_meta
 from gptkit.device import dtype_choice, peak_flops, pick_device
@@ -214,6 +214,8 @@ class Run:
             model = checkpoint.model_from_checkpoint(ckpt, ckpt_path, dropout=cfg.dropout)
         elif cfg.init_from == "scratch":
             model = GPT(self.scratch_config())
+        elif peft_format.is_peft_dir(cfg.init_from):  # its base and adapters; the LoRA settings are its config's
+            model, self.lora = peft_format.read_peft_dir(cfg.init_from, cfg.dropout, cfg.lora_rank)
         else:
             model = from_pretrained(cfg.init_from, {"dropout": cfg.dropout})
             if cfg.lora_rank:
