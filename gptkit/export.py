@@ -9,7 +9,7 @@ export writes config.json, model.safetensors, GPT-2's tokenizer (from the same v
 files gptkit tokenizes with), generation_config.json (<|endoftext|> ends a sample and pads) and
 a README.md model card, so `pipeline("text-generation", model=DEST)` works as is, and so does
 `--init_from=DEST`. `--adapters` writes adapter_config.json and adapter_model.safetensors (see
-`gptkit.peft_format`) and the card: megabytes, not the gigabytes of a merged copy. DEST must be
+`gptkit.peft_format`), the tokenizer and the card: megabytes, not the gigabytes of a merged copy. DEST must be
 new or empty: nothing is overwritten, and DEST appears only once it is complete (written beside
 it, then renamed).
 """
@@ -166,7 +166,7 @@ def card_facts(ckpt: dict | None, lora: dict | None, model: GPT, source: Path, a
     return facts
 
 
-def model_card(facts: list[str], dest: Path, base: str | None, adapters: bool) -> str:
+def model_card(facts: list[str], dest: Path, base: str | None, adapters: bool, context: int) -> str:
     hub_base = peft_base_name(base) if base in GPT2_SIZES else None
     library = "peft" if adapters else "transformers"
     front = ["---", f"library_name: {library}", "pipeline_tag: text-generation"]
@@ -181,10 +181,15 @@ def model_card(facts: list[str], dest: Path, base: str | None, adapters: bool) -
         ]
     else:
         load = ["from transformers import pipeline", "", f'generator = pipeline("text-generation", model="{dest}")']
-    load.append('print(generator("ROMEO:", max_new_tokens=50, do_sample=False)[0]["generated_text"])')
+    new = min(50, context // 2)  # transformers refuses to generate past the model's context
+    load.append(f'print(generator("ROMEO:", max_new_tokens={new}, do_sample=False)[0]["generated_text"])')
+    gptkit_use = (
+        f"sample it with `python -m gptkit.sample --init_from={dest}`, finetune it further with `--init_from={dest}`"
+    )
     title = "LoRA adapters for GPT-2" if adapters else "GPT-2"
     body = [f"# {dest.name}", "", f"{title}, finetuned with gptkit.", ""] + [f"- {f}" for f in facts]
-    return "\n".join(front + body + ["", "## How to load", "", "```python", *load, "```", ""])
+    code = ["", "## How to load", "", "```python", *load, "```", "", f"With gptkit: {gptkit_use}.", ""]
+    return "\n".join(front + body + code)
 
 
 def write_card(staging: Path, text: str) -> None:
@@ -217,7 +222,7 @@ def export(source: str | os.PathLike, dest: str | os.PathLike, adapters: bool = 
     model, ckpt, lora = load_source(source, adapters)
     model.eval()
     facts = card_facts(ckpt, lora, model, source, adapters)
-    card = model_card(facts, dest, run_base(ckpt, lora), adapters)
+    card = model_card(facts, dest, run_base(ckpt, lora), adapters, model.config.block_size)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:

@@ -27,7 +27,8 @@ from gptkit.tokenizer import EOT_ID, get_encoding
 class SampleConfig:
     out_dir: str = setting("out", "run folder whose ckpt.pt to sample (with init_from=resume)")
     init_from: str = setting(
-        "resume", "resume (OUT_DIR/ckpt.pt) | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a HF directory | a peft adapter directory"
+        "resume",
+        "resume (OUT_DIR/ckpt.pt) | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a HF directory | a peft adapter dir",
     )
     start: str = setting("\n", "the prompt, or FILE:path to read it from a file")
     num_samples: int = setting(10, "samples to draw (one batch)")

@@ -11,9 +11,9 @@ from gptkit import checkpoint
 from gptkit.config import TrainConfig
 from gptkit.data import Batches
 from gptkit.errors import GptkitError
+from gptkit.export import export
 from gptkit.lora import apply_lora, lora_state_dict
 from gptkit.metrics import read_metrics
-from gptkit.export import export
 from gptkit.peft_format import PEFT_TARGETS as MODULE_OF
 from gptkit.peft_format import read_config, read_peft_dir, resolve_targets, to_peft_dir
 from gptkit.pretrained import from_pretrained
@@ -191,7 +191,7 @@ def test_bad_adapter_directories_are_one_line_errors_that_write_nothing(peft_dir
         ("gone", {"base_model_name_or_path": str(tmp_path / "nowhere")}, "which is missing"),
     ]
     adapters = {}
-    for name, edit, fragment in cases:
+    for name, edit, _ in cases:
         (tmp_path / name).mkdir()
         adapters[name] = write_adapter(tmp_path / name, peft_dir, edit)
     before = sorted(tmp_path.rglob("*"))
