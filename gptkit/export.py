@@ -15,6 +15,7 @@ it, then renamed).
 """
 
 import inspect
+import json
 import math
 import os
 import shutil
@@ -171,23 +172,25 @@ def model_card(facts: list[str], dest: Path, base: str | None, adapters: bool, c
     library = "peft" if adapters else "transformers"
     front = ["---", f"library_name: {library}", "pipeline_tag: text-generation"]
     front += [f"base_model: {hub_base}"] * bool(hub_base) + ["tags: [gptkit, gpt2]", "---", ""]
+    quoted = json.dumps(str(dest))  # a Python string literal, whatever the path holds
     if adapters:
         load = [
             "from peft import PeftModel",
             "from transformers import AutoTokenizer, GPT2LMHeadModel, pipeline",
             "",
-            f'model = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained("{peft_base_name(base)}"), "{dest}")',
-            f'generator = pipeline("text-generation", model=model, tokenizer=AutoTokenizer.from_pretrained("{dest}"))',
+            f"model = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained({json.dumps(peft_base_name(base))}), "
+            f"{quoted})",
+            f'generator = pipeline("text-generation", model=model, tokenizer=AutoTokenizer.from_pretrained({quoted}))',
         ]
     else:
-        load = ["from transformers import pipeline", "", f'generator = pipeline("text-generation", model="{dest}")']
+        load = ["from transformers import pipeline", "", f'generator = pipeline("text-generation", model={quoted})']
     new = min(50, context // 2)  # transformers refuses to generate past the model's context
     load.append(f'print(generator("ROMEO:", max_new_tokens={new}, do_sample=False)[0]["generated_text"])')
     gptkit_use = (
         f"sample it with `python -m gptkit.sample --init_from={dest}`, finetune it further with `--init_from={dest}`"
     )
     title = "LoRA adapters for GPT-2" if adapters else "GPT-2"
-    body = [f"# {dest.name}", "", f"{title}, finetuned with gptkit.", ""] + [f"- {f}" for f in facts]
+    body = [f"# {dest.name}", "", f"{title}, exported by gptkit.", ""] + [f"- {f}" for f in facts]
     code = ["", "## How to load", "", "```python", *load, "```", "", f"With gptkit: {gptkit_use}.", ""]
     return "\n".join(front + body + code)
 

@@ -74,7 +74,7 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
             f"{world_size} processes: make it a multiple of {world_size}, or use another process count"
         )
     lora.check_settings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-    if cfg.fsdp and world_size > 1 and cfg.lora_rank:
+    if cfg.fsdp and world_size > 1 and (cfg.lora_rank or peft_format.is_peft_dir(cfg.init_from)):
         raise GptkitError(FSDP_NO_LORA)
     if cfg.lora_rank and cfg.init_from == "scratch":
         raise GptkitError(

@@ -15,7 +15,7 @@ from gptkit.export import export
 from gptkit.lora import apply_lora, lora_state_dict
 from gptkit.metrics import read_metrics
 from gptkit.peft_format import PEFT_TARGETS as MODULE_OF
-from gptkit.peft_format import read_config, read_peft_dir, resolve_targets, to_peft_dir
+from gptkit.peft_format import base_of, read_config, read_peft_dir, resolve_targets, to_peft_dir
 from gptkit.pretrained import from_pretrained
 from gptkit.tokenizer import get_encoding
 from gptkit.train import train
@@ -71,6 +71,27 @@ def test_a_peft_adapter_loads_with_peft_s_logits(peft_dir, tiny_hf_dir):
     with torch.no_grad():
         ours = model.eval()(x)[0]
     torch.testing.assert_close(ours, peft_logits(tiny_hf_dir, peft_dir, x), atol=1e-5, rtol=0)
+
+
+def test_export_merges_a_peft_adapter_into_a_hugging_face_directory(peft_dir, tiny_hf_dir, tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    dest = export(peft_dir, tmp_path / "merged")
+    x = tokens(seed=5)
+    with torch.no_grad():
+        merged = GPT2LMHeadModel.from_pretrained(dest).eval()(x).logits
+    torch.testing.assert_close(merged, peft_logits(tiny_hf_dir, peft_dir, x), atol=1e-5, rtol=0)
+    assert "rank 4, alpha 8, dropout 0.1" in (dest / "README.md").read_text()
+
+
+def test_bases_are_named_as_peft_and_the_hub_name_them(tiny_hf_dir, tmp_path):
+    assert base_of({"base_model_name_or_path": "openai-community/gpt2-xl"}, tmp_path) == "gpt2-xl"
+    assert base_of({"base_model_name_or_path": "gpt2-medium"}, tmp_path) == "gpt2-medium"
+    assert base_of({"base_model_name_or_path": str(tiny_hf_dir)}, tmp_path) == str(tiny_hf_dir.resolve())
+    with pytest.raises(GptkitError, match="adapts a LlamaForCausalLM, not GPT-2"):
+        base_of({"base_model_name_or_path": "x/y", "auto_mapping": {"base_model_class": "LlamaForCausalLM"}}, tmp_path)
+    with pytest.raises(GptkitError, match="names no base_model_name_or_path"):
+        base_of({}, tmp_path)
 
 
 def test_gptkit_adapters_written_for_peft_give_the_same_logits(tiny_hf_dir, tmp_path):
