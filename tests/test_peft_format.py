@@ -123,20 +123,20 @@ def test_target_modules_resolve_to_the_layers_peft_adapts(target_modules, tiny_h
     assert adapted == {f"transformer.h.{i}.{MODULE_OF[t]}" for i in range(2) for t in ours}
 
 
-def test_sample_cli_continues_a_peft_adapter_as_peft_generates(peft_dir, tiny_hf_dir):
+def test_sample_continues_a_peft_adapter_as_peft_generates(peft_dir, tiny_hf_dir):
     from peft import PeftModel
     from transformers import GPT2LMHeadModel
 
+    from gptkit.sample import SampleConfig, sample
+
     prompt = "ROMEO: what"
-    enc = get_encoding()
     model = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(tiny_hf_dir), peft_dir).eval()
-    ids = torch.tensor([enc.encode(prompt)])
+    ids = torch.tensor([get_encoding().encode(prompt)])
     with torch.no_grad():
         out = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, pad_token_id=50256)
-    args = ["--num_samples=1", "--max_new_tokens=8", "--temperature=0", "--device=cpu", "--dtype=float32"]
-    result = run_cli("-m", "gptkit.sample", f"--init_from={peft_dir}", f"--start={prompt}", *args)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n---------------\n")[0] == enc.decode(out[0].tolist())
+    settings = dict(start=prompt, num_samples=1, max_new_tokens=8, temperature=0.0, device="cpu", dtype="float32")
+    ours = sample(SampleConfig(init_from=str(peft_dir), **settings))
+    assert ours == [get_encoding().decode(out[0].tolist())]
 
 
 def test_train_continues_a_peft_adapter_and_resumes(peft_dir, tiny_hf_dir, shakespeare_bins, tmp_path):
@@ -221,8 +221,10 @@ def test_bad_adapter_directories_are_one_line_errors_that_write_nothing(peft_dir
             export(adapters[name], tmp_path / name / "dest")
     # and as a user sees it, from the CLIs: one line, exit 1
     assert_user_error(run_cli("-m", "gptkit.export", str(adapters["missing"]), str(tmp_path / "dest")), cases[0][2])
-    sample = run_cli("-m", "gptkit.sample", f"--init_from={adapters['broken']}", "--device=cpu")
-    assert_user_error(sample, "is not valid JSON")
+    from gptkit.sample import SampleConfig, sample
+
+    with pytest.raises(GptkitError, match="is not valid JSON"):
+        sample(SampleConfig(init_from=str(adapters["broken"]), device="cpu"))
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, no staging folder left
 
 
