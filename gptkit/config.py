@@ -60,7 +60,7 @@ class TrainConfig:
     eval_iters: int = setting(200, "batches per split in each loss estimate", AT_LEAST_1)
     eval_only: bool = setting(False, "evaluate once and exit")
     always_save_checkpoint: bool = setting(True, "save ckpt.pt at every evaluation, not only when val improves")
-    init_from: str = setting("scratch", "scratch | resume | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a HF directory")
+    init_from: str = setting("scratch", "scratch | resume | gpt2[-medium|-large|-xl] | a HF or peft adapter dir")
     early_stop_patience: int = setting(
         0, "stop after this many evaluations without val improvement (0: never)", NON_NEGATIVE
     )

@@ -1,14 +1,22 @@
-"""Export a run's best model as a Hugging Face GPT-2 directory.
+"""Export a run's best model as a Hugging Face GPT-2 directory, or its LoRA adapters as a peft one.
 
-    python -m gptkit.export OUT_DIR DEST
+    python -m gptkit.export OUT_DIR DEST             # the model, LoRA merged, ready for transformers
+    python -m gptkit.export OUT_DIR DEST --adapters  # a LoRA run's adapters only, ready for peft
+    python -m gptkit.export PEFT_DIR DEST            # a peft adapter merged into its base
 
-Reads OUT_DIR/ckpt.pt (the best model by val loss; latest.pt when val never improved), folds
-a LoRA run's adapters into its base's weights, and writes DEST/config.json and
-DEST/model.safetensors, which `transformers.GPT2LMHeadModel.from_pretrained(DEST)` loads, and
-`--init_from=DEST` too. DEST must be new or empty: nothing is overwritten, and DEST appears
-only once it is complete (written beside it, then renamed).
+Reads OUT_DIR/ckpt.pt (the best model by val loss; latest.pt when val never improved). The model
+export writes config.json, model.safetensors, GPT-2's tokenizer (from the same verified vocabulary
+files gptkit tokenizes with), generation_config.json (<|endoftext|> ends a sample and pads) and
+a README.md model card, so `pipeline("text-generation", model=DEST)` works as is, and so does
+`--init_from=DEST`. `--adapters` writes adapter_config.json and adapter_model.safetensors (see
+`gptkit.peft_format`), the tokenizer and the card: megabytes, not the gigabytes of a merged copy. DEST must be
+new or empty: nothing is overwritten, and DEST appears only once it is complete (written beside
+it, then renamed).
 """
 
+import inspect
+import json
+import math
 import os
 import shutil
 import sys
@@ -18,13 +26,19 @@ from pathlib import Path
 import torch
 
 from gptkit import checkpoint
+from gptkit.data import read_meta
 from gptkit.errors import GptkitError, run_cli
 from gptkit.files import replacing, write_failed
-from gptkit.lora import merge_lora
+from gptkit.lora import lora_state_dict, merge_lora
 from gptkit.model import GPT, GPTConfig
-from gptkit.pretrained import TRANSPOSED
+from gptkit.peft_format import is_peft_dir, peft_base_name, read_peft_dir, to_peft_dir
+from gptkit.pretrained import GPT2_SIZES, TRANSPOSED
+from gptkit.tokenizer import EOT_ID, EOT_TOKEN, get_encoding, vocab_files
 
-USAGE = "usage: python -m gptkit.export OUT_DIR DEST  (a run's folder, and a new folder for the Hugging Face model)"
+USAGE = (
+    "usage: python -m gptkit.export OUT_DIR DEST [--adapters]  (a run's folder or a peft adapter folder, "
+    "and a new folder for the Hugging Face model; --adapters: a LoRA run's adapters as a peft folder)"
+)
 
 
 def hf_config(config: GPTConfig):
@@ -99,15 +113,181 @@ def load_merged(out_dir: str | os.PathLike) -> GPT:
     return merge_lora(checkpoint.model_from_checkpoint(checkpoint.load(path), path)).eval()
 
 
-def export(out_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Write OUT_DIR's best model to DEST (new or empty) as a Hugging Face GPT-2 directory."""
-    dest = Path(dest)
+# --- the files beside the weights -------------------------------------------------------------
+def hf_tokenizer(max_length: int):
+    """GPT-2's tokenizer for transformers, from gptkit's verified vocabulary files, checked against tiktoken."""
+    from transformers import GPT2TokenizerFast
+
+    encoder_json, vocab_bpe = vocab_files()
+    # transformers 5 takes the files as vocab= / merges=; 4.x as vocab_file= / merges_file= (and 5
+    # silently builds an empty tokenizer from those), so ask the signature which it is.
+    if "vocab" in inspect.signature(GPT2TokenizerFast.__init__).parameters:
+        files = {"vocab": encoder_json, "merges": vocab_bpe}
+    else:
+        files = {"vocab_file": encoder_json, "merges_file": vocab_bpe}
+    tok = GPT2TokenizerFast(**files, model_max_length=max_length, clean_up_tokenization_spaces=False)
+    probe = "ROMEO: What, ho!  Thou'rt 42 \u00fcber-wise\n\n" + EOT_TOKEN + " done."
+    if tok(probe)["input_ids"] != get_encoding().encode(probe, allowed_special="all"):
+        raise GptkitError(
+            "this transformers version built a GPT-2 tokenizer that disagrees with gptkit's; "
+            "install transformers>=4.40 (pip install -U transformers)"
+        )
+    return tok
+
+
+def write_hf_extras(dest: Path, max_length: int, generation: bool = True) -> None:
+    """The tokenizer and (`generation`) generation_config.json, <|endoftext|> as end and pad token, into `dest`."""
+    from transformers import GenerationConfig
+
+    tok = hf_tokenizer(max_length)
+    try:
+        tok.save_pretrained(dest)
+        if generation:
+            GenerationConfig(bos_token_id=EOT_ID, eos_token_id=EOT_ID, pad_token_id=EOT_ID).save_pretrained(dest)
+    except OSError as e:
+        raise write_failed(dest, e) from None
+
+
+# --- the model card ---------------------------------------------------------------------------
+def describe_base(base: str | None, model: GPT) -> str:
+    c = model.config
+    shape = f"{c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size}"
+    size = f"{shape}, {model.num_params() / 1e6:.1f}M parameters"
+    if base is None:
+        return f"none: trained from scratch ({size})"
+    if base == "resume":  # a full finetune's checkpoint keeps no base reference, and resuming overwrote it
+        return f"not recorded (the run was resumed); GPT-2, {size}"
+    name = f"`{base}` (`{peft_base_name(base)}` on the Hugging Face hub)" if base in GPT2_SIZES else f"`{base}`"
+    return f"{name}: GPT-2, {size}"
+
+
+def run_base(ckpt: dict | None, lora: dict | None) -> str | None:
+    """What the exported model was finetuned from: a GPT-2 size, a folder, "resume", or None (scratch)."""
+    if lora:
+        return lora["base"]
+    init_from = ((ckpt or {}).get("config") or {}).get("init_from")
+    return None if init_from in (None, "scratch") else init_from
+
+
+def describe_data(cfg: dict) -> str:
+    data_dir = Path(cfg.get("data_root", "data")) / cfg.get("dataset", "?")
+    meta = read_meta(data_dir)
+    if "train_tokens" not in meta:
+        return f"`{cfg.get('dataset')}` ({data_dir}; its meta.json, with the token counts, was not found)"
+    return (
+        f"`{cfg.get('dataset')}` ({data_dir}): {meta['train_tokens']:,} training and "
+        f"{meta.get('val_tokens', 0):,} validation tokens (GPT-2 tokenizer)"
+    )
+
+
+def describe_training(ckpt: dict) -> str:
+    cfg = ckpt.get("config") or {}
+    lr = f"learning rate {cfg.get('learning_rate'):g}"
+    if cfg.get("decay_lr"):
+        lr += f" (warmup {cfg.get('warmup_iters')}, cosine decay to {cfg.get('min_lr'):g})"
+    tokens = cfg.get("batch_size", 0) * cfg.get("gradient_accumulation_steps", 0) * cfg.get("block_size", 0)
+    return (
+        f"{ckpt.get('iter_num', 0)} iterations of {cfg.get('batch_size')} x {cfg.get('gradient_accumulation_steps')} "
+        f"x {cfg.get('block_size')} = {tokens:,} tokens ({ckpt.get('tokens_seen', 0):,} tokens seen), {lr}, "
+        f"weight decay {cfg.get('weight_decay')}, dropout {cfg.get('dropout')}, {ckpt.get('dtype', 'float32')}"
+    )
+
+
+def card_facts(ckpt: dict | None, lora: dict | None, model: GPT, source: Path, adapters: bool) -> list[str]:
+    """The card's bullet points: base, data, training, LoRA, loss."""
+    facts = [f"**Base model:** {describe_base(run_base(ckpt, lora), model)}"]
+    if ckpt is None:  # a peft adapter merged: what its config says is all there is
+        facts.append(f"**Adapter:** the peft LoRA adapter in `{source}`, merged into the base")
+    else:
+        cfg = ckpt.get("config") or {}
+        facts += [f"**Dataset:** {describe_data(cfg)}", f"**Training:** {describe_training(ckpt)}"]
+        if lora and is_peft_dir(cfg.get("init_from", "")):
+            facts.append(f"**Adapters started from:** the peft adapter in `{cfg['init_from']}`")
+    if lora:
+        how = "as peft adapters (the base is not included)" if adapters else "merged into these weights"
+        facts.append(
+            f"**LoRA:** rank {lora['rank']}, alpha {lora['alpha']:g}, dropout {lora['dropout']:g} "
+            f"on {lora['targets']}, {how}"
+        )
+    best = (ckpt or {}).get("best_val_loss")
+    if best is not None and math.isfinite(best):
+        facts.append(f"**Best val loss:** {best:.4f} (perplexity {math.exp(best):.2f})")
+    elif ckpt is not None:
+        facts.append("**Best val loss:** not measured (the run never evaluated)")
+    return facts
+
+
+def model_card(facts: list[str], dest: Path, base: str | None, adapters: bool, context: int) -> str:
+    hub_base = peft_base_name(base) if base in GPT2_SIZES else None
+    library = "peft" if adapters else "transformers"
+    front = ["---", f"library_name: {library}", "pipeline_tag: text-generation"]
+    front += [f"base_model: {hub_base}"] * bool(hub_base) + ["tags: [gptkit, gpt2]", "---", ""]
+    quoted = json.dumps(str(dest))  # a Python string literal, whatever the path holds
+    if adapters:
+        load = [
+            "from peft import PeftModel",
+            "from transformers import AutoTokenizer, GPT2LMHeadModel, pipeline",
+            "",
+            f"model = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained({json.dumps(peft_base_name(base))}), "
+            f"{quoted})",
+            f'generator = pipeline("text-generation", model=model, tokenizer=AutoTokenizer.from_pretrained({quoted}))',
+        ]
+    else:
+        load = ["from transformers import pipeline", "", f'generator = pipeline("text-generation", model={quoted})']
+    new = min(50, context // 2)  # transformers refuses to generate past the model's context
+    load.append(f'print(generator("ROMEO:", max_new_tokens={new}, do_sample=False)[0]["generated_text"])')
+    gptkit_use = (
+        f"sample it with `python -m gptkit.sample --init_from={dest}`, finetune it further with `--init_from={dest}`"
+    )
+    title = "LoRA adapters for GPT-2" if adapters else "GPT-2"
+    body = [f"# {dest.name}", "", f"{title}, exported by gptkit.", ""] + [f"- {f}" for f in facts]
+    code = ["", "## How to load", "", "```python", *load, "```", "", f"With gptkit: {gptkit_use}.", ""]
+    return "\n".join(front + body + code)
+
+
+def write_card(staging: Path, text: str) -> None:
+    with replacing(staging / "README.md") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+# --- export -----------------------------------------------------------------------------------
+def load_source(source: Path, adapters: bool) -> tuple[GPT, dict | None, dict | None]:
+    """The model to export (LoRA unmerged), its checkpoint (None for a peft folder) and LoRA settings."""
+    if is_peft_dir(source):
+        if adapters:
+            raise GptkitError(f"{source} is a peft adapter folder already: export it without --adapters to merge it")
+        model, lora = read_peft_dir(source)
+        return model, None, lora
+    path = checkpoint.best_in(source)
+    ckpt = checkpoint.load(path)
+    if adapters and not ckpt.get("lora"):
+        raise GptkitError(
+            f"{source} is a full finetune, not a LoRA run: it has no adapters; export it without --adapters"
+        )
+    return checkpoint.model_from_checkpoint(ckpt, path), ckpt, ckpt.get("lora")
+
+
+def export(source: str | os.PathLike, dest: str | os.PathLike, adapters: bool = False) -> Path:
+    """Write SOURCE (a run's folder or a peft adapter folder) to DEST (new or empty): the model as a
+    Hugging Face GPT-2 directory, or with `adapters` a LoRA run's adapters as a peft directory."""
+    source, dest = Path(source), Path(dest)
     check_dest(dest)  # before loading anything: a multi-GB load should not end in this error
-    model = load_merged(out_dir)
+    model, ckpt, lora = load_source(source, adapters)
+    model.eval()
+    facts = card_facts(ckpt, lora, model, source, adapters)
+    card = model_card(facts, dest, run_base(ckpt, lora), adapters, model.config.block_size)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
-        export_hf(model, staging, release=True)  # the model is not needed afterwards: convert it in place
+        if adapters:
+            to_peft_dir(lora_state_dict(model), lora, staging)
+            write_hf_extras(staging, model.config.block_size, generation=False)
+        else:
+            block_size = model.config.block_size
+            # the model is not needed afterwards: convert it in place
+            export_hf(merge_lora(model), staging, release=True)
+            write_hf_extras(staging, block_size)
+        write_card(staging, card)
         check_dest(dest)  # still empty? (another process may have written there meanwhile)
         if dest.is_dir():
             dest.rmdir()
@@ -123,11 +303,18 @@ def main(argv: list[str] | None = None) -> None:
     if set(argv) & {"-h", "--help"}:
         print(USAGE)
         return
-    if len(argv) != 2:
-        raise GptkitError(f"expected 2 arguments, got {len(argv)}; {USAGE}")
-    out_dir, dest = argv
-    written = export(out_dir, dest)
-    print(f"wrote {written}: load it with transformers.GPT2LMHeadModel.from_pretrained({str(written)!r})")
+    adapters = "--adapters" in argv
+    args = [a for a in argv if a != "--adapters"]
+    unknown = [a for a in args if a.startswith("--")]
+    if unknown:
+        raise GptkitError(f"unknown option {unknown[0]}; {USAGE}")
+    if len(args) != 2:
+        raise GptkitError(f"expected 2 arguments, got {len(args)}; {USAGE}")
+    written = export(*args, adapters=adapters)
+    if adapters:
+        print(f"wrote {written}: load it with peft.PeftModel.from_pretrained(GPT2LMHeadModel, {str(written)!r})")
+    else:
+        print(f"wrote {written}: load it with transformers.GPT2LMHeadModel.from_pretrained({str(written)!r})")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from gptkit.device import pick_dtype, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.lora import merge_lora
 from gptkit.model import GPT
+from gptkit.peft_format import is_peft_dir, read_peft_dir
 from gptkit.tokenizer import EOT_ID, get_encoding
 
 
@@ -25,7 +26,8 @@ from gptkit.tokenizer import EOT_ID, get_encoding
 class SampleConfig:
     out_dir: str = setting("out", "run folder whose ckpt.pt to sample (with init_from=resume)")
     init_from: str = setting(
-        "resume", "resume (OUT_DIR/ckpt.pt) | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a HF directory"
+        "resume",
+        "resume (OUT_DIR/ckpt.pt) | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a HF directory | a peft adapter dir",
     )
     start: str = setting("\n", "the prompt, or FILE:path to read it from a file")
     num_samples: int = setting(10, "samples to draw (one batch)", AT_LEAST_1)
@@ -50,6 +52,8 @@ def load_model(init_from: str, out_dir: str) -> GPT:
         path = checkpoint.best_in(out_dir)
         model = checkpoint.model_from_checkpoint(checkpoint.load(path), path)
         return merge_lora(model)  # a LoRA run: its adapters folded into the base's weights
+    if is_peft_dir(init_from):
+        return merge_lora(read_peft_dir(init_from)[0])  # a peft adapter, on the base it names
     return GPT.from_pretrained(init_from)
 
 

@@ -46,11 +46,15 @@ def _verified_path(filename: str, expected_sha256: str) -> str:
     return str(path)
 
 
+def vocab_files() -> tuple[str, str]:
+    """The paths of GPT-2's `encoder.json` and `vocab.bpe` (the BPE merges), sha256-checked."""
+    return _verified_path("encoder.json", ENCODER_JSON_SHA256), _verified_path("vocab.bpe", VOCAB_BPE_SHA256)
+
+
 @functools.cache
 def get_encoding() -> tiktoken.Encoding:
     """GPT-2's tokenizer: the same ranks, regex and special token as tiktoken's `gpt2`."""
-    vocab_bpe = _verified_path("vocab.bpe", VOCAB_BPE_SHA256)
-    encoder_json = _verified_path("encoder.json", ENCODER_JSON_SHA256)
+    encoder_json, vocab_bpe = vocab_files()
     ranks = data_gym_to_mergeable_bpe_ranks(
         vocab_bpe_file=vocab_bpe,
         encoder_json_file=encoder_json,

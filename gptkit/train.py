@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint, distributed, files, lora, memory, runguard
+from gptkit import checkpoint, distributed, files, lora, memory, peft_format, runguard
 from gptkit.config import (
     FSDP_NO_LORA,
     TrainConfig,
@@ -194,6 +194,8 @@ def build_model(cfg: TrainConfig, resume: checkpoint.Resume | None, precision: P
         )
     elif cfg.init_from == "scratch":
         model, settings = GPT(memory.scratch_config(cfg)), None
+    elif peft_format.is_peft_dir(cfg.init_from):  # its base and adapters; the LoRA settings are its config's
+        model, settings = peft_format.read_peft_dir(cfg.init_from, cfg.dropout, cfg.lora_rank)
     else:
         model, settings = GPT.from_pretrained(cfg.init_from, {"dropout": cfg.dropout}), None
         if cfg.lora_rank:
@@ -218,8 +220,8 @@ def placed_model(cfg, resume, precision, world: World, device: torch.device) -> 
     if not world.fsdp:
         model, settings = build_model(cfg, resume, precision)
         return model.to(device), settings
-    if resume is not None and resume.ckpt.get("lora"):
-        raise GptkitError(FSDP_NO_LORA)
+    if (resume is not None and resume.ckpt.get("lora")) or peft_format.is_peft_dir(cfg.init_from):
+        raise GptkitError(FSDP_NO_LORA)  # a LoRA run, resumed or started from a peft adapter
     # Before the optimizer, which must hold the shards.
     model = distributed.shard_from_rank0(lambda: build_model(cfg, resume, precision)[0], device, precision.dtype)
     if world.master:
