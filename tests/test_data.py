@@ -394,10 +394,10 @@ def test_example_val_loss_equals_transformers_on_the_response_tokens(example_dir
     from transformers import GPT2LMHeadModel
 
     from gptkit.data import ExampleBatches
-    from gptkit.pretrained import from_pretrained
+    from gptkit.model import GPT
 
     data = ExampleBatches(example_dir, "val", batch_size=4, block_size=128)
-    model = from_pretrained(tiny_hf_dir).eval()
+    model = GPT.from_pretrained(tiny_hf_dir).eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for x, y in data.eval_batches():  # two micro-batches of different widths
