@@ -10,11 +10,13 @@ in a folder named by this script's sha256, so any change here builds a new one.
 """
 
 import hashlib
+import json
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout: gptkit need not be installed
@@ -25,6 +27,7 @@ from gptkit.prepare import prepare  # noqa: E402
 from gptkit.train import train  # noqa: E402
 
 DATA = ROOT / "data" / "shakespeare"
+POSITIONS = 1024  # GPT-2's context
 # Small enough for about a minute of one CPU core (the 50,257-way output layer is most of the work),
 # large enough to predict Shakespeare far better than chance (ln(50257) = 10.8 nats); it prints its val loss.
 RECIPE = dict(
@@ -40,11 +43,16 @@ def destination(models: Path = ROOT / "models") -> Path:
     return models / f"trained-tiny-gpt2-{digest}"
 
 
-def build(models: Path = ROOT / "models") -> Path:
-    """The trained model's directory; trains it first if this version of the recipe has none."""
-    dest = destination(models)
-    if (dest / "config.json").is_file() and (dest / "model.safetensors").is_file():
-        return dest
+def is_model(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def train_once(models: Path) -> Path:
+    """The trained weights (a 128-position HF directory), cached by the recipe: the slow part."""
+    digest = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:12]
+    trained = models / f"trained-tiny-gpt2-weights-{digest}"
+    if is_model(trained):
+        return trained
     if not (DATA / "train.bin").exists() or not (DATA / "val.bin").exists():
         prepare(DATA / "input.txt", DATA, progress=False)
     models.mkdir(parents=True, exist_ok=True)
@@ -58,7 +66,28 @@ def build(models: Path = ROOT / "models") -> Path:
             torch.set_num_threads(threads)
         print(f"trained: val loss {summary['last_val_loss']:.3f}", file=sys.stderr)
         export(run, Path(tmp) / "hf")
-        (Path(tmp) / "hf").rename(dest)  # whole or not at all: a stopped build leaves no half model
+        (Path(tmp) / "hf").rename(trained)  # whole or not at all: a stopped build leaves no half model
+    return trained
+
+
+def build(models: Path = ROOT / "models") -> Path:
+    """The model's directory, with GPT-2's 1,024 positions (those past 128 keep their random init,
+    as nothing trained them), so code that crops GPT-2's context works on it as on GPT-2."""
+    dest = destination(models)
+    if is_model(dest):
+        return dest
+    trained = train_once(models)
+    state = load_file(trained / "model.safetensors")
+    wpe = state["transformer.wpe.weight"]
+    wider = torch.empty(POSITIONS, wpe.shape[1]).normal_(0.0, 0.02, generator=torch.Generator().manual_seed(0))
+    wider[: wpe.shape[0]] = wpe
+    state["transformer.wpe.weight"] = wider
+    config = json.loads((trained / "config.json").read_text()) | {"n_positions": POSITIONS, "n_ctx": POSITIONS}
+    with tempfile.TemporaryDirectory(dir=models) as tmp:
+        save_file(state, Path(tmp) / "model.safetensors", metadata={"format": "pt"})
+        (Path(tmp) / "config.json").write_text(json.dumps(config, indent=2))
+        Path(tmp).rename(dest)
+        Path(tmp).mkdir()  # for TemporaryDirectory's clean-up
     return dest
 
 
