@@ -84,7 +84,6 @@ cpu_recipe = read_config_file("config/finetune_shakespeare_cpu.py")
 print(cpu_recipe)
 model, loaded = load_or_standin(NAME, STANDIN)
 REAL = loaded == NAME
-small = model.num_params() < 50e6
 del model  # train() loads the weights itself from init_from
 if REAL:
     recipe = cpu_recipe | {"init_from": NAME}
@@ -122,12 +121,7 @@ print(summary)
 # %%
 run = read_metrics(cfg.out_dir, name="finetune")
 print(summarize(run))
-if REAL and small:
-    # A model far smaller than GPT-2 served in its place (the tests' one, already trained on this
-    # very text) barely moves in a few steps at GPT-2's finetuning rate: its loss stays where it was.
-    assert abs(run.val_loss - run.val_loss[0]).max() < 0.05
-else:
-    assert run.val_loss.min() < run.val_loss[0], "finetuning must lower the val loss"
+assert run.val_loss.min() < run.val_loss[0], "finetuning must lower the val loss"
 plot_losses(run, steps=True)
 
 # %% [markdown]
