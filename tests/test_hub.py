@@ -144,7 +144,7 @@ def test_the_notebooks_real_weights_branches_run_and_their_claims_hold(tmp_path,
     (work / "notebooks").mkdir(parents=True)
     for name in ("data", "config"):
         (work / name).symlink_to(ROOT / name)
-    with HubServer({REPO: trained}, lifetime=600) as hub:
+    with HubServer({REPO: trained}, lifetime=1800) as hub:
         for key, value in hub_env(hub.url, tmp_path).items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("GPTKIT_SMOKE", "1")
@@ -152,7 +152,7 @@ def test_the_notebooks_real_weights_branches_run_and_their_claims_hold(tmp_path,
         monkeypatch.setenv("MPLBACKEND", "Agg")
         for stem in REAL_WEIGHTS_NOTEBOOKS:
             notebook = jupytext.read(ROOT / "notebooks" / f"{stem}.py")
-            client = NotebookClient(notebook, timeout=300, kernel_name="python3")
+            client = NotebookClient(notebook, timeout=900, kernel_name="python3")  # per cell; 06 sweeps
             client.execute(cwd=str(work / "notebooks"))
             text = "\n".join(
                 o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
