@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gptkit-installed
 
-.PHONY: install demo test lint format notebooks sync-notebooks clean
+.PHONY: install demo test test-slow lint format notebooks sync-notebooks clean
 
 install: $(STAMP)
 
@@ -22,8 +22,11 @@ demo: install
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -m quiet_process tests
-	$(PY) -m pytest -m "not quiet_process" tests
+	$(PY) -m pytest -m "not quiet_process and not slow" tests
 	GPTKIT_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+test-slow: install
+	$(PY) -m pytest -m slow tests
 
 lint: install
 	$(PY) -m ruff check .

@@ -10,8 +10,6 @@ be had (offline, nothing cached), so the demo and the notebooks still run.
 
 import json
 import os
-import socket
-import urllib.parse
 from pathlib import Path
 
 import torch
@@ -35,37 +33,77 @@ class WeightsUnavailable(GptkitError):
     """The named GPT-2 weights are neither cached nor downloadable (typically: offline)."""
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+HUB_CONNECT_TIMEOUT = 5.0  # seconds
+
+
+def _cap_connect_timeout(request) -> None:
+    """httpx request hook: give requests without a connect timeout HUB_CONNECT_TIMEOUT."""
+    timeout = dict(request.extensions.get("timeout") or {})
+    if timeout.get("connect") is None:
+        request.extensions = {**request.extensions, "timeout": {**timeout, "connect": HUB_CONNECT_TIMEOUT}}
+
+
+def _hub_session_with_connect_timeout() -> None:
+    from huggingface_hub import get_session
+
+    session = get_session()
+    hooks = getattr(session, "event_hooks", None)  # httpx-based huggingface_hub (>= 1.0) only
+    if hooks is not None and _cap_connect_timeout not in hooks["request"]:
+        hooks["request"].append(_cap_connect_timeout)
+
+
+def _download_failure(repo: str, error: Exception) -> str:
+    """Why downloading `repo` failed and what to do, in one line (huggingface_hub's errors are paragraphs)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
+
+    hub, login = constants.ENDPOINT, "log in with `hf auth login` or set HF_TOKEN"
+    # "not in the cache" wraps the hub's answer when nothing (or only part) was cached before
+    cause = (error.__cause__ or error.__context__ or error) if isinstance(error, LocalEntryNotFoundError) else error
+    status = getattr(getattr(cause, "response", None), "status_code", None)
+    detail = type(cause).__name__ + (f": {str(cause).splitlines()[0]}" if str(cause).strip() else "")
+    if isinstance(cause, GatedRepoError):
+        return f"{repo} is gated on {hub}: accept its terms on its page, then {login}"
+    if isinstance(cause, RepositoryNotFoundError):
+        return f"{hub} has no repository {repo}: check HF_ENDPOINT (a mirror may lack it), or {login} if it is private"
+    if isinstance(cause, HfHubHTTPError) and status in (401, 403):
+        return f"{hub} refused access to {repo} (HTTP {status}): {login} with a valid token"
+    if isinstance(cause, HfHubHTTPError):
+        return f"{hub} answered HTTP {status} for {repo}: try again later, or set HF_ENDPOINT to a mirror"
+    if isinstance(cause, OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set: unset it to download them once (they are cached for later)"
+    if isinstance(error, LocalEntryNotFoundError):
+        return f"the hub at {hub} cannot be reached ({detail}): connect once (they are cached for later)"
+    return f"downloading {repo} from {hub} failed ({detail}); nothing partial was kept: run again to retry"
 
 
 def resolve_hub_dir(name: str) -> Path:
-    """A local directory with config.json and model.safetensors for a named size (cache or download)."""
-    from huggingface_hub import snapshot_download
+    """A local directory with config.json and model.safetensors for a named size (cache or download).
 
-    patterns = ["config.json", "model.safetensors"]
+    The download goes to the Hugging Face cache through `HF_ENDPOINT` (the hub, or a mirror).
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo, patterns = HUB_REPOS[name], ["config.json", "model.safetensors"]
     try:
-        return Path(snapshot_download(HUB_REPOS[name], allow_patterns=patterns, local_files_only=True))
-    except Exception:
-        pass  # not cached yet: try the hub below
-    if _hub_reachable():
-        try:
-            return Path(snapshot_download(HUB_REPOS[name], allow_patterns=patterns))
-        except Exception as e:
-            reason = f"downloading it failed ({type(e).__name__})"
-    else:
-        reason = "the Hugging Face hub is unreachable"
+        return Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass  # not cached (or cached only in part): download below
+    _hub_session_with_connect_timeout()
+    try:
+        return Path(snapshot_download(repo, allow_patterns=patterns))
+    except Exception as e:  # each of huggingface_hub's failures, said in one line below
+        reason = _download_failure(repo, e)
     raise WeightsUnavailable(
         f"cannot load {name!r}: its weights are not in the Hugging Face cache and {reason}; "
-        "connect to the internet once (they are cached for later), or pass a local directory "
-        "in Hugging Face GPT-2 format (config.json + model.safetensors)"
+        "or pass a local directory in Hugging Face GPT-2 format (config.json + model.safetensors)"
     )
 
 

@@ -185,7 +185,7 @@ for seed in (1, 2):
 # %%
 kv_model, loaded = load_or_standin("gpt2", "models/offline-standin")  # a full 1,024-token context
 kv_model.eval()
-rows = 1 if loaded == "gpt2" else 8  # a batch of prompts keeps the small stand-in busy enough to time
+rows = 1 if kv_model.num_params() > 50e6 else 8  # a batch of prompts keeps a small model busy enough to time
 prompts = idx.repeat(rows, 1)
 n_long = 64 if SMOKE else 200
 timings = {}
