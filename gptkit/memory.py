@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from gptkit import checkpoint, pretrained
+from gptkit import checkpoint, peft_format, pretrained
 from gptkit.data import read_meta
 from gptkit.device import available_bytes
 from gptkit.errors import GptkitError
@@ -311,6 +311,22 @@ def scratch_config(cfg) -> GPTConfig:
     return GPTConfig(cfg.block_size, vocab, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
 
 
+def base_config(name_or_dir: str) -> GPTConfig:
+    """A pretrained model's architecture, without its weights: a GPT-2 size, or a HF directory's config."""
+    if name_or_dir in pretrained.GPT2_SIZES:
+        return gpt2_config(name_or_dir)
+    return GPTConfig(**pretrained.read_config(name_or_dir))
+
+
+def sequence_length(cfg, block_size: int) -> int:
+    """Tokens per row of a micro-batch: block_size, or for examples the longest one (padded to it), if shorter."""
+    meta = read_meta(Path(cfg.data_root) / cfg.dataset)
+    if meta.get("kind") != "examples":
+        return block_size
+    longest = max((split.get("longest", block_size + 1) for split in meta.get("splits", {}).values()), default=0)
+    return max(1, min(block_size, longest - 1))
+
+
 def run_shape(cfg, resume: checkpoint.Resume | None = None) -> tuple[GPTConfig, dict] | None:
     """The architecture `cfg` trains and its LoRA settings ({} for a full finetune), read as training
     reads them but without loading a weight; None when they cannot be known yet (loading will
@@ -324,6 +340,12 @@ def run_shape(cfg, resume: checkpoint.Resume | None = None) -> tuple[GPTConfig, 
             if resume.ckpt is None:
                 return None
             config, lora = GPTConfig(**resume.ckpt["model_args"]), resume.ckpt.get("lora") or {}
+        elif peft_format.is_peft_dir(cfg.init_from):  # the base it names, with its adapters
+            path = Path(cfg.init_from)
+            adapter = peft_format.read_config(path)
+            config = base_config(peft_format.base_of(adapter, path))
+            targets = peft_format.resolve_targets(adapter, config.n_layer, path)
+            lora = {"rank": adapter["r"], "targets": ",".join(targets), "dropout": adapter.get("lora_dropout", 0.0)}
         elif Path(cfg.init_from).is_dir():
             config = GPTConfig(**pretrained.read_config(cfg.init_from))
         elif cfg.init_from in pretrained.GPT2_SIZES:
@@ -343,15 +365,16 @@ def estimate_run(
     if shape is None:
         return None
     model, lora = shape
+    seq = sequence_length(cfg, model.block_size)
     if cfg.eval_only:  # no gradients, no optimizer state, nothing kept for a backward pass
-        est = estimate(model, cfg.batch_size, model.block_size, device_type=device_type, dtype=dtype, shards=shards)
-        b, t, c = cfg.batch_size, model.block_size, model.n_embd
+        est = estimate(model, cfg.batch_size, seq, device_type=device_type, dtype=dtype, shards=shards)
+        b, t, c = cfg.batch_size, seq, model.n_embd
         forward = 4 * b * t * model.vocab_size + 4 * 6 * b * t * c  # logits; the residual stream and MLP
         return replace(est, gradients=0, optimizer=0, activations=forward, transient=0)
     return estimate(
         model,
         cfg.batch_size,
-        model.block_size,
+        seq,
         device_type=device_type,
         dtype=dtype,
         lora_rank=lora.get("rank", 0),
