@@ -19,13 +19,28 @@
 #    80 GB GPUs.
 
 # %%
+# Setup. In a fresh Colab or Kaggle runtime this cell installs gptkit from GPTKIT_SOURCE (a git URL,
+# a clone's folder or a wheel: see the README, "Colab and Kaggle"); pip keeps what the runtime has
+# and adds only what it lacks. Where gptkit is importable already (a clone), it does nothing.
+import importlib.util
 import os
-from pathlib import Path
+import subprocess
+import sys
 
-if Path.cwd().name == "notebooks":
-    os.chdir("..")  # every path below is relative to the repository root
+GPTKIT_SOURCE = os.environ.get("GPTKIT_SOURCE") or "git+https://github.com/OWNER/gptkit"  # <- where gptkit comes from
 
+if importlib.util.find_spec("gptkit") is not None:
+    print("gptkit is importable already: nothing to install")
+elif "/OWNER/" in GPTKIT_SOURCE:
+    raise RuntimeError("set GPTKIT_SOURCE above to gptkit's git URL, a clone's folder or a wheel (README: Colab)")
+else:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", GPTKIT_SOURCE], check=True)
+    importlib.invalidate_caches()
+    print(f"installed gptkit from {GPTKIT_SOURCE}, with what this runtime lacked of its dependencies")
+
+# %%
 import math
+from pathlib import Path
 
 import matplotlib.pyplot as plt  # noqa: F401  (the inline backend shows the figures below)
 import torch
