@@ -37,7 +37,6 @@ else:
 
 # %%
 import dataclasses
-from pathlib import Path
 
 import matplotlib.pyplot as plt  # noqa: F401  (the inline backend shows the figures below)
 import numpy as np
@@ -55,14 +54,15 @@ from gptkit.diagnostics import (
     smooth,
     summarize,
 )
+from gptkit.notebook import shakespeare_text, workdir
 from gptkit.prepare import prepare, print_counts
 from gptkit.pretrained import load_or_standin
 from gptkit.train import train
 from gptkit.widgets import short_finetune
 
 SMOKE = gptkit.smoke()
-OUT = Path("out-notebooks") / "overfitting"
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = workdir("overfitting")  # everything this notebook writes goes here (GPTKIT_NOTEBOOK_OUT moves it)
+STANDIN = workdir() / "offline-standin"
 
 # %% [markdown]
 # ## A dataset small enough to memorise
@@ -71,7 +71,7 @@ OUT.mkdir(parents=True, exist_ok=True)
 # the same `gptkit.prepare` as notebook 1.
 
 # %%
-corpus = Path("data/shakespeare/input.txt").read_text(encoding="utf-8")
+corpus = shakespeare_text()
 (OUT / "tiny.txt").write_text(corpus[:4000], encoding="utf-8")
 meta = prepare(OUT / "tiny.txt", OUT / "data" / "tiny", val_fraction=0.4, block_size=32, progress=False)
 print_counts(meta)
@@ -214,13 +214,13 @@ assert fast is not None and (slow is None or slow.iter >= fast.iter), "a lower L
 # start from random weights and their curves look alike: the notebook says so below.
 
 # %%
-model, loaded = load_or_standin("gpt2", "models/offline-standin")
+model, loaded = load_or_standin("gpt2", STANDIN)
 REAL = loaded == "gpt2"
 shape = dict(n_layer=model.config.n_layer, n_head=model.config.n_head, n_embd=model.config.n_embd)
 del model
 budget = dict(max_iters=10 if SMOKE else 100, eval_interval=5)
 pretrained_cfg = dataclasses.replace(
-    base, out_dir=str(OUT / "pretrained"), init_from="gpt2" if REAL else "models/offline-standin",
+    base, out_dir=str(OUT / "pretrained"), init_from="gpt2" if REAL else str(STANDIN),
     learning_rate=3e-5 if REAL else 2e-3, overwrite_out_dir=True, device="auto", **budget,
 )  # fmt: skip
 scratch_cfg = dataclasses.replace(
@@ -256,4 +256,4 @@ plot_losses(pretrained_run, scratch_run, title=f"same budget: {loaded} against s
 # Try this:
 # - Double the dataset (`corpus[:8000]`): does the turn-up come later?
 # - Run the sweep with `weight_decay` instead of dropout.
-# - Point `read_metrics` at notebook 4's `out-notebooks/finetune` and look for a turn-up there.
+# - Point `read_metrics` at notebook 4's run (`workdir("finetune")`) and look for a turn-up there.

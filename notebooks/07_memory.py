@@ -55,13 +55,13 @@ from gptkit.diagnostics import plot_losses, read_metrics
 from gptkit.export import export, load_merged
 from gptkit.lora import LoRALinear, apply_lora, count_lora_params, lora_state_dict, trainable_params
 from gptkit.model import GPT
+from gptkit.notebook import preset, shakespeare_text, workdir
 from gptkit.prepare import prepare
 from gptkit.pretrained import GPT2_SIZES, gpt2_config
 from gptkit.train import train
 
 SMOKE = gptkit.smoke()
-OUT = Path("out-notebooks") / "memory"
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = workdir("memory")  # everything this notebook writes goes here (GPTKIT_NOTEBOOK_OUT moves it)
 
 # %% [markdown]
 # ## LoRA by hand, on one layer
@@ -164,7 +164,7 @@ for name in GPT2_SIZES:
 # downloaded GPT-2. The finetuning data is the *second* half: the same style, other plays.
 
 # %%
-corpus = Path("data/shakespeare/input.txt").read_text(encoding="utf-8")
+corpus = shakespeare_text()
 half = len(corpus) // 2
 for name, text in (("first-half", corpus[:half]), ("second-half", corpus[half:])):
     (OUT / f"{name}.txt").write_text(text, encoding="utf-8")
@@ -383,8 +383,8 @@ import dataclasses
 from gptkit.config import parse_args
 from gptkit.memory import estimate_run, fitting_settings
 
-seed_cfg = parse_args(TrainConfig, ["config/finetune_shakespeare.py"], "notebook")
-lora_cfg = parse_args(TrainConfig, ["config/finetune_shakespeare_lora.py"], "notebook")
+seed_cfg = parse_args(TrainConfig, [str(preset("finetune_shakespeare.py"))], "notebook")
+lora_cfg = parse_args(TrainConfig, [str(preset("finetune_shakespeare_lora.py"))], "notebook")
 recipes = {
     "full finetune (the seed)": seed_cfg,
     "full + checkpointing": dataclasses.replace(seed_cfg, grad_checkpoint=True),
