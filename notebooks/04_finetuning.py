@@ -105,7 +105,7 @@ else:
     # Random weights are not a pretrained model: they need a far larger LR and many cheap steps.
     recipe = cpu_recipe | dict(
         init_from=str(STANDIN), learning_rate=2e-3, dropout=0.0, block_size=128, batch_size=8,
-        gradient_accumulation_steps=1, max_iters=300, eval_interval=25,
+        gradient_accumulation_steps=1, max_iters=150, eval_interval=25, eval_iters=5,
     )  # fmt: skip
     print(
         f"OFFLINE: GPT-2's weights cannot be downloaded here, so we finetune the random-weight stand-in\n"
@@ -289,8 +289,8 @@ assert run2.iters[-1] == resumed.max_iters
 base = dataclasses.replace(
     cfg,
     out_dir=str(OUT / "panel"),
-    max_iters=4 if SMOKE else (20 if REAL else 100),
-    eval_interval=2 if SMOKE else (5 if REAL else 20),
+    max_iters=4 if SMOKE else (20 if REAL else 40),
+    eval_interval=2 if SMOKE else (5 if REAL else 10),
     block_size=64 if SMOKE else 128,
     gradient_accumulation_steps=1,
 )

@@ -98,7 +98,7 @@ base = TrainConfig(
     learning_rate=3e-3,
     decay_lr=False,
     dropout=0.0,
-    max_iters=60 if SMOKE else 200,
+    max_iters=60 if SMOKE else 120,
     eval_interval=5,
     eval_iters=4,
     always_save_checkpoint=False,
@@ -188,8 +188,8 @@ plot_losses(overfit, early, title="early stopping ends the run soon after val lo
 # notebook 4 call).
 
 # %%
-dropouts = [0.0, 0.2] if SMOKE else [0.0, 0.1, 0.2, 0.3]
-lrs = [1e-3, 3e-3] if SMOKE else [3e-4, 1e-3, 3e-3, 1e-2]
+dropouts = [0.0, 0.2] if SMOKE else [0.0, 0.1, 0.3]
+lrs = [1e-3, 3e-3] if SMOKE else [3e-4, 3e-3, 1e-2]
 dropout_runs = [overfit if d == base.dropout else short_finetune(base, base.learning_rate, d) for d in dropouts]
 lr_runs = [overfit if lr == base.learning_rate else short_finetune(base, lr, base.dropout) for lr in lrs]
 plot_sweeps({"dropout": dropout_runs, "learning_rate": lr_runs})

@@ -1,6 +1,7 @@
 """The notebooks: every `notebooks/*.py` (the jupytext source) has an `.ipynb` twin with the same
 cells, and no `.ipynb` is committed with outputs. nbval executes them (see the Makefile)."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -198,3 +199,27 @@ def test_notebooks_run_alone_in_a_fresh_runtime_from_a_wheel(tmp_path):
     out = folder / "out-notebooks"
     assert (out / "data" / "shakespeare" / "train.bin").stat().st_size == 2 * 301_966
     assert (out / "offline-standin" / "config.json").is_file() and (out / "eval-random").is_dir()
+
+
+# --- gptkit.notebook: what a notebook reads, where it writes -------------------------------------
+
+
+def test_workdir_is_out_notebooks_where_the_notebook_runs_unless_moved(tmp_path, monkeypatch):
+    from gptkit.notebook import OUT_ENV, workdir
+
+    monkeypatch.delenv(OUT_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert workdir() == tmp_path / "out-notebooks" and workdir().is_dir()
+    monkeypatch.setenv(OUT_ENV, str(tmp_path / "elsewhere"))
+    assert workdir("runs", "a") == tmp_path / "elsewhere" / "runs" / "a" and workdir("runs", "a").is_dir()
+
+
+def test_the_shipped_corpus_and_presets():
+    from gptkit.config import read_config_file
+    from gptkit.errors import GptkitError
+    from gptkit.notebook import SHAKESPEARE_SHA256, preset, shakespeare_path
+
+    assert hashlib.sha256(shakespeare_path().read_bytes()).hexdigest() == SHAKESPEARE_SHA256
+    assert read_config_file(preset("finetune_shakespeare.py"))["init_from"] == "gpt2-xl"
+    with pytest.raises(GptkitError, match="finetune_shakespeare_cpu.py"):
+        preset("finetune_shakespeare_gpu.py")
