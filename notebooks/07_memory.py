@@ -1,6 +1,10 @@
 # %% [markdown]
 # # 7 · Memory: finetuning a big model with LoRA
 #
+# *Takes about 4 min on a 2-core CPU (estimate: its steps, timed on one core, add up to 7 min;
+# not yet timed top to bottom at this size), about 5 min on a Colab or Kaggle T4 (estimate; it
+# runs on the CPU).*
+#
 # A full finetune trains every weight, so it keeps, for every parameter, its fp32 weight, its
 # gradient and AdamW's two moving averages: 16 bytes. For gpt2-xl's 1558M parameters that is
 # 25 GB before any activation, more than a 24 GB GPU or a 16 GB Colab T4 holds.
