@@ -126,7 +126,17 @@ def fresh_python(root: Path) -> tuple[Path, Path]:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     purelib = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
-    (purelib / "runtime.pth").write_text("\n".join(p for p in site.getsitepackages() if Path(p).is_dir()) + "\n")
+    # This environment's packages without gptkit: an editable install (make test's) would make pip
+    # see gptkit as installed already, so the shared folder links to every entry but gptkit's.
+    shared = root / "runtime-packages"
+    shared.mkdir()
+    folders = dict.fromkeys(
+        p for p in [*site.getsitepackages(), *sys.path] if p.endswith(("site-packages", "dist-packages"))
+    )
+    for entry in (e for d in folders if Path(d).is_dir() for e in Path(d).iterdir()):
+        if not entry.name.lower().startswith(("gptkit", "__editable__")) and not (shared / entry.name).exists():
+            (shared / entry.name).symlink_to(entry)
+    (purelib / "runtime.pth").write_text(f"{shared}\n")
     spec = root / "jupyter" / "kernels" / "python3"
     spec.mkdir(parents=True)
     argv = [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
