@@ -1,6 +1,9 @@
 # %% [markdown]
 # # 1 · Tokenization: from text to the ids GPT-2 reads
 #
+# *Takes about 30 s on a 2-core CPU (measured), about 1 min on a Colab or Kaggle T4 (estimate;
+# most of it the setup cell's install).*
+#
 # A language model never sees letters. It sees a sequence of integers, *token ids*, each one
 # naming a piece of text from a fixed vocabulary. GPT-2's vocabulary has 50,257 pieces, built
 # by **byte-pair encoding (BPE)**. In this notebook you will:
@@ -9,30 +12,44 @@
 #    result against the real tokenizer;
 # 2. compare BPE with the simplest alternative, one token per character;
 # 3. tokenize the whole tiny-Shakespeare corpus into the `train.bin` / `val.bin` files that
-#    training reads, and check the token counts;
+#    training reads, check the token counts, and look at the (x, y) windows training cuts from them;
 # 4. prepare a text of your own the same way.
 #
 # Everything here imports from `gptkit`; nothing is downloaded.
 
 # %%
+# Setup. In a fresh Colab or Kaggle runtime this cell installs gptkit from GPTKIT_SOURCE (a git URL,
+# a clone's folder or a wheel: see the README, "Colab and Kaggle"); pip keeps what the runtime has
+# and adds only what it lacks. Where gptkit is importable already (a clone), it does nothing.
+import importlib.util
 import os
-from pathlib import Path
+import subprocess
+import sys
 
-if Path.cwd().name == "notebooks":
-    os.chdir("..")  # every path below is relative to the repository root
+GPTKIT_SOURCE = os.environ.get("GPTKIT_SOURCE") or "git+https://github.com/OWNER/gptkit"  # <- where gptkit comes from
 
+if importlib.util.find_spec("gptkit") is not None:
+    print("gptkit is importable already: nothing to install")
+elif "/OWNER/" in GPTKIT_SOURCE:
+    raise RuntimeError("set GPTKIT_SOURCE above to gptkit's git URL, a clone's folder or a wheel (README: Colab)")
+else:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", GPTKIT_SOURCE], check=True)
+    importlib.invalidate_caches()
+    print(f"installed gptkit from {GPTKIT_SOURCE}, with what this runtime lacked of its dependencies")
+
+# %%
 import math
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import gptkit
+from gptkit.notebook import shakespeare_path, shakespeare_text, workdir
 from gptkit.tokenizer import EOT_ID, EOT_TOKEN, VOCAB_SIZE, get_encoding
 
 SMOKE = gptkit.smoke()  # GPTKIT_SMOKE=1 (CI) only shrinks sizes; every step below still runs
-OUT = Path("out-notebooks")
-OUT.mkdir(exist_ok=True)
-print("smoke mode:", SMOKE)
+OUT = workdir()  # everything this notebook writes goes here (GPTKIT_NOTEBOOK_OUT moves it)
+print("smoke mode:", SMOKE, "| writing to", OUT)
 
 # %% [markdown]
 # ## The tokenizer
@@ -52,10 +69,12 @@ assert enc.n_vocab == VOCAB_SIZE == 50257
 # ## Step 1: text → bytes
 #
 # BPE starts from UTF-8 bytes, so *any* text can be encoded: there is no "unknown character".
-# Here is the first line of the corpus:
+# The corpus ships with gptkit (`gptkit.notebook.shakespeare_text()`). Its first line names the
+# speaker, `First Citizen:`; here is the first line of speech, the second line of the file:
 
 # %%
-corpus = Path("data/shakespeare/input.txt").read_text(encoding="utf-8")
+corpus = shakespeare_text()
+print(repr(corpus.splitlines()[0]))
 line = corpus.splitlines()[1]  # "Before we proceed any further, hear me speak."
 raw = line.encode("utf-8")
 print(repr(line))
@@ -157,23 +176,51 @@ plt.tight_layout()
 # first 90% of the characters train, the last 10% validate, exactly as nanoGPT's Shakespeare
 # script does: so the counts must be exactly 301,966 and 36,059 tokens.
 #
-# (From a terminal this is `python data/shakespeare/prepare.py`.)
+# Here the bins go to the notebook's output folder, where notebooks 2 to 5 read them. (In a clone,
+# from a terminal, `python data/shakespeare/prepare.py` writes them next to the corpus.)
 
 # %%
 from gptkit.data import BIN_DTYPE, open_split
 from gptkit.prepare import prepare, print_counts
 
-meta = prepare("data/shakespeare/input.txt", "data/shakespeare", val_fraction=0.1, progress=False)
+data_dir = OUT / "data" / "shakespeare"
+meta = prepare(shakespeare_path(), data_dir, val_fraction=0.1, progress=False)
 print_counts(meta)
 assert meta["train_tokens"] == 301_966 and meta["val_tokens"] == 36_059
 
 # %%
-train_ids = open_split("data/shakespeare", "train")
-print("train.bin:", train_ids.shape, train_ids.dtype, f"{Path('data/shakespeare/train.bin').stat().st_size:,} bytes")
+train_ids = open_split(data_dir, "train")
+print("train.bin:", train_ids.shape, train_ids.dtype, f"{(data_dir / 'train.bin').stat().st_size:,} bytes")
 print("first 12 ids:", train_ids[:12].tolist())
 print("decoded:     ", repr(enc.decode(train_ids[:12].tolist())))
 assert np.dtype(BIN_DTYPE).itemsize == 2 and train_ids.nbytes == 2 * meta["train_tokens"]
 assert enc.decode(train_ids[:12].tolist()) == corpus[: len(enc.decode(train_ids[:12].tolist()))]
+
+# %% [markdown]
+# ## The (x, y) windows training reads
+#
+# Training never sees the stream whole. Each step, `gptkit.data.Batches` picks random offsets
+# and cuts a window of `block_size + 1` tokens at each: `x` is the first `block_size` of them,
+# `y` the same window shifted by one. So one window holds `block_size` predictions at once: at
+# every position t the model reads `x[:t+1]` and must predict `y[t]`, the token that follows.
+# (Evaluation reads a fixed set of windows instead, the same at every evaluation.)
+
+# %%
+import torch
+
+from gptkit.data import Batches
+
+batches = Batches(data_dir, "train", batch_size=2, block_size=8, seed=1337)
+offsets = batches.draw_offsets(2)
+x, y = batches.windows(offsets)
+print("offsets:", offsets.tolist(), "  x:", tuple(x.shape), x.dtype, "  y:", tuple(y.shape))
+for row, start in enumerate(offsets):
+    assert x[row].tolist() == train_ids[start : start + 8].tolist()  # x: the stream from the offset on
+    assert y[row].tolist() == train_ids[start + 1 : start + 9].tolist()  # y: the same, one token later
+assert torch.equal(x[:, 1:], y[:, :-1])
+print(f"row 0, as the model reads it ({enc.decode(x[0].tolist())!r}):")
+for t in range(8):
+    print(f"  reads {enc.decode(x[0, : t + 1].tolist())!r:<45} -> must predict {enc.decode([y[0, t].item()])!r}")
 
 # %% [markdown]
 # A model that knew nothing would give every one of the 50,257 ids the same probability; its

@@ -1,11 +1,17 @@
 # %% [markdown]
 # # 3 · Pretrained GPT-2: loading OpenAI's weights into our model
 #
+# *Takes about 5 min on a 2-core CPU shared with other jobs (measured; about 1 min with the
+# machine to itself, estimate), about 2 min on a Colab or Kaggle T4 (estimate, with GPT-2's 500
+# MB download).*
+#
 # Training GPT-2 from scratch took OpenAI a lot of compute; finetuning starts from their
 # weights instead. In this notebook you will:
 #
 # 1. load GPT-2 (124M) into `gptkit.model.GPT` — what `init_from="gpt2"` does in training;
-# 2. check that it computes exactly the same logits as Hugging Face `transformers`;
+# 2. map one block's Hugging Face weights by hand (the Conv1D transpose) and check it against
+#    what gptkit loaded; then check that the whole model computes the same logits as
+#    Hugging Face `transformers`;
 # 3. override dropout and crop the context (`block_size`), two things finetuning configs do;
 # 4. sample from it before any finetuning;
 # 5. compare its loss on Shakespeare with a randomly initialised model.
@@ -17,14 +23,29 @@
 # trained model, and the notebook tells you where that matters.
 
 # %%
+# Setup. In a fresh Colab or Kaggle runtime this cell installs gptkit from GPTKIT_SOURCE (a git URL,
+# a clone's folder or a wheel: see the README, "Colab and Kaggle"); pip keeps what the runtime has
+# and adds only what it lacks. Where gptkit is importable already (a clone), it does nothing.
+import importlib.util
 import os
-from pathlib import Path
+import subprocess
+import sys
 
-if Path.cwd().name == "notebooks":
-    os.chdir("..")  # every path below is relative to the repository root
+GPTKIT_SOURCE = os.environ.get("GPTKIT_SOURCE") or "git+https://github.com/OWNER/gptkit"  # <- where gptkit comes from
 
+if importlib.util.find_spec("gptkit") is not None:
+    print("gptkit is importable already: nothing to install")
+elif "/OWNER/" in GPTKIT_SOURCE:
+    raise RuntimeError("set GPTKIT_SOURCE above to gptkit's git URL, a clone's folder or a wheel (README: Colab)")
+else:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", GPTKIT_SOURCE], check=True)
+    importlib.invalidate_caches()
+    print(f"installed gptkit from {GPTKIT_SOURCE}, with what this runtime lacked of its dependencies")
+
+# %%
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -32,13 +53,15 @@ import torch
 import gptkit
 from gptkit.config import TrainConfig
 from gptkit.errors import GptkitError
+from gptkit.notebook import prepared_shakespeare, workdir
 from gptkit.pretrained import from_pretrained, load_or_standin, resolve_hub_dir
 from gptkit.tokenizer import get_encoding
 from gptkit.train import train
 
 SMOKE = gptkit.smoke()
 NAME = "gpt2"  # try "gpt2-medium" on a machine with more memory
-STANDIN = Path("models/offline-standin")
+OUT = workdir()  # everything this notebook writes goes here (GPTKIT_NOTEBOOK_OUT moves it)
+STANDIN = OUT / "offline-standin"
 torch.manual_seed(0)
 enc = get_encoding()
 
@@ -60,12 +83,58 @@ print(f"{model.num_params(non_embedding=False):,} parameters, config: {model.con
 print("Hugging Face directory:", hf_dir, "->", sorted(p.name for p in Path(hf_dir).iterdir()))
 
 # %% [markdown]
+# ## One block's weights, mapped by hand
+#
+# A Hugging Face GPT-2 directory holds `config.json` and `model.safetensors`, a file of named
+# tensors. gptkit's parameters carry the same names, so loading is a walk over them, with one
+# twist: OpenAI's code used `Conv1D` layers, whose weight matrices are stored (in, out), the
+# *transpose* of `nn.Linear`'s (out, in). We do the walk by hand for block 0: read its tensors,
+# transpose the four Conv1D matrices, and put them into a fresh `gptkit.model.Block`; the result
+# must be, number for number, the block `from_pretrained` loaded. (OpenAI's file names its tensors
+# `h.0.…`, one that `transformers` saves `transformer.h.0.…`: both are read.)
+
+# %%
+from safetensors import safe_open
+
+from gptkit.model import Block
+
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+by_hand = Block(model.config, layer=0).eval()
+with safe_open(Path(hf_dir) / "model.safetensors", framework="pt") as f:
+    prefix = "transformer." if "transformer.h.0.ln_1.weight" in f.keys() else ""
+    print(f"{'tensor in the file':<38}{'stored':>12}   {'gptkit parameter':<20}{'loaded as':>12}")
+    for name, param in by_hand.named_parameters():
+        key = f"{prefix}h.0.{name}"
+        stored = f.get_tensor(key)
+        weight = stored.t() if name in CONV1D else stored  # Conv1D (in, out) -> Linear (out, in)
+        print(f"{key:<38}{tuple(stored.shape)!s:>12}   {name:<20}{tuple(weight.shape)!s:>12}")
+        with torch.no_grad():
+            param.copy_(weight)
+loaded_block = model.transformer.h[0]
+for name, param in loaded_block.named_parameters():
+    assert torch.equal(param, dict(by_hand.named_parameters())[name]), f"{name} differs from from_pretrained's"
+x = torch.randn(1, 6, model.config.n_embd)
+with torch.no_grad():
+    assert torch.equal(by_hand(x), loaded_block(x))
+print("block 0 mapped by hand == block 0 from from_pretrained, weight for weight")
+
+# %% [markdown]
+# `attn.c_proj` is square (n_embd × n_embd): forget its transpose and the shapes still fit, the
+# weights still load, and the block computes something else. Only comparing outputs catches it:
+
+# %%
+with torch.no_grad():
+    by_hand.attn.c_proj.weight.copy_(by_hand.attn.c_proj.weight.t().clone())  # the transpose forgotten
+    wrong = (by_hand(x) - loaded_block(x)).abs().max().item()
+print(f"without the transpose of attn.c_proj: largest difference in the block's output {wrong:.3f}")
+assert wrong > 1e-4
+
+# %% [markdown]
 # ## Same logits as Hugging Face `transformers`
 #
-# A Hugging Face GPT-2 directory holds `config.json` and `model.safetensors`. gptkit maps each
-# tensor onto the parameter of the same name. One twist: OpenAI's code used `Conv1D` layers,
-# whose weight matrices are the *transpose* of `nn.Linear`'s, so four kinds of weights are
-# transposed on the way in. If any mapping were wrong, the logits would differ.
+# `from_pretrained` does that for every block, plus the embeddings and the final LayerNorm. If
+# any mapping were wrong, the logits of the whole model would differ from those of Hugging
+# Face's own `GPT2LMHeadModel` on the same directory.
 
 # %%
 from transformers import GPT2LMHeadModel
@@ -165,18 +234,14 @@ assert out.shape == (1, idx.size(1) + (20 if SMOKE else 60))
 # loss on the same fixed batches a training run evaluates on, and writes no checkpoint.
 
 # %%
-data_dir = Path("data/shakespeare")
-if not (data_dir / "val.bin").exists():
-    from gptkit.prepare import prepare
-
-    prepare(data_dir / "input.txt", data_dir, progress=False)
+data_dir = prepared_shakespeare()  # notebook 1's bins, in this notebook's output folder (made if missing)
 shape = dict(n_layer=model.config.n_layer, n_head=model.config.n_head, n_embd=model.config.n_embd)
 evaluate = TrainConfig(
     eval_only=True, block_size=64 if SMOKE else 256, batch_size=4, eval_iters=2 if SMOKE else 10, progress=False,
-    **shape,
+    data_root=str(data_dir.parent), **shape,
 )  # fmt: skip
-pretrained_eval = replace(evaluate, init_from=str(hf_dir), out_dir="out-notebooks/eval-pretrained")
-random_eval = replace(evaluate, init_from="scratch", out_dir="out-notebooks/eval-random")
+pretrained_eval = replace(evaluate, init_from=str(hf_dir), out_dir=str(OUT / "eval-pretrained"))
+random_eval = replace(evaluate, init_from="scratch", out_dir=str(OUT / "eval-random"))
 loss_pretrained = train(pretrained_eval)["last_val_loss"]
 loss_random = train(random_eval)["last_val_loss"]
 print(f"val loss: {loaded}: {loss_pretrained:.3f}   random: {loss_random:.3f}   ln(50257) = {math.log(50257):.3f}")
@@ -210,7 +275,7 @@ else:
 # Try this:
 # - `NAME = "gpt2-medium"` (355M) and compare the val loss with the 124M model.
 # - Crop to `block_size=64` and look at the loss on 64-token windows: less context, higher loss?
-# - Export the model with `gptkit.pretrained.export_hf(model, "out-notebooks/my-gpt2")` and load
+# - Export the model with `gptkit.pretrained.export_hf(model, OUT / "my-gpt2")` and load
 #   it back with `transformers`.
 #
 # Next: **04_finetuning**, adapting the model to Shakespeare.

@@ -1,6 +1,10 @@
 # %% [markdown]
 # # 5 · Sampling: turning next-token probabilities into text
 #
+# *Takes about 1 min on a 2-core CPU (estimate from step times; not yet timed top to bottom at
+# this size), about 4 min on a Colab or Kaggle T4 with GPT-2 (estimate: the KV-cache timing runs
+# GPT-2 on the CPU).*
+#
 # The model outputs a probability for every one of 50,257 tokens; *sampling* decides which
 # one to write next. In this notebook you will, on the model finetuned in notebook 4:
 #
@@ -8,33 +12,52 @@
 # 2. reshape it with **temperature**, **top-k** and **top-p** — each written by hand first and
 #    checked against `gptkit.model.next_token_probs`, the version `generate` uses;
 # 3. compare **greedy** decoding with sampling;
-# 4. see why the **KV cache** makes generation fast, and measure the speedup;
+# 4. build the **KV cache** of one attention layer by hand, check it against the model's
+#    (`gptkit.model.KVCache`), and measure the speedup it brings;
 # 5. sample from the finetuned checkpoint with `gptkit.sample`, the function behind
 #    `python -m gptkit.sample`.
 
 # %%
+# Setup. In a fresh Colab or Kaggle runtime this cell installs gptkit from GPTKIT_SOURCE (a git URL,
+# a clone's folder or a wheel: see the README, "Colab and Kaggle"); pip keeps what the runtime has
+# and adds only what it lacks. Where gptkit is importable already (a clone), it does nothing.
+import importlib.util
 import os
-from pathlib import Path
+import subprocess
+import sys
 
-if Path.cwd().name == "notebooks":
-    os.chdir("..")  # every path below is relative to the repository root
+GPTKIT_SOURCE = os.environ.get("GPTKIT_SOURCE") or "git+https://github.com/OWNER/gptkit"  # <- where gptkit comes from
 
+if importlib.util.find_spec("gptkit") is not None:
+    print("gptkit is importable already: nothing to install")
+elif "/OWNER/" in GPTKIT_SOURCE:
+    raise RuntimeError("set GPTKIT_SOURCE above to gptkit's git URL, a clone's folder or a wheel (README: Colab)")
+else:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", GPTKIT_SOURCE], check=True)
+    importlib.invalidate_caches()
+    print(f"installed gptkit from {GPTKIT_SOURCE}, with what this runtime lacked of its dependencies")
+
+# %%
+import math
 import time
 
 import matplotlib.pyplot as plt
 import torch
+from torch.nn import functional as F
 
 import gptkit
 from gptkit.config import TrainConfig
-from gptkit.model import next_token_probs
+from gptkit.model import KVCache, next_token_probs
+from gptkit.notebook import prepared_shakespeare, workdir
 from gptkit.pretrained import load_or_standin
 from gptkit.sample import SampleConfig, load_model, sample
 from gptkit.tokenizer import get_encoding
 from gptkit.train import train
 
 SMOKE = gptkit.smoke()
-OUT = Path("out-notebooks")
-RUN = OUT / "finetune"  # written by notebook 4
+OUT = workdir()  # everything this notebook writes goes here (GPTKIT_NOTEBOOK_OUT moves it)
+STANDIN = OUT / "offline-standin"
+RUN = OUT / "finetune"  # written by notebook 4 (run in the same folder)
 enc = get_encoding()
 
 # %% [markdown]
@@ -44,11 +67,12 @@ enc = get_encoding()
 
 # %%
 if not (RUN / "ckpt.pt").exists():
-    _, loaded = load_or_standin("gpt2", "models/offline-standin")
+    _, loaded = load_or_standin("gpt2", STANDIN)
     print(f"no checkpoint in {RUN}: finetuning {loaded} briefly (run notebook 4 for a better one)")
     train(
         TrainConfig(
-            out_dir=str(RUN), init_from="gpt2" if loaded == "gpt2" else "models/offline-standin",
+            out_dir=str(RUN), init_from="gpt2" if loaded == "gpt2" else str(STANDIN),
+            data_root=str(prepared_shakespeare().parent),
             learning_rate=3e-5 if loaded == "gpt2" else 2e-3, decay_lr=False, block_size=64 if SMOKE else 128,
             batch_size=4, max_iters=8 if SMOKE else 100, eval_interval=4 if SMOKE else 25, eval_iters=2,
             always_save_checkpoint=False, progress=False,
@@ -178,12 +202,66 @@ for seed in (1, 2):
 # Without a cache, generating token n+1 runs the model over all n tokens again, although the
 # keys and values of the first n positions have not changed (each position only looks at the
 # past). The KV cache keeps them, so each new token costs a single position: generation
-# becomes linear instead of quadratic in the length. Both paths must produce the same tokens;
-# we check that, then time them on the model of notebook 3 (GPT-2 or the offline stand-in),
-# whose context is long enough to show the difference.
+# becomes linear instead of quadratic in the length.
+#
+# ### One layer's cache, by hand
+#
+# In layer 0 the keys and values of a position come straight from its token and position
+# embeddings: LayerNorm, then the key and value thirds of `c_attn`, split into heads. We keep
+# them in a tensor of shape (heads, positions so far, head size) and, for every new token,
+# append only that token's key and value. The model's `KVCache` (filled by `hidden_states` when
+# it is given one, as `generate` does) must hold exactly ours; and attending over the cache
+# alone, the new token must get exactly the attention output a full pass over the whole
+# sequence, without any cache, gives at its position.
 
 # %%
-kv_model, loaded = load_or_standin("gpt2", "models/offline-standin")  # a full 1,024-token context
+block = model.transformer.h[0]
+C, H = model.config.n_embd, model.config.n_head
+D = C // H  # head size
+
+
+def qkv_by_hand(ids: torch.Tensor, start: int) -> tuple[torch.Tensor, ...]:
+    """Layer 0's queries, keys and values, (heads, len(ids), head size), for `ids` at positions start, ..."""
+    positions = torch.arange(start, start + ids.numel())
+    x = model.transformer.wte(ids) + model.transformer.wpe(positions)  # block 0's input (eval: no dropout)
+    q, k, v = block.attn.c_attn(block.ln_1(x)).split(C, dim=-1)
+    return tuple(t.view(-1, H, D).transpose(0, 1) for t in (q, k, v))
+
+
+n_steps = 4
+cache = KVCache(model.config, batch_size=1, max_len=idx.size(1) + n_steps, device="cpu", dtype=torch.float32)
+with torch.no_grad():
+    _, K, V = qkv_by_hand(idx[0], start=0)  # the prompt: every position at once (the prefill)
+    hidden = model.hidden_states(idx, cache)  # fills (layers, k|v, rows, heads, max_len, head size)
+    print(f"prefill: {cache.pos} positions; layer 0's keys by hand {tuple(K.shape)}; KVCache {tuple(cache.kv.shape)}")
+    seq = idx[0]
+    for _ in range(n_steps):
+        torch.testing.assert_close(cache.kv[0, 0, 0, :, : cache.pos], K)  # layer 0, keys, row 0
+        torch.testing.assert_close(cache.kv[0, 1, 0, :, : cache.pos], V)  # layer 0, values
+        new = model.lm_head(hidden[:, -1]).argmax(-1)  # the next token (greedy)
+        seq = torch.cat([seq, new])
+        q, k, v = qkv_by_hand(new, start=seq.numel() - 1)  # only the new position is computed ...
+        K, V = torch.cat([K, k], dim=1), torch.cat([V, v], dim=1)  # ... and appended
+        # its attention over the cache: no mask needed, every cached position is in its past
+        y = F.softmax(q @ K.transpose(-2, -1) / math.sqrt(D), dim=-1) @ V  # (heads, 1, head size)
+        cached_out = block.attn.c_proj(y.transpose(0, 1).reshape(1, C))
+        full = model.transformer.wte(seq) + model.transformer.wpe(torch.arange(seq.numel()))
+        full_out = block.attn(block.ln_1(full)[None])[0, -1:]  # the same position, recomputing everything
+        torch.testing.assert_close(cached_out, full_out, atol=1e-5, rtol=1e-4)
+        hidden = model.hidden_states(new[None], cache)  # the model: one position through every layer
+        print(f"+ {enc.decode(new.tolist())!r:<12} cache holds {cache.pos} positions; its attention output matches")
+    torch.testing.assert_close(cache.kv[0, :, 0, :, : cache.pos], torch.stack([K, V]))
+print("layer 0's cache by hand == the model's KVCache; cached attention == a full pass")
+
+# %% [markdown]
+# ### How much faster
+#
+# Both paths must produce the same tokens; we check that, then time them on the model of
+# notebook 3 (GPT-2 or the offline stand-in), whose context is long enough to show the
+# difference.
+
+# %%
+kv_model, loaded = load_or_standin("gpt2", STANDIN)  # a full 1,024-token context
 kv_model.eval()
 rows = 1 if kv_model.num_params() > 50e6 else 8  # a batch of prompts keeps a small model busy enough to time
 prompts = idx.repeat(rows, 1)
@@ -230,7 +308,8 @@ assert texts == sample(cfg), "the same seed gives the same samples"
 # - The KV cache turns generation from quadratic to linear work, with the same tokens.
 #
 # Try this:
-# - `python -m gptkit.sample --out_dir=out-notebooks/finetune --start="KING HENRY:" --top_p=0.9`
+# - `python -m gptkit.sample --out_dir=RUN --start="KING HENRY:" --top_p=0.9`, with RUN the folder
+#   `print(RUN)` shows
 # - Sample at temperature 1.5 without top-k: when does the text fall apart?
 # - Time the KV cache on the real GPT-2 (notebook 3's model) with 400 tokens.
 #

@@ -1,6 +1,10 @@
 # %% [markdown]
 # # 7 · Memory: finetuning a big model with LoRA
 #
+# *Takes about 4 min on a 2-core CPU (estimate: its steps, timed on one core, add up to 7 min;
+# not yet timed top to bottom at this size), about 5 min on a Colab or Kaggle T4 (estimate; it
+# runs on the CPU).*
+#
 # A full finetune trains every weight, so it keeps, for every parameter, its fp32 weight, its
 # gradient and AdamW's two moving averages: 16 bytes. For gpt2-xl's 1558M parameters that is
 # 25 GB before any activation, more than a 24 GB GPU or a 16 GB Colab T4 holds.
@@ -19,13 +23,28 @@
 #    80 GB GPUs.
 
 # %%
+# Setup. In a fresh Colab or Kaggle runtime this cell installs gptkit from GPTKIT_SOURCE (a git URL,
+# a clone's folder or a wheel: see the README, "Colab and Kaggle"); pip keeps what the runtime has
+# and adds only what it lacks. Where gptkit is importable already (a clone), it does nothing.
+import importlib.util
 import os
-from pathlib import Path
+import subprocess
+import sys
 
-if Path.cwd().name == "notebooks":
-    os.chdir("..")  # every path below is relative to the repository root
+GPTKIT_SOURCE = os.environ.get("GPTKIT_SOURCE") or "git+https://github.com/OWNER/gptkit"  # <- where gptkit comes from
 
+if importlib.util.find_spec("gptkit") is not None:
+    print("gptkit is importable already: nothing to install")
+elif "/OWNER/" in GPTKIT_SOURCE:
+    raise RuntimeError("set GPTKIT_SOURCE above to gptkit's git URL, a clone's folder or a wheel (README: Colab)")
+else:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", GPTKIT_SOURCE], check=True)
+    importlib.invalidate_caches()
+    print(f"installed gptkit from {GPTKIT_SOURCE}, with what this runtime lacked of its dependencies")
+
+# %%
 import math
+from pathlib import Path
 
 import matplotlib.pyplot as plt  # noqa: F401  (the inline backend shows the figures below)
 import torch
@@ -40,13 +59,13 @@ from gptkit.diagnostics import plot_losses, read_metrics
 from gptkit.export import export, load_merged
 from gptkit.lora import LoRALinear, apply_lora, count_lora_params, lora_state_dict, trainable_params
 from gptkit.model import GPT
+from gptkit.notebook import preset, shakespeare_text, workdir
 from gptkit.prepare import prepare
 from gptkit.pretrained import GPT2_SIZES, gpt2_config
 from gptkit.train import train
 
 SMOKE = gptkit.smoke()
-OUT = Path("out-notebooks") / "memory"
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = workdir("memory")  # everything this notebook writes goes here (GPTKIT_NOTEBOOK_OUT moves it)
 
 # %% [markdown]
 # ## LoRA by hand, on one layer
@@ -149,7 +168,7 @@ for name in GPT2_SIZES:
 # downloaded GPT-2. The finetuning data is the *second* half: the same style, other plays.
 
 # %%
-corpus = Path("data/shakespeare/input.txt").read_text(encoding="utf-8")
+corpus = shakespeare_text()
 half = len(corpus) // 2
 for name, text in (("first-half", corpus[:half]), ("second-half", corpus[half:])):
     (OUT / f"{name}.txt").write_text(text, encoding="utf-8")
@@ -368,8 +387,8 @@ import dataclasses
 from gptkit.config import parse_args
 from gptkit.memory import estimate_run, fitting_settings
 
-seed_cfg = parse_args(TrainConfig, ["config/finetune_shakespeare.py"], "notebook")
-lora_cfg = parse_args(TrainConfig, ["config/finetune_shakespeare_lora.py"], "notebook")
+seed_cfg = parse_args(TrainConfig, [str(preset("finetune_shakespeare.py"))], "notebook")
+lora_cfg = parse_args(TrainConfig, [str(preset("finetune_shakespeare_lora.py"))], "notebook")
 recipes = {
     "full finetune (the seed)": seed_cfg,
     "full + checkpointing": dataclasses.replace(seed_cfg, grad_checkpoint=True),
