@@ -20,7 +20,9 @@ from pathlib import Path
 
 from gptkit.errors import GptkitError
 from gptkit.files import atomic_write
+from gptkit.model import GPT
 from gptkit.prepare import prepare
+from gptkit.pretrained import dir_or_standin
 
 OUT_ENV = "GPTKIT_NOTEBOOK_OUT"
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -91,3 +93,14 @@ def prepared_shakespeare() -> Path:
     if not ((folder / "train.bin").is_file() and (folder / "val.bin").is_file()):
         prepare(shakespeare_path(), folder, val_fraction=0.1, progress=False)
     return folder
+
+
+def load_or_standin(name: str, standin_dir, override_args: dict | None = None) -> tuple[GPT, str]:
+    """`GPT.from_pretrained(name)`, or, when its weights cannot be had offline, the small stand-in.
+
+    The stand-in goes through the same loading code (a local Hugging Face directory); the
+    returned description says which one was loaded, so a notebook can announce it.
+    """
+    directory, unavailable = dir_or_standin(name, standin_dir)
+    description = name if unavailable is None else f"offline stand-in {directory} (random weights)"
+    return GPT.from_pretrained(directory, override_args), description

@@ -48,8 +48,8 @@ from torch.nn import functional as F
 import gptkit
 from gptkit.data import Batches
 from gptkit.memory import activation_bytes, saved_for_backward
-from gptkit.model import GPT, GPTConfig
-from gptkit.pretrained import GPT2_SIZES, gpt2_config
+from gptkit.model import GPT, GPTConfig, gpt2_config
+from gptkit.pretrained import GPT2_SIZES
 from gptkit.tokenizer import get_encoding
 
 SMOKE = gptkit.smoke()

@@ -53,8 +53,9 @@ import torch
 import gptkit
 from gptkit.config import TrainConfig
 from gptkit.errors import GptkitError
-from gptkit.notebook import prepared_shakespeare, workdir
-from gptkit.pretrained import from_pretrained, load_or_standin, resolve_hub_dir
+from gptkit.model import GPT
+from gptkit.notebook import load_or_standin, prepared_shakespeare, workdir
+from gptkit.pretrained import resolve_hub_dir
 from gptkit.tokenizer import get_encoding
 from gptkit.train import train
 
@@ -172,7 +173,7 @@ for p, t in zip(top.values.tolist(), top.indices.tolist(), strict=True):
 # weights. Dropout acts in training mode only: in eval mode the model is deterministic again.
 
 # %%
-dropped = from_pretrained(hf_dir, {"dropout": 0.1})
+dropped = GPT.from_pretrained(hf_dir, {"dropout": 0.1})
 print("dropout:", dropped.config.dropout)
 dropped.train()
 with torch.no_grad():
@@ -185,7 +186,7 @@ with torch.no_grad():
 print("eval mode: same logits as without dropout")
 
 try:
-    from_pretrained(hf_dir, {"n_layer": 6})
+    GPT.from_pretrained(hf_dir, {"n_layer": 6})
 except GptkitError as e:
     print("refused:", e)
 
@@ -198,7 +199,7 @@ except GptkitError as e:
 # fit; longer ones are refused.
 
 # %%
-cropped = from_pretrained(hf_dir)
+cropped = GPT.from_pretrained(hf_dir)
 print("wpe before:", tuple(cropped.transformer.wpe.weight.shape))
 cropped.crop_block_size(256)
 print("wpe after: ", tuple(cropped.transformer.wpe.weight.shape))
@@ -266,7 +267,7 @@ else:
 # %% [markdown]
 # ## What you learned / try this
 #
-# - `init_from="gpt2"` (or `from_pretrained("gpt2")`) loads OpenAI's weights into gptkit's
+# - `init_from="gpt2"` (or `GPT.from_pretrained("gpt2")`) loads OpenAI's weights into gptkit's
 #   GPT; its logits equal Hugging Face's, Conv1D transposes and all.
 # - Only dropout can be overridden on a pretrained model; `block_size` can be cropped.
 # - Pretrained GPT-2 starts far below a random model's ln(50257) on Shakespeare: finetuning
@@ -275,7 +276,7 @@ else:
 # Try this:
 # - `NAME = "gpt2-medium"` (355M) and compare the val loss with the 124M model.
 # - Crop to `block_size=64` and look at the loss on 64-token windows: less context, higher loss?
-# - Export the model with `gptkit.pretrained.export_hf(model, OUT / "my-gpt2")` and load
+# - Export the model with `gptkit.export.export_hf(model, OUT / "my-gpt2")` and load
 #   it back with `transformers`.
 #
 # Next: **04_finetuning**, adapting the model to Shakespeare.

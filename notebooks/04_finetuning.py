@@ -50,8 +50,7 @@ import gptkit
 from gptkit import checkpoint
 from gptkit.config import TrainConfig, read_config_file
 from gptkit.diagnostics import best_checkpoint, plot_losses, read_metrics, summarize
-from gptkit.notebook import prepared_shakespeare, preset, workdir
-from gptkit.pretrained import load_or_standin
+from gptkit.notebook import load_or_standin, prepared_shakespeare, preset, workdir
 from gptkit.widgets import FinetunePanel, train_live
 
 SMOKE = gptkit.smoke()
@@ -152,7 +151,7 @@ import torch
 from torch.nn import functional as F
 
 from gptkit.data import Batches
-from gptkit.pretrained import from_pretrained
+from gptkit.model import GPT
 from gptkit.sample import load_model
 from gptkit.train import train
 
@@ -161,7 +160,7 @@ one = dataclasses.replace(
     batch_size=2, gradient_accumulation_steps=2, block_size=64, learning_rate=1e-2, decay_lr=False, dropout=0.0,
     device="cpu", dtype="float32",
 )  # fmt: skip
-model = from_pretrained(one.init_from, {"dropout": one.dropout})  # what train() starts from, too
+model = GPT.from_pretrained(one.init_from, {"dropout": one.dropout})  # what train() starts from, too
 model.crop_block_size(one.block_size)
 params = dict(model.named_parameters())  # the head shares the token embedding's tensor: it comes once
 before = {name: p.detach().clone() for name, p in params.items()}

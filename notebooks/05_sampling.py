@@ -48,8 +48,7 @@ from torch.nn import functional as F
 import gptkit
 from gptkit.config import TrainConfig
 from gptkit.model import KVCache, next_token_probs
-from gptkit.notebook import prepared_shakespeare, workdir
-from gptkit.pretrained import load_or_standin
+from gptkit.notebook import load_or_standin, prepared_shakespeare, workdir
 from gptkit.sample import SampleConfig, load_model, sample
 from gptkit.tokenizer import get_encoding
 from gptkit.train import train

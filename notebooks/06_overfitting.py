@@ -58,9 +58,8 @@ from gptkit.diagnostics import (
     smooth,
     summarize,
 )
-from gptkit.notebook import shakespeare_text, workdir
+from gptkit.notebook import load_or_standin, shakespeare_text, workdir
 from gptkit.prepare import prepare, print_counts
-from gptkit.pretrained import load_or_standin
 from gptkit.train import train
 from gptkit.widgets import short_finetune
 

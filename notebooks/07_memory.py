@@ -58,10 +58,10 @@ from gptkit.cpu_kernels import Linear
 from gptkit.diagnostics import plot_losses, read_metrics
 from gptkit.export import export, load_merged
 from gptkit.lora import LoRALinear, apply_lora, count_lora_params, lora_state_dict, trainable_params
-from gptkit.model import GPT
+from gptkit.model import GPT, gpt2_config
 from gptkit.notebook import preset, shakespeare_text, workdir
 from gptkit.prepare import prepare
-from gptkit.pretrained import GPT2_SIZES, gpt2_config
+from gptkit.pretrained import GPT2_SIZES
 from gptkit.train import train
 
 SMOKE = gptkit.smoke()
