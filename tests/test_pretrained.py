@@ -106,8 +106,9 @@ def test_standin_goes_through_the_same_loader(monkeypatch, tmp_path):
         assert max_diff(hf(idx).logits, model.eval()(idx)[0]) <= 1e-5
 
 
-def test_cached_named_model_loads_offline(monkeypatch, tmp_path, tiny_hf_dir):
-    """A hub cache entry for `gpt2` (as a past download leaves it) is found without the network."""
+@pytest.fixture
+def cached_gpt2(monkeypatch, tmp_path, tiny_hf_dir):
+    """A hub cache entry for `gpt2`, as a past download leaves it, holding the tiny model; offline."""
     from huggingface_hub import constants
 
     cache = tmp_path / "hub"
@@ -119,23 +120,16 @@ def test_cached_named_model_loads_offline(monkeypatch, tmp_path, tiny_hf_dir):
     (cache / "models--openai-community--gpt2" / "refs" / "main").write_text("0" * 40)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+
+def test_cached_named_model_loads_offline(cached_gpt2):
+    """A hub cache entry for `gpt2` (as a past download leaves it) is found without the network."""
     model = GPT.from_pretrained("gpt2")
     assert model.config.n_layer == 2  # the tiny stand-in for the cached copy
 
 
-def test_the_seeds_snippet_works_verbatim(monkeypatch, tmp_path, tiny_hf_dir):
+def test_the_seeds_snippet_works_verbatim(cached_gpt2, tiny_hf_dir):
     """nanoGPT's and the seed's `model = GPT.from_pretrained(init_from, override_args)`, on a cached gpt2."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    snapshot = cache / "models--openai-community--gpt2" / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    for name in ("config.json", "model.safetensors"):
-        (snapshot / name).write_bytes((tiny_hf_dir / name).read_bytes())
-    (cache / "models--openai-community--gpt2" / "refs").mkdir()
-    (cache / "models--openai-community--gpt2" / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
 
     from gptkit.model import GPT  # the seed's import, then its lines as written
 
