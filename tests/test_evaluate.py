@@ -8,6 +8,7 @@ import torch
 
 import tiny
 from conftest import assert_user_error, run_cli
+from gptkit.errors import GptkitError
 from gptkit.evaluate import greedy_responses, score, summarize
 from gptkit.model import GPT
 from gptkit.prompts import ALPACA_NO_INPUT
@@ -121,18 +122,22 @@ def stream_run(tmp_path_factory):
 
 
 def test_evaluate_bad_input_is_one_line_and_writes_nothing(parity, stream_run, tmp_path):
+    from gptkit import evaluate
+
     run = parity / "run"
     before = sorted(p.name for p in run.iterdir())
-    cases = [
+    assert_user_error(run_cli("-m", "gptkit.evaluate", str(stream_run), "--device=cpu"), "is a text stream")
+    cases = [  # the same path in-process: a CLI start each would cost seconds
         ([str(run), "--split=test"], "no test split"),
         ([str(tmp_path / "nowhere")], "not a folder"),
         ([str(tmp_path)], "holds no ckpt.pt"),
         (["--init_from=gpt2", f"--out_dir={tmp_path / 'dest'}"], "needs --dataset"),
         ([str(run), "--max_new_tokens=0"], "max_new_tokens must be at least 1"),
-        ([str(stream_run)], "is a text stream"),
+        ([str(run), str(stream_run)], "give one run folder"),
     ]
     for args, fragment in cases:
-        assert_user_error(run_cli("-m", "gptkit.evaluate", *args, "--device=cpu"), fragment)
+        with pytest.raises(GptkitError, match=fragment):
+            evaluate.main([*args, "--device=cpu"])
     assert sorted(p.name for p in run.iterdir()) == before
     assert not list(tmp_path.rglob("eval_*.jsonl")) and not (tmp_path / "dest").exists()
     assert not list(stream_run.glob("eval_*.jsonl"))
@@ -163,8 +168,11 @@ def test_sample_prompt_wraps_text_in_the_run_template(alpaca_run):
 
 
 def test_sample_prompt_bad_input(alpaca_run, stream_run):
-    both = run_cli("-m", "gptkit.sample", f"--out_dir={alpaca_run}", "--prompt=Say 1.", "--start=x", "--device=cpu")
-    assert_user_error(both, "not both")
-    assert_user_error(run_cli("-m", "gptkit.sample", "--init_from=gpt2", "--prompt=hi"), "--prompt wraps TEXT")
+    from gptkit import sample
+
     stream = run_cli("-m", "gptkit.sample", f"--out_dir={stream_run}", "--prompt=hi", "--device=cpu")
     assert_user_error(stream, "text stream", "--start")
+    with pytest.raises(GptkitError, match="not both"):
+        sample.main([f"--out_dir={alpaca_run}", "--prompt=Say 1.", "--start=x", "--device=cpu"])
+    with pytest.raises(GptkitError, match="--prompt wraps TEXT"):
+        sample.main(["--init_from=gpt2", "--prompt=hi", "--device=cpu"])
