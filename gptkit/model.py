@@ -63,19 +63,20 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask` (B, 1, T, keys), True where a query may attend: given for left-padded rows only."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim): each head attends on its own
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         # A single new token may look at every cached position; a longer chunk starts the
         # cache (prefill), so the ordinary causal mask is the right one.
-        is_causal = T > 1
+        is_causal = T > 1 and mask is None  # an explicit mask is causal already
         if cache is not None:
             assert T == 1 or cache.pos == 0, "prefill must start from an empty cache"
             k, v = cache.update(self.layer, k, v)
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
@@ -101,9 +102,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias, eps=1e-5)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         # Pre-LN: normalise the input of each sub-layer, add its output to the residual stream.
-        x = x + self.attn(self.ln_1(x), cache)
+        x = x + self.attn(self.ln_1(x), cache, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -197,21 +198,32 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Final-LayerNorm output (B, T, n_embd) for token ids `idx` (B, T)."""
+    def hidden_states(
+        self, idx: torch.Tensor, cache: KVCache | None = None, pad: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Final-LayerNorm output (B, T, n_embd) for token ids `idx` (B, T).
+
+        `pad` (B,): how many tokens each row starts with that are padding (left padding, to batch
+        prompts of different lengths). No position attends to them and each row's positions count
+        from its first real token, so a row's outputs are those it has alone.
+        """
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of length {start + T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        mask = None
+        if pad is not None:
+            mask = padding_mask(pad, start, T)
+            pos = (pos[None] - pad[:, None]).clamp(min=0)  # (B, T); a pad's own position is never used
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 # Non-reentrant checkpointing replays the block with the same RNG state, so the
                 # dropout masks, and the gradients, equal those of the plain pass.
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, None, mask, use_reentrant=False)
             else:
-                x = block(x, cache)
+                x = block(x, cache, mask)
         if cache is not None:
             cache.pos += T
         return self.transformer.ln_f(x)
@@ -285,27 +297,34 @@ class GPT(nn.Module):
         use_cache: bool = True,
         stop_token: int | None = None,
         generator: torch.Generator | None = None,
+        pad: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Continue each row of `idx` (B, T) by `max_new_tokens` tokens.
 
         `temperature=0` picks the most likely token (greedy). With `stop_token`, rows that have
-        emitted it are padded with it, and generation ends once every row has.
+        emitted it are padded with it, and generation ends once every row has. `pad` (B,) counts
+        the left padding of each row (prompts of different lengths in one batch): each row then
+        continues exactly as it would alone (see `hidden_states`).
         """
-        B = idx.size(0)
+        B, block_size = idx.size(0), self.config.block_size
         done = torch.zeros(B, dtype=torch.bool, device=idx.device)
+        if pad is not None and not bool(pad.any()):
+            pad = None  # no padding: the plain causal path, the fast one
         cache = None
         for _ in range(max_new_tokens):
             if not use_cache:
-                logits = self.lm_head(self.hidden_states(idx[:, -self.config.block_size :])[:, -1])
+                ctx = idx[:, -block_size:]
+                logits = self.lm_head(self.hidden_states(ctx, pad=window_pad(pad, idx.size(1), ctx.size(1)))[:, -1])
             else:
-                if cache is None or cache.pos >= self.config.block_size:
+                if cache is None or cache.pos >= block_size:
                     # (Re)fill the cache; past block_size the window slides, so positions change
                     # and every step must start over, exactly like the uncached path.
-                    ctx = idx[:, -self.config.block_size :]
-                    cache = KVCache(self.config, B, self.config.block_size, idx.device, self.lm_head.weight.dtype)
+                    ctx = idx[:, -block_size:]
+                    ctx_pad = window_pad(pad, idx.size(1), ctx.size(1))
+                    cache = KVCache(self.config, B, block_size, idx.device, self.lm_head.weight.dtype)
                 else:
                     ctx = idx[:, -1:]
-                logits = self.lm_head(self.hidden_states(ctx, cache)[:, -1])
+                logits = self.lm_head(self.hidden_states(ctx, cache, ctx_pad)[:, -1])
             next_id = sample_next(logits.float(), temperature, top_k, top_p, generator)
             if stop_token is not None:
                 next_id = torch.where(done, torch.full_like(next_id, stop_token), next_id)
@@ -314,6 +333,21 @@ class GPT(nn.Module):
             if stop_token is not None and bool(done.all()):
                 break
         return idx
+
+
+def padding_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
+    """(B, 1, T, start + T) boolean attention mask of queries at start..start+T-1 over rows whose
+    first `pad[b]` positions are padding: causal, and no key is a pad. A pad query attends to
+    itself only, so its softmax stays finite (its output is never used)."""
+    q = torch.arange(start, start + T, device=pad.device)[:, None]
+    k = torch.arange(start + T, device=pad.device)[None]
+    real = k[None] >= pad[:, None, None]  # (B, 1, keys)
+    return ((k <= q)[None] & (real | (k == q)[None]))[:, None]
+
+
+def window_pad(pad: torch.Tensor | None, length: int, window: int) -> torch.Tensor | None:
+    """The left padding left in the last `window` of `length` positions (the sliding context)."""
+    return None if pad is None else (pad - (length - window)).clamp(min=0)
 
 
 def sample_next(

@@ -4,8 +4,14 @@
 
 All samples are drawn in one batch with the KV cache. `--start=FILE:prompt.txt` reads the
 prompt from a file; `--stop_at_eot=True` ends each sample at `<|endoftext|>`.
+
+A run finetuned on examples answers in its template: `--prompt=TEXT` wraps TEXT in the template
+of the run's dataset (as the instruction, or the user's turn) and ends at `<|endoftext|>`:
+
+    python -m gptkit.sample --out_dir=out-dates --prompt="Write 2001-02-03 in words:" --temperature=0
 """
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +19,14 @@ from pathlib import Path
 import torch
 
 from gptkit import checkpoint
-from gptkit.config import AT_LEAST_1, DTYPES, SEED, Range, check_ranges, parse_args, setting
+from gptkit.config import AT_LEAST_1, DTYPES, SEED, Range, check_ranges, given_settings, parse_args, setting
+from gptkit.data import dataset_kind, read_meta
 from gptkit.device import pick_dtype, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.lora import merge_lora
 from gptkit.model import GPT
 from gptkit.peft_format import is_peft_dir, read_peft_dir
+from gptkit.prompts import prompt_for
 from gptkit.tokenizer import EOT_ID, get_encoding
 
 
@@ -30,6 +38,9 @@ class SampleConfig:
         "resume (OUT_DIR/ckpt.pt) | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a HF directory | a peft adapter dir",
     )
     start: str = setting("\n", "the prompt, or FILE:path to read it from a file")
+    prompt: str = setting(
+        "", "TEXT in the template of the run's example dataset (instead of --start); ends at <|endoftext|>"
+    )
     num_samples: int = setting(10, "samples to draw (one batch)", AT_LEAST_1)
     max_new_tokens: int = setting(500, "tokens generated per sample", AT_LEAST_1)
     temperature: float = setting(
@@ -57,6 +68,46 @@ def load_model(init_from: str, out_dir: str) -> GPT:
     return GPT.from_pretrained(init_from)
 
 
+def run_dataset(out_dir: str | Path) -> Path:
+    """The dataset folder a training run read: from OUT_DIR/config.json, or its checkpoint's config."""
+    path = Path(out_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        config = None  # unreadable: the checkpoint has the same settings
+    if not isinstance(config, dict) or "dataset" not in config:
+        config = checkpoint.load(checkpoint.best_in(out_dir)).get("config") or {}
+    if "dataset" not in config:
+        raise GptkitError(f"{out_dir} does not say which dataset it was trained on (no config.json): pass --dataset")
+    return Path(config.get("data_root", "data")) / config["dataset"]
+
+
+def example_format(data_dir: Path, out_dir: str) -> str:
+    """The format (template) of the example dataset `data_dir`; one line when it is a text stream."""
+    if not (data_dir / "meta.json").is_file():
+        raise GptkitError(f"{out_dir} was trained on {data_dir}, which is not there any more: prepare it again")
+    if dataset_kind(data_dir) != "examples":
+        raise GptkitError(
+            f"{out_dir} was trained on the text stream {data_dir}, which has no prompt template: "
+            "use --start=TEXT to continue raw text"
+        )
+    return read_meta(data_dir)["format"]
+
+
+def templated_prompt(cfg: SampleConfig) -> str:
+    """The text generation starts from: --prompt in the run's template, or --start as it is."""
+    if not cfg.prompt:
+        return read_prompt(cfg.start)
+    if "start" in given_settings(cfg):
+        raise GptkitError("give --prompt=TEXT (in the run's template) or --start=TEXT (raw), not both")
+    if cfg.init_from != "resume":
+        raise GptkitError(
+            "--prompt wraps TEXT in the template of a finetuned run: use it with --out_dir=RUN "
+            "(init_from=resume), or --start=TEXT with a pretrained model"
+        )
+    return prompt_for(example_format(run_dataset(cfg.out_dir), cfg.out_dir), cfg.prompt)
+
+
 def read_prompt(start: str) -> str:
     if not start.startswith("FILE:"):
         return start
@@ -74,18 +125,20 @@ def sample(cfg: SampleConfig) -> list[str]:
     dtype = pick_dtype(cfg.dtype, device.type)
     torch.manual_seed(cfg.seed)
     enc = get_encoding()
+    text = templated_prompt(cfg)
+    stop_at_eot = cfg.stop_at_eot or bool(cfg.prompt)  # a template's response ends at <|endoftext|>
     model = load_model(cfg.init_from, cfg.out_dir).eval().to(device=device, dtype=dtype)
-    prompt = enc.encode(read_prompt(cfg.start), allowed_special={"<|endoftext|>"})
+    prompt = enc.encode(text, allowed_special={"<|endoftext|>"})
     if not prompt:
         raise GptkitError("the prompt is empty: pass --start=TEXT (the default is a newline)")
     idx = torch.tensor([prompt] * cfg.num_samples, dtype=torch.long, device=device)
     out = model.generate(
-        idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, stop_token=EOT_ID if cfg.stop_at_eot else None
+        idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, stop_token=EOT_ID if stop_at_eot else None
     )
     texts = []
     for row in out.tolist():
         new = row[len(prompt) :]
-        if cfg.stop_at_eot and EOT_ID in new:
+        if stop_at_eot and EOT_ID in new:
             new = new[: new.index(EOT_ID)]
         texts.append(enc.decode(prompt + new))
     return texts

@@ -206,3 +206,57 @@ def test_grad_checkpoint_gradients_equal_the_plain_run_with_dropout():
     torch.manual_seed(2)
     model(idx, targets)[1].backward()
     assert not torch.allclose(model.transformer.h[0].mlp.c_fc.weight.grad, plain["transformer.h.0.mlp.c_fc.weight"])
+
+
+# --- batched generation of prompts of different lengths: left padding ------------------------
+@pytest.fixture(scope="module")
+def varied_hf_dir(tmp_path_factory):
+    """A tiny HF GPT-2 whose large random weights make greedy tokens vary (not one repeated token)."""
+    from conftest import build_hf_gpt2
+
+    return build_hf_gpt2(tmp_path_factory.mktemp("varied-hf"), initializer_range=0.3)
+
+
+def left_padded(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, prompts))
+    idx = torch.tensor([[50256] * (width - len(p)) + p for p in prompts])
+    return idx, torch.tensor([width - len(p) for p in prompts])
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_left_padded_batch_generates_what_each_prompt_generates_alone(varied_hf_dir, use_cache):
+    from transformers import GPT2LMHeadModel
+
+    model = GPT.from_pretrained(str(varied_hf_dir)).eval()
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, 50257, (n,), generator=g).tolist() for n in (3, 11, 1, 7, 20)]
+    alone = [model.generate(torch.tensor([p]), 12, temperature=0)[0, len(p) :].tolist() for p in prompts]
+    idx, pad = left_padded(prompts)
+    batch = model.generate(idx, 12, temperature=0, pad=pad, use_cache=use_cache)[:, idx.size(1) :].tolist()
+    assert batch == alone
+    assert model.generate(idx, 12, temperature=0)[:, idx.size(1) :].tolist() != alone  # padding unmasked: it shows
+    assert len(set(alone[1])) > 3  # the tokens vary, so the comparison means something
+    hf = GPT2LMHeadModel.from_pretrained(varied_hf_dir).eval()
+    ref = hf.generate(torch.tensor([prompts[1]]), max_new_tokens=12, do_sample=False, pad_token_id=50256)
+    assert ref[0, len(prompts[1]) :].tolist() == alone[1]
+
+
+def test_left_padded_prefill_logits_equal_each_row_alone(varied_hf_dir):
+    model = GPT.from_pretrained(str(varied_hf_dir)).eval()
+    prompts = [list(range(100, 109)), list(range(200, 203))]
+    idx, pad = left_padded(prompts)
+    with torch.no_grad():
+        padded = model.lm_head(model.hidden_states(idx, pad=pad))
+        for row, p in enumerate(prompts):
+            alone = model.lm_head(model.hidden_states(torch.tensor([p])))[0]
+            torch.testing.assert_close(padded[row, int(pad[row]) :], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_left_padded_generation_slides_past_the_context_window(varied_hf_dir):
+    """block_size 128: the long row's window slides, the short row only loses padding."""
+    model = GPT.from_pretrained(str(varied_hf_dir)).eval()
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 50257, (n,), generator=g).tolist() for n in (120, 60)]
+    alone = [model.generate(torch.tensor([p]), 20, temperature=0)[0, len(p) :].tolist() for p in prompts]
+    idx, pad = left_padded(prompts)
+    assert model.generate(idx, 20, temperature=0, pad=pad)[:, 120:].tolist() == alone

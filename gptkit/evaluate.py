@@ -1,0 +1,220 @@
+"""Evaluation by generation: does the finetuned model give the right answers to held-out prompts?
+
+    python -m gptkit.evaluate out-dates                  # the run's val split
+    python -m gptkit.evaluate out-dates --split=test --num_examples=100
+    python -m gptkit.evaluate --init_from=gpt2 --dataset=dates --out_dir=out-gpt2-dates   # before finetuning
+
+Each prompt of the split (already in the dataset's template) is continued greedily, in batches
+with the KV cache, until `<|endoftext|>`; prompts of different lengths share a batch through left
+padding, and give exactly the tokens each gives alone. Each response is scored against the
+example's reference with exact match (whitespace-trimmed) and SQuAD's token-level F1. The records
+go to OUT_DIR/eval_SPLIT.jsonl (prompt, reference, generated, exact_match, f1), the means to stdout.
+"""
+
+import json
+import re
+import string
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gptkit import files
+from gptkit.config import AT_LEAST_1, DTYPES, check_ranges, given_settings, parse_args, setting
+from gptkit.data import dataset_kind, open_examples, read_meta
+from gptkit.device import pick_dtype, resolve_device
+from gptkit.errors import GptkitError, run_cli
+from gptkit.model import GPT
+from gptkit.sample import load_model, run_dataset
+from gptkit.tokenizer import EOT_ID, EOT_TOKEN, get_encoding
+
+
+# --- generation ---------------------------------------------------------------------------------
+@torch.no_grad()
+def greedy_ids(model: GPT, prompts: list[list[int]], max_new_tokens: int = 32, batch_size: int = 16) -> list[list[int]]:
+    """The greedy continuation of each prompt (token ids), up to and without `<|endoftext|>`.
+
+    Prompts are batched by length (less padding) and left-padded; each one's tokens are those it
+    gives alone (`GPT.generate`'s `pad`). The answers come back in the prompts' order.
+    """
+    if any(len(p) == 0 for p in prompts):
+        raise GptkitError("a prompt is empty: there is nothing to continue")
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in rows)
+        pad = torch.tensor([width - len(prompts[i]) for i in rows], device=device)
+        idx = torch.tensor([[EOT_ID] * (width - len(prompts[i])) + prompts[i] for i in rows], device=device)
+        generated = model.generate(idx, max_new_tokens, temperature=0, stop_token=EOT_ID, pad=pad)
+        for i, row in zip(rows, generated[:, width:].tolist(), strict=True):
+            out[i] = row[: row.index(EOT_ID)] if EOT_ID in row else row
+    return out
+
+
+def greedy_responses(model: GPT, prompts: list[str], max_new_tokens: int = 32, batch_size: int = 16) -> list[str]:
+    """The greedy response to each prompt (already-templated text), ended at `<|endoftext|>`."""
+    enc = get_encoding()
+    ids = [enc.encode(p, allowed_special={EOT_TOKEN}) for p in prompts]
+    return [enc.decode(r) for r in greedy_ids(model, ids, max_new_tokens, batch_size)]
+
+
+# --- scores -------------------------------------------------------------------------------------
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalization: lowercase, no punctuation, no articles (a, an, the), single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def token_f1(generated: str, reference: str) -> float:
+    """SQuAD's token-level F1: the overlap of the two bags of normalized words."""
+    got, want = normalize_answer(generated).split(), normalize_answer(reference).split()
+    if not got or not want:
+        return float(got == want)  # both empty: a match; one empty: none
+    same = sum((Counter(got) & Counter(want)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(got), same / len(want)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score(generated: str, reference: str) -> dict:
+    """{"exact_match": 1.0 or 0.0 (whitespace-trimmed), "f1": SQuAD's token F1}."""
+    return {"exact_match": float(generated.strip() == reference.strip()), "f1": token_f1(generated, reference)}
+
+
+def summarize(records: list[dict]) -> dict:
+    """The mean exact match and F1 of scored records, and how many there are."""
+    if not records:
+        raise GptkitError("no examples were evaluated: check --num_examples and the split")
+    n = len(records)
+    return {
+        "exact_match": sum(r["exact_match"] for r in records) / n,
+        "f1": sum(r["f1"] for r in records) / n,
+        "examples": n,
+    }
+
+
+# --- a split of an example dataset --------------------------------------------------------------
+def check_split(data_dir: str | Path, split: str) -> None:
+    """One line unless `data_dir` is an example dataset with the split `split`."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "meta.json").is_file():
+        raise GptkitError(f"no prepared dataset at {data_dir}: prepare it first (python -m gptkit.prepare ...)")
+    if dataset_kind(data_dir) != "examples":
+        raise GptkitError(
+            f"{data_dir} is a text stream, with no prompts or reference answers: evaluation by generation needs "
+            "an example dataset (python -m gptkit.prepare EXAMPLES.jsonl --name NAME); use gptkit.sample for text"
+        )
+    splits = list(read_meta(data_dir).get("splits", {}))
+    if split not in splits:
+        hint = " (prepare it with --test FILE or --test-fraction)" if split == "test" else ""
+        raise GptkitError(f"{data_dir} has no {split} split, only {', '.join(splits)}{hint}")
+
+
+def prompts_and_references(data_dir: str | Path, split: str, num_examples: int | None = None):
+    """(prompt ids, reference ids) of the first `num_examples` examples of a split: the prompt is the
+    example's opening tokens outside the response, the reference its first response without
+    `<|endoftext|>`."""
+    examples = open_examples(data_dir, split)
+    n = len(examples.offsets) - 1 if num_examples is None else min(num_examples, len(examples.offsets) - 1)
+    out = []
+    for start, end in zip(examples.offsets[:n], examples.offsets[1 : n + 1], strict=True):
+        tokens, mask = examples.tokens[start:end].tolist(), np.asarray(examples.mask[start:end])
+        first = int(np.argmax(mask == 1))  # where the response starts
+        stop = first + int(np.argmax(mask[first:] == 0)) if (mask[first:] == 0).any() else len(tokens)
+        reference = tokens[first:stop]
+        if reference and reference[-1] == EOT_ID:
+            reference = reference[:-1]
+        out.append((tokens[:first], reference))
+    return out
+
+
+def evaluate_split(
+    model: GPT,
+    data_dir: str | Path,
+    split: str = "val",
+    num_examples: int | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+) -> list[dict]:
+    """Generate the response to each prompt of a split and score it: one record per example."""
+    check_split(data_dir, split)
+    pairs = prompts_and_references(data_dir, split, num_examples)
+    generated = greedy_ids(model, [p for p, _ in pairs], max_new_tokens, batch_size)
+    enc, records = get_encoding(), []
+    for (prompt, reference), answer in zip(pairs, generated, strict=True):
+        ref_text, gen_text = enc.decode(reference), enc.decode(answer)
+        records.append({"prompt": enc.decode(prompt), "reference": ref_text, "generated": gen_text})
+        records[-1] |= score(gen_text, ref_text)
+    return records
+
+
+# --- the command line ---------------------------------------------------------------------------
+@dataclass
+class EvaluateConfig:
+    out_dir: str = setting("", "the run to evaluate (or give it first); with --init_from, where the scores go")
+    init_from: str = setting(
+        "resume", "resume (the run's best checkpoint) | gpt2[-medium|-large|-xl] | a HF directory | a peft adapter dir"
+    )
+    dataset: str = setting("", "example dataset under data_root (default: the run's)")
+    data_root: str = setting("data", "folder that holds the datasets (default: the run's)")
+    split: str = setting("val", "the split to evaluate", ("val", "test", "train"))
+    num_examples: int | None = setting(None, "evaluate the first N examples of the split (None: all)", AT_LEAST_1)
+    max_new_tokens: int = setting(32, "longest response generated", AT_LEAST_1)
+    batch_size: int = setting(16, "prompts generated together", AT_LEAST_1)
+    device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    dtype: str = setting("auto", "auto, float32, bfloat16, float16", DTYPES)
+
+
+def data_dir_of(cfg: EvaluateConfig) -> Path:
+    """The dataset to evaluate on: --dataset/--data_root where given, else the run's."""
+    given = given_settings(cfg)
+    if cfg.init_from != "resume":
+        if not cfg.dataset:
+            raise GptkitError(f"--init_from={cfg.init_from} needs --dataset=NAME: the example dataset to score it on")
+        return Path(cfg.data_root) / cfg.dataset
+    trained = run_dataset(cfg.out_dir)
+    root = Path(cfg.data_root) if "data_root" in given else trained.parent
+    return root / (cfg.dataset or trained.name)
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    """Score a model on a split as `cfg` says; writes OUT_DIR/eval_SPLIT.jsonl, returns the summary."""
+    check_ranges(cfg)
+    if not cfg.out_dir:
+        raise GptkitError("say where: python -m gptkit.evaluate OUT_DIR (a run), or --out_dir=DEST with --init_from")
+    device = resolve_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device.type)
+    data_dir = data_dir_of(cfg)
+    check_split(data_dir, cfg.split)
+    model = load_model(cfg.init_from, cfg.out_dir).eval().to(device=device, dtype=dtype)
+    out = files.check_writable_dir(cfg.out_dir, "--out_dir")  # once the model loaded: no empty folder left behind
+    records = evaluate_split(model, data_dir, cfg.split, cfg.num_examples, cfg.max_new_tokens, cfg.batch_size)
+    path = out / f"eval_{cfg.split}.jsonl"
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    files.atomic_write(path, lambda f: f.write(text.encode()))
+    summary = summarize(records)
+    print(
+        f"{cfg.split} of {data_dir}: exact match {summary['exact_match']:.1%}, F1 {summary['f1']:.1%} "
+        f"over {summary['examples']} examples -> {path}"
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    runs = [a for a in argv if not a.startswith("-")]  # OUT_DIR may come first, without --out_dir=
+    if len(runs) > 1:
+        raise GptkitError(f"give one run folder, not {len(runs)}: {' '.join(runs)}")
+    options = [a for a in argv if a.startswith("-")] + [f"--out_dir={r}" for r in runs]
+    evaluate(parse_args(EvaluateConfig, options, "python -m gptkit.evaluate [OUT_DIR]"))
+
+
+if __name__ == "__main__":
+    run_cli(main)
