@@ -33,6 +33,7 @@ _PACKAGE = Path(__file__).resolve().parent
 _SHIPPED = {
     "corpus": (_PACKAGE / "corpus", _PACKAGE.parent / "data" / "shakespeare"),
     "presets": (_PACKAGE / "presets", _PACKAGE.parent / "config"),
+    "dates": (_PACKAGE / "tasks" / "dates", _PACKAGE.parent / "data" / "dates"),
 }
 
 
@@ -54,6 +55,14 @@ def preset(name: str) -> Path:
     if not path.is_file():
         names = sorted(p.name for folder in _SHIPPED["presets"] if folder.is_dir() for p in folder.glob("*.py"))
         raise GptkitError(f"gptkit ships no config file {name!r}; it has {', '.join(names) or 'none'}")
+    return path
+
+
+def task_file(task: str, name: str) -> Path:
+    """A file of a task dataset gptkit ships (`data/TASK/NAME` in a clone), e.g. task_file("dates", "train.jsonl")."""
+    path = _shipped(task, name) if task in _SHIPPED else Path(task) / name
+    if not path.is_file():
+        raise GptkitError(f"gptkit ships no {task}/{name}: the shipped tasks are dates (train/val/test.jsonl)")
     return path
 
 

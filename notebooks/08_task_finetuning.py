@@ -26,12 +26,26 @@
 # CPU. It starts knowing nothing: what it ends up knowing about dates, finetuning taught it.
 
 # %%
+# Setup. In a fresh Colab or Kaggle runtime this cell installs gptkit from GPTKIT_SOURCE (a git URL,
+# a clone's folder or a wheel: see the README, "Colab and Kaggle"); pip keeps what the runtime has
+# and adds only what it lacks. Where gptkit is importable already (a clone), it does nothing.
+import importlib.util
 import os
-from pathlib import Path
+import subprocess
+import sys
 
-if Path.cwd().name == "notebooks":
-    os.chdir("..")  # every path below is relative to the repository root
+GPTKIT_SOURCE = os.environ.get("GPTKIT_SOURCE") or "git+https://github.com/OWNER/gptkit"  # <- where gptkit comes from
 
+if importlib.util.find_spec("gptkit") is not None:
+    print("gptkit is importable already: nothing to install")
+elif "/OWNER/" in GPTKIT_SOURCE:
+    raise RuntimeError("set GPTKIT_SOURCE above to gptkit's git URL, a clone's folder or a wheel (README: Colab)")
+else:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", GPTKIT_SOURCE], check=True)
+    importlib.invalidate_caches()
+    print(f"installed gptkit from {GPTKIT_SOURCE}, with what this runtime lacked of its dependencies")
+
+# %%
 import dataclasses
 import html
 import itertools
@@ -50,6 +64,7 @@ from gptkit.data import ExampleBatches, open_examples
 from gptkit.diagnostics import plot_losses, read_metrics
 from gptkit.diagnostics import summarize as summarize_run
 from gptkit.evaluate import evaluate_split, summarize
+from gptkit.notebook import shakespeare_text, task_file, workdir
 from gptkit.prepare import prepare, print_counts, tokenize_examples
 from gptkit.pretrained import build_offline_standin
 from gptkit.prompts import detect_format, render, template
@@ -57,8 +72,8 @@ from gptkit.tokenizer import EOT_ID, get_encoding
 from gptkit.train import lr_at, train
 
 SMOKE = gptkit.smoke()
-OUT = Path("out-notebooks") / "task_finetuning"  # everything this notebook writes goes under OUT
-STANDIN = build_offline_standin("models/offline-standin")  # random weights, GPT-2's shape at 4 layers
+OUT = workdir("task_finetuning")  # everything this notebook writes goes under OUT
+STANDIN = build_offline_standin(workdir("models", "offline-standin"))  # random weights, GPT-2's shape at 4 layers
 enc = get_encoding()
 torch.manual_seed(0)
 
@@ -71,7 +86,7 @@ torch.manual_seed(0)
 # as GPT-2 writes the space in front of a word.
 
 # %%
-lines = Path("data/dates/train.jsonl").read_text(encoding="utf-8").splitlines()
+lines = task_file("dates", "train.jsonl").read_text(encoding="utf-8").splitlines()
 example = json.loads(lines[0])
 fmt = detect_format(example)
 print(lines[0])
@@ -107,10 +122,8 @@ assert enc.encode_ordinary(piece.prompt + piece.response) == enc.encode_ordinary
 # %%
 data_root = OUT / "data"
 data_dir = data_root / "dates"
-meta = prepare(
-    "data/dates/train.jsonl", data_dir, val="data/dates/val.jsonl", test="data/dates/test.jsonl", block_size=32,
-    progress=False,
-)  # fmt: skip
+splits = {name: task_file("dates", f"{name}.jsonl") for name in ("train", "val", "test")}
+meta = prepare(splits["train"], data_dir, val=splits["val"], test=splits["test"], block_size=32, progress=False)
 print_counts(meta)
 train_split = open_examples(data_dir, "train")
 first = tokenize_examples([render(example)])
@@ -124,7 +137,7 @@ assert len(set(train_split.lengths)) == 1, "every dates example is 14 tokens lon
 # speech is the `input` of an Alpaca-style example whose `output` is the next speech.
 
 # %%
-speeches = [s.split(":\n", 1) for s in Path("data/shakespeare/input.txt").read_text(encoding="utf-8").split("\n\n")]
+speeches = [s.split(":\n", 1) for s in shakespeare_text().split("\n\n")]
 speeches = [s for s in speeches if len(s) == 2][:1001]
 dialogue = [
     {"instruction": f"Reply as {b[0]}.", "input": a[1], "output": b[1]} for a, b in itertools.pairwise(speeches)
