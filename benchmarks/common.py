@@ -73,6 +73,17 @@ def step_products(config, rows: int) -> list[tuple[int, int, int]]:
     return shapes
 
 
+def _onednn_offers(a: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether oneDNN's direct product runs for these operands (no bf16 one on CPUs without bf16 instructions)."""
+    if not _onednn_works():
+        return False
+    try:
+        _matmul_t(a[:1], w)
+    except RuntimeError:
+        return False
+    return True
+
+
 def matmul_peak(
     device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int]], repeats: int = 3
 ) -> dict[str, float]:
@@ -82,7 +93,7 @@ def matmul_peak(
         a = torch.randn(rows, n_in, device=device, dtype=dtype)
         w = torch.randn(n_out, n_in, device=device, dtype=dtype)
         routes = {"torch": lambda a=a, w=w: F.linear(a, w)}
-        if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and _onednn_works():
+        if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and _onednn_offers(a, w):
             routes["oneDNN"] = lambda a=a, w=w: _matmul_t(a, w)
         times = time_interleaved(routes, repeats, warmup=1, device=device)
         for name, t in times.items():
