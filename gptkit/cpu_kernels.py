@@ -1,6 +1,6 @@
 """CPU kernels and choices for gptkit: the plain PyTorch ops' numbers, computed faster.
 
-`model.py` imports two things from here and nothing else: `Linear`, an `nn.Linear` whose CPU
+`model.py` imports `IGNORE_INDEX` and two ops from here, nothing else: `Linear`, an `nn.Linear` whose CPU
 fp32 matmuls may go to oneDNN, and `cross_entropy`, which avoids logits-sized temporaries on CPU
 (for fp32 logits, and bf16 ones under autocast). `train.py` asks `cpu_autocast_dtype()` whether
 `--dtype=auto` means bf16 autocast on this CPU. Each choice is measured once per process, on the

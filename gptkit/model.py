@@ -4,7 +4,7 @@ Pre-LayerNorm transformer blocks, GELU with GPT-2's tanh approximation, learned 
 embeddings, and an output head that shares its weight with the token embedding. The names of
 the parameters follow GPT-2's checkpoint (`transformer.h.0.attn.c_attn.weight`, ...), so
 `GPT.from_pretrained("gpt2")` maps Hugging Face weights onto them one to one. `Linear` and
-`cross_entropy` come from `gptkit.cpu_kernels`: on CPU they compute the same numbers as
+`cross_entropy` (and IGNORE_INDEX) come from `gptkit.cpu_kernels`: on CPU they compute the same numbers as
 `nn.Linear` and `F.cross_entropy`, faster; everywhere else they are those ops.
 """
 
@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from gptkit import pretrained
-from gptkit.cpu_kernels import Linear, cross_entropy
+from gptkit.cpu_kernels import IGNORE_INDEX, Linear, cross_entropy
 from gptkit.errors import GptkitError
 
 
@@ -231,18 +231,21 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab_size) for every position, and the cross-entropy if `targets`.
+        """Logits (B, T, vocab_size) for every position; with `targets`, the cross-entropy and the
+        logits of the positions that have a target only, (N, vocab_size) in row order.
 
-        Targets equal to IGNORE_INDEX (-1: padding, a prompt under mask_prompt) count for nothing.
-        The loss is the mean over the other targets, or with reduction="sum" their sum: a step over
-        micro-batches of examples divides each one's sum by the whole step's count of targets, so
-        every token weighs the same.
+        Targets equal to IGNORE_INDEX (-1: padding, a prompt under mask_prompt) count for nothing,
+        and get no logits: the head is about a third of GPT-2 small's compute, and on example data
+        most positions are prompt or padding. The loss is the mean over the other targets, or with
+        reduction="sum" their sum: a step over micro-batches of examples divides each one's sum by
+        the whole step's count of targets, so every token weighs the same.
         """
-        logits = self.lm_head(self.hidden_states(idx))
-        loss = None
-        if targets is not None:
-            loss = cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction)
-        return logits, loss
+        h = self.hidden_states(idx)
+        if targets is None:
+            return self.lm_head(h), None
+        keep = targets != IGNORE_INDEX
+        logits = self.lm_head(h[keep])
+        return logits, cross_entropy(logits, targets[keep], reduction)
 
     def crop_block_size(self, block_size: int) -> None:
         """Shorten the context (e.g. 1024 -> 256) to save memory; keeps the first position embeddings."""

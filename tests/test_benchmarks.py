@@ -97,3 +97,12 @@ def test_bench_memory_tiny(tmp_path, shakespeare_bins):
     assert {"loading peak/weights", "estimate/measured (LoRA + checkpointing)"} <= set(ratios(out)), out
     assert re.search(r"full finetune .* stopped by the memory check after [0-9.]+ s, exit 1", out), out
     assert re.search(r"^error: this run needs about .* it fits with .*--check_memory=False", out, re.MULTILINE), out
+
+
+def test_bench_task_tiny():
+    out = run_ok("benchmarks/bench_task.py", *TINY_MODEL, "--batch_size=2", "--steps=2", "--hf_dtypes=float32")
+    assert set(ratios(out)) == {"gptkit/transformers"}, out
+    tps = dict(re.findall(r"^ *(gptkit|transformers fp32): +([0-9.]+) response tokens/s", out, re.MULTILINE))
+    assert ratios(out)["gptkit/transformers"] == pytest.approx(
+        float(tps["gptkit"]) / float(tps["transformers fp32"]), rel=0.01
+    )

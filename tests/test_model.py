@@ -41,9 +41,11 @@ def test_loss_skips_ignored_targets_as_a_mean_or_a_sum():
     targets = torch.randint(0, 50257, (3, 20))
     targets[0, :12] = -1
     targets[2, 15:] = -1
-    logits, mean = model(idx, targets)
+    logits, _ = model(idx)
     ref = torch.nn.functional.cross_entropy(logits.view(-1, 50257), targets.view(-1), ignore_index=-1)
+    target_logits, mean = model(idx, targets)
     torch.testing.assert_close(mean, ref)
+    torch.testing.assert_close(target_logits, logits[targets != -1])  # logits only where there is a target
     _, summed = model(idx, targets, reduction="sum")
     torch.testing.assert_close(summed, ref * (targets != -1).sum())
 
