@@ -207,6 +207,7 @@ def _outside_blocks_bytes(s: _Pass) -> int:
         base += 4 * bt * s.v  # F.cross_entropy under autocast keeps fp32 log-probabilities
     else:
         base += 4 * bt * s.v + 4 * bt  # the logits and the log-sum-exp per row
+    base += bt  # which positions have a target (bool): the head runs at those only
     base += 0 if lora else s.e * btc  # the head's input, for its (tied) weight's gradient
     base += 2 * s.v * s.c if s.half else 0  # autocast's copy of the head (tied to the fp32 embedding)
     if not lora:

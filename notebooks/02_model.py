@@ -245,7 +245,7 @@ assert [round(n / 1e6) for n in counts.values()] == [124, 355, 774, 1558]
 
 # %%
 train_model = GPT(config).train()
-ids, targets = torch.randint(0, config.vocab_size, (2, 3, config.block_size))
+ids, targets = (torch.randint(0, config.vocab_size, (3, config.block_size)) for _ in range(2))
 for bf16 in (False, True):
     measured = saved_for_backward(train_model, ids, targets, bf16=bf16)
     formula = activation_bytes(config, 3, config.block_size, bf16)

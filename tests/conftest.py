@@ -33,9 +33,12 @@ def tiny_hf_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def shakespeare_bins() -> Path:
-    """data/shakespeare prepared by the real script (once per test session)."""
-    if not (SHAKESPEARE / "train.bin").exists() or not (SHAKESPEARE / "val.bin").exists():
-        subprocess.run([sys.executable, str(SHAKESPEARE / "prepare.py")], check=True, cwd=ROOT)
+    """data/shakespeare prepared by the real script (once, whichever pytest worker comes first)."""
+    from filelock import FileLock
+
+    with FileLock(SHAKESPEARE / ".prepare.lock"):  # pytest -n 2: the other worker waits, then finds the bins
+        if not (SHAKESPEARE / "train.bin").exists() or not (SHAKESPEARE / "val.bin").exists():
+            subprocess.run([sys.executable, str(SHAKESPEARE / "prepare.py")], check=True, cwd=ROOT)
     return SHAKESPEARE
 
 

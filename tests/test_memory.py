@@ -33,7 +33,7 @@ def test_activation_formula_equals_what_pytorch_saves(bf16, dropout, grad_checkp
     torch.manual_seed(0)
     model = GPT(cfg).train()
     model.grad_checkpoint = grad_checkpoint
-    idx, targets = torch.randint(0, cfg.vocab_size, (2, 3, cfg.block_size))
+    idx, targets = (torch.randint(0, cfg.vocab_size, (3, cfg.block_size)) for _ in range(2))  # as Batches
     measure = recompute_bytes if grad_checkpoint else saved_bytes
     measured = measure(model, idx, targets, bf16)
     formula = activation_bytes(cfg, 3, cfg.block_size, half=bf16, grad_checkpoint=grad_checkpoint)
