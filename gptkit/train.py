@@ -482,7 +482,8 @@ def print_header(run: Run) -> None:
         )
     precision = run.precision
     print(
-        f"{model.num_params() / 1e6:.2f}M parameters | {run.tokens_per_iter:,} tokens per iteration "
+        f"{model.num_params() / 1e6:.2f}M parameters | {'at most ' if run.examples else ''}"
+        f"{run.tokens_per_iter:,} tokens per iteration "
         f"({cfg.batch_size} x {cfg.gradient_accumulation_steps} x {cfg.block_size}"
         f"{f', over {world.size} processes' if world.size > 1 else ''}) | {run.device} {str(precision.dtype)[6:]}"
         f"{f' (auto: {precision.why})' if precision.why else ''}"

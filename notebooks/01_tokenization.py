@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 1 · Tokenization: from text to the ids GPT-2 reads
 #
-# *Takes about 30 s on a 2-core CPU (measured), about 1 min on a Colab or Kaggle T4 (estimate;
-# most of it the setup cell's install).*
+# *Takes about 15 s on a 2-core CPU (measured top to bottom), about 1 min on a Colab or Kaggle
+# T4 (estimate; most of it the setup cell's install).*
 #
 # A language model never sees letters. It sees a sequence of integers, *token ids*, each one
 # naming a piece of text from a fixed vocabulary. GPT-2's vocabulary has 50,257 pieces, built

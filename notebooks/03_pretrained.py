@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 3 · Pretrained GPT-2: loading OpenAI's weights into our model
 #
-# *Takes about 5 min on a 2-core CPU shared with other jobs (measured; about 1 min with the
-# machine to itself, estimate), about 2 min on a Colab or Kaggle T4 (estimate, with GPT-2's 500
+# *Takes about 40 s on a 2-core CPU (measured top to bottom, with the offline stand-in; about
+# 2 min with GPT-2, estimate), about 2 min on a Colab or Kaggle T4 (estimate, with GPT-2's 500
 # MB download).*
 #
 # Training GPT-2 from scratch took OpenAI a lot of compute; finetuning starts from their

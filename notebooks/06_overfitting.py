@@ -1,9 +1,8 @@
 # %% [markdown]
 # # 6 · Overfitting: reading the loss curves
 #
-# *Takes about 6 min on a 2-core CPU (estimate: its steps, timed on one core, add up to 10 min;
-# not yet timed top to bottom at this size), about 7 min on a Colab or Kaggle T4 (estimate; its
-# small runs stay on the CPU).*
+# *Takes about 7 min on a 2-core CPU (measured top to bottom, with the offline stand-in), about
+# 7 min on a Colab or Kaggle T4 (estimate; its small runs stay on the CPU).*
 #
 # A model that keeps training on the same small dataset eventually *memorises* it: train loss
 # keeps falling while val loss — the loss on text it never trains on — stops falling and turns

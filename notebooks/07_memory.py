@@ -1,9 +1,8 @@
 # %% [markdown]
 # # 7 · Memory: finetuning a big model with LoRA
 #
-# *Takes about 4 min on a 2-core CPU (estimate: its steps, timed on one core, add up to 7 min;
-# not yet timed top to bottom at this size), about 5 min on a Colab or Kaggle T4 (estimate; it
-# runs on the CPU).*
+# *Takes about 5 min on a 2-core CPU (measured top to bottom), about 5 min on a Colab or Kaggle
+# T4 (estimate; it runs on the CPU).*
 #
 # A full finetune trains every weight, so it keeps, for every parameter, its fp32 weight, its
 # gradient and AdamW's two moving averages: 16 bytes. For gpt2-xl's 1558M parameters that is
@@ -227,13 +226,16 @@ for run in (full_run, lora_run):
 assert full_run.val_loss[0] == lora_run.val_loss[0], "step 0: LoRA's model is exactly the base"
 assert full_run.val_loss[-1] < full_run.val_loss[0], "the full finetune learns from the new text"
 assert full_run.val_loss[-1] < lora_run.val_loss[-1], "on this tiny base, training every weight wins"
-assert abs(lora_run.val_loss[-1] - lora_run.val_loss[0]) < 0.2, "LoRA's small update stays near the base"
+full_gain, lora_gain = (run.val_loss[0] - run.val_loss.min() for run in (full_run, lora_run))
+print(f"val loss gained: full finetune {full_gain:.3f}, LoRA {lora_gain:.3f} ({lora_gain / full_gain:.0%} of it)")
+assert 0 < lora_gain < 0.5 * full_gain, "LoRA learns too, but less than half as much on this tiny base"
 plot_losses(full_run, lora_run, title="same base, same batches: full finetune against LoRA")
 
 # %% [markdown]
 # Both start from the same loss: at step 0 the LoRA model *is* the base. Then the full
-# finetune pulls ahead while LoRA barely moves — and that is the lesson of this small
-# experiment, not a bug. Our base has seen only a few thousand tokens: what it knows, and
+# finetune pulls ahead while LoRA gains less than half as much (at full size, 0.61 nats
+# against 0.26 on a 2-core CPU) — and that is the lesson of this small experiment, not a bug.
+# Our base has seen only a few thousand tokens: what it knows, and
 # what it can still learn quickly, sits in the token embeddings (3.2M of its 3.3M
 # parameters), which LoRA leaves frozen, not in the two small blocks LoRA adapts. LoRA
 # changes how a model *uses* what it already knows, so it pays off on a base that knows a
@@ -281,8 +283,8 @@ with torch.no_grad():
     logits_hf = GPT2LMHeadModel.from_pretrained(dest).eval()(ids).logits
 print(f"largest difference, merged vs LoRA: {(logits_merged - logits_lora).abs().max().item():.1e}")
 print(f"largest difference, transformers vs LoRA: {(logits_hf - logits_lora).abs().max().item():.1e}")
-torch.testing.assert_close(logits_merged, logits_lora, atol=1e-5, rtol=0)
-torch.testing.assert_close(logits_hf, logits_lora, atol=1e-5, rtol=0)
+torch.testing.assert_close(logits_merged, logits_lora, atol=1e-5, rtol=1e-5)  # fp32 rounding of W + BA
+torch.testing.assert_close(logits_hf, logits_lora, atol=1e-5, rtol=1e-5)
 assert len(lora_state_dict(unmerged)) == 2 * 4 * 2  # 2 blocks x 4 layers x (A, B)
 
 # %% [markdown]

@@ -85,6 +85,7 @@ def test_bench_prepare_tiny():
     assert "equal encode_ordinary's" in out, out
 
 
+@pytest.mark.slow  # `make test-slow`: three child runs measured for peak memory
 def test_bench_memory_tiny(tmp_path, shakespeare_bins):
     out = run_ok(
         "benchmarks/bench_memory.py",

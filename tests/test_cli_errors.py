@@ -222,6 +222,7 @@ def lora_run_on_own_base(workspace, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # `make test-slow`: trains three LoRA runs
 def test_lora_run_whose_base_is_missing_reshaped_or_replaced(unchanged, lora_run_on_own_base):
     from conftest import build_hf_gpt2
 

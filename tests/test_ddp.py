@@ -265,6 +265,7 @@ def test_every_rank_trains_in_the_dtype_rank_0_chose(tmp_path):
     assert got == [{"dtype": "torch.bfloat16", "why": "rank 0's measurement"}] * 2, got
 
 
+@pytest.mark.slow  # `make test-slow`; DDP's resume and FSDP's match stay in `make test`
 def test_fsdp_resumes_under_fsdp_and_under_one_process(single, config_file, tmp_path):
     run = [*torchrun_cmd(2), str(config_file), "--fsdp=True"]
     sharded, alone = tmp_path / "sharded", tmp_path / "alone"
@@ -361,7 +362,9 @@ def stop_all(job: subprocess.Popen, *pids: int) -> None:
     job.communicate()
 
 
-SHARDING = pytest.mark.parametrize("mode", [[], ["--fsdp=True"]], ids=["ddp", "fsdp"])
+# The FSDP case of a failing rank takes as long again: `make test-slow` runs it, `make test` the DDP one.
+FSDP_SLOW = pytest.param(["--fsdp=True"], marks=pytest.mark.slow)
+SHARDING = pytest.mark.parametrize("mode", [[], FSDP_SLOW], ids=["ddp", "fsdp"])
 
 
 @SHARDING
@@ -425,6 +428,7 @@ def test_sigterm_stops_every_rank_at_one_iteration(config_file, tmp_path):
     # That the state resumes exactly under DDP is test_resume_under_ddp_continues_the_run: the same save.
 
 
+@pytest.mark.slow  # `make test-slow`; LoRA on one process and plain DDP stay in `make test`
 def test_lora_two_processes_match_one(config_file, tiny_hf_dir, tmp_path):
     """Frozen base, trainable adapters: DDP reduces only the adapters' gradients, with no
     find_unused_parameters (every adapter is used in every forward), and matches one process."""

@@ -288,6 +288,7 @@ def overfit_config(data_root: Path, out_dir: Path, **changes) -> TrainConfig:
     return TrainConfig(**(settings | changes))
 
 
+@pytest.mark.slow  # `make test-slow`; notebook 06 runs the same overfit in `make test`
 def test_a_real_overfitting_run(tiny_data, tmp_path):
     summary = train(overfit_config(tiny_data, tmp_path / "overfit"))
     run = read_metrics(tmp_path / "overfit")

@@ -116,7 +116,7 @@ def test_a_hub_that_never_answers_gives_up_after_the_connect_timeout(tmp_path):
 # 04 is left out: its REAL branch runs, but the rest of it (checkpoint on improvement, resume)
 # needs its finetune to lower the val loss, and a model this small already trained on Shakespeare
 # does not improve in 8 steps at GPT-2's finetuning rate (3e-5; 3e-4 and 1e-3 neither).
-REAL_WEIGHTS_NOTEBOOKS = ("03_pretrained", "05_sampling", "06_overfitting")
+REAL_WEIGHTS_NOTEBOOKS = ("03_pretrained", "04_finetuning", "05_sampling", "06_overfitting")
 
 
 def load_build_script():
@@ -130,7 +130,6 @@ def load_build_script():
     return module
 
 
-@pytest.mark.slow  # builds and trains its model (minutes): `make test-slow`, not the default run
 def test_the_notebooks_real_weights_branches_run_and_their_claims_hold(tmp_path, monkeypatch, shakespeare_bins):
     """A tiny GPT-2 really trained on Shakespeare (built once, cached under models/) is served as
     openai-community/gpt2, so 03-06 load "real" weights: every branch they take only then runs.
@@ -153,7 +152,7 @@ def test_the_notebooks_real_weights_branches_run_and_their_claims_hold(tmp_path,
         monkeypatch.setenv("MPLBACKEND", "Agg")
         for stem in REAL_WEIGHTS_NOTEBOOKS:
             notebook = jupytext.read(ROOT / "notebooks" / f"{stem}.py")
-            client = NotebookClient(notebook, timeout=900, kernel_name="python3")  # per cell; 06 sweeps
+            client = NotebookClient(notebook, timeout=300, kernel_name="python3")  # per cell
             client.execute(cwd=str(work / "notebooks"))
             text = "\n".join(
                 o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
