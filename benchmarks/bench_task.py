@@ -16,7 +16,6 @@ computes the output head at those positions only, transformers at every position
 """
 
 import argparse
-import contextlib
 import itertools
 import sys
 import tempfile
@@ -85,21 +84,7 @@ def main(argv=None) -> None:
 
     def stepper(opt, loss_of, step_dtype):
         on = itertools.cycle(range(len(steps)))  # each contender goes through the same batches in order
-        autocast = (
-            torch.autocast(device.type, dtype=step_dtype) if step_dtype != torch.float32 else contextlib.nullcontext()
-        )
-        scaler = torch.amp.GradScaler(device.type, enabled=step_dtype == torch.float16)
-
-        def step():
-            k = next(on)
-            with autocast:
-                loss = loss_of(k)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-
-        return step
+        return common.training_step(opt, lambda: loss_of(next(on)), step_dtype, device.type)
 
     contenders = {"gptkit": stepper(opt_ours, lambda k: ours(*ours_batches[k], reduction="sum")[1] / targets[k], dtype)}
     for d in hf_dtypes:

@@ -23,7 +23,6 @@ kernels every implementation runs.
 """
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -91,32 +90,16 @@ def main(argv=None) -> None:
     net_ours = torch.compile(ours) if args.compile else ours
     net_hf = torch.compile(hf) if args.compile else hf
 
-    def stepper(net, opt, loss_of, step_dtype):
-        autocast = (
-            torch.autocast(device.type, dtype=step_dtype) if step_dtype != torch.float32 else contextlib.nullcontext()
-        )
-        scaler = torch.amp.GradScaler(device.type, enabled=step_dtype == torch.float16)
-
-        def step():
-            with autocast:
-                loss = loss_of(net)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-
-        return step
-
     # Each contender trains its own copy of the weights: ours in each of our dtypes shares one
     # model, which is fine as only time is measured.
     contenders, dtype_of = {}, {}
     for d in our_dtypes:
         name = "gptkit" if d == dtype else f"gptkit {short(d)}"
-        contenders[name] = stepper(net_ours, opt_ours, lambda net: net(x, y)[1], d)
+        contenders[name] = common.training_step(opt_ours, lambda: net_ours(x, y)[1], d, device.type)
         dtype_of[name] = d
     for d in hf_dtypes:
         name = f"transformers {short(d)}"
-        contenders[name] = stepper(net_hf, opt_hf, lambda net: net(input_ids=x, labels=x).loss, d)
+        contenders[name] = common.training_step(opt_hf, lambda: net_hf(input_ids=x, labels=x).loss, d, device.type)
         dtype_of[name] = d
 
     print(f"machine: {common.describe_machine(device)}")

@@ -6,6 +6,7 @@ better than either absolute figure.
 """
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -56,6 +57,22 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
     return times
+
+
+def training_step(opt, loss_of: Callable[[], torch.Tensor], dtype: torch.dtype, device_type: str) -> Callable[[], None]:
+    """One optimizer step on `loss_of()`: autocast below fp32, the gradient scaler for fp16, as gptkit.train."""
+    autocast = torch.autocast(device_type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
+
+    def step():
+        with autocast:
+            loss = loss_of()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    return step
 
 
 def median(xs: list[float]) -> float:

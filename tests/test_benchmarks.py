@@ -60,6 +60,7 @@ def test_bench_train_tiny():
     assert re.search(r"^ceiling gptkit/transformers: [0-9.]+x if gptkit's step were only", out, re.MULTILINE), out
 
 
+@pytest.mark.slow  # `make test-slow`; bench_train's and bench_task's tiny runs stay in `make test`
 def test_bench_sample_tiny():
     out = run_ok(
         "benchmarks/bench_sample.py", *TINY_MODEL, "--new_tokens=6", "--batches=1,2", "--repeats=1", "--bandwidth_mb=32"

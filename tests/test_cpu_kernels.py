@@ -244,6 +244,7 @@ def test_cross_entropy_on_bf16_logits_matches_autocasts():
     assert grad[::5].abs().max() == 0
 
 
+@pytest.mark.slow  # `make test-slow`: two training runs; the bf16 kernels' unit tests stay
 def test_bf16_autocast_training_tracks_fp32(tmp_path, shakespeare_bins, capsys):
     """A bf16-autocast CPU run's losses follow the fp32 run's; weights and AdamW state stay fp32.
 

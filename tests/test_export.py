@@ -90,6 +90,7 @@ def card_code(dest) -> str:
     return printed.getvalue()
 
 
+@pytest.mark.slow  # `make test-slow`; the peft export of a LoRA run and notebook 07's merged export stay
 def test_export_and_sample_clis_on_a_lora_run(lora_run, tmp_path):
     dest = tmp_path / "exported"
     dest.mkdir()  # an empty folder is fine

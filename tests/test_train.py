@@ -130,6 +130,7 @@ def test_nan_loss_stops_without_a_checkpoint(tmp_path, shakespeare_bins):
     assert not (tmp_path / checkpoint.BEST).exists() and not (tmp_path / checkpoint.LATEST).exists()
 
 
+@pytest.mark.slow  # `make test-slow`; the hub test trains from a downloaded HF checkpoint in `make test`
 def test_finetune_from_local_hf_checkpoint_end_to_end(tmp_path, tiny_hf_dir, shakespeare_bins):
     """The issue's 'done when': the seed config, a tiny local HF checkpoint, CPU, offline."""
     out = tmp_path / "ft"
@@ -164,6 +165,7 @@ def test_finetune_from_local_hf_checkpoint_end_to_end(tmp_path, tiny_hf_dir, sha
     assert sample.stdout.count("ROMEO:") == 2
 
 
+@pytest.mark.slow  # `make test-slow`; greedy tokens against transformers' generate stay (test_pretrained)
 def test_sample_cli_from_hf_dir_greedy_and_eot(tmp_path, tiny_hf_dir):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("To be, or not to be")
