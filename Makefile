@@ -24,7 +24,7 @@ demo: install
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -m quiet_process tests
-	$(PY) -m pytest -n 2 --dist load -m "not quiet_process and not slow" tests
+	$(PY) -m pytest -n 2 --dist worksteal -m "not quiet_process and not slow" tests
 	GPTKIT_SMOKE=1 $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 test-slow: install

@@ -16,25 +16,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-# The longest tests start first, so that the pytest workers (`make test` runs several) finish
-# together instead of one of them running the last long test alone.
-LONGEST_FIRST = (
-    "test_hub.py::test_the_notebooks_real_weights",
-    "test_notebooks.py::test_notebooks_run_alone",
-    "test_ddp.py",
-    "test_demo.py",
-    "test_export.py",
-    "test_benchmarks.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item):
-        return next((i for i, part in enumerate(LONGEST_FIRST) if part in item.nodeid), len(LONGEST_FIRST))
-
-    items.sort(key=rank)  # stable: every other test keeps its place
-
-
 def build_hf_gpt2(path: Path, seed: int = 0, **size) -> Path:
     """A random-weight GPT-2 in Hugging Face format, with the real 50257-token vocabulary."""
     from transformers import GPT2Config, GPT2LMHeadModel
