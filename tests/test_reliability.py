@@ -207,6 +207,7 @@ def test_disk_full_during_export_keeps_the_old_export(small_disk):
 
 
 # --- one run per out_dir; Ctrl-C ------------------------------------------------------------
+@pytest.mark.quiet_process  # bitwise resume across two processes: it failed once beside a busy pytest worker
 def test_a_live_run_locks_its_out_dir_and_ctrl_c_saves_a_state_that_resumes_exactly(data_root, tmp_path):
     """A second run on a live run's folder is refused; SIGINT then ends the live run after its
     step with latest.pt saved and exit 130; resuming gives exactly the run never interrupted."""
