@@ -20,12 +20,12 @@ demo: install
 	$(PY) scripts/demo.py
 
 # Two pytest workers: most tests wait on a child process (a CLI run, torchrun, a kernel), so two
-# keep both cores busy. A notebook's cells share one kernel, so its cells stay on one worker.
+# keep both cores busy. The notebooks run one after another: 05 reads what 04 wrote.
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -m quiet_process tests
 	$(PY) -m pytest -n 2 --dist worksteal -m "not quiet_process and not slow" tests
-	GPTKIT_SMOKE=1 $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	GPTKIT_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 test-slow: install
 	$(PY) -m pytest -m slow tests
