@@ -98,11 +98,12 @@ def _check_shapes(model: GPT, state: dict, path) -> None:
 
 
 def training_checkpoint(
-    *, model, optimizer, scaler, model_config, config: dict, dtype, progress: dict, rngs, sampler, lora
+    *, model, optimizer, scaler, model_config, config: dict, dtype, progress: dict, rngs, sampler, lora, cpu_matmul
 ) -> dict:
     """A training run's state as the dict `torch.save` writes; `progress` holds the loop's counters.
 
-    `rngs` holds every rank's RNG state, rank 0's first; `lora` a LoRA run's settings (None otherwise).
+    `rngs` holds every rank's RNG state, rank 0's first; `lora` a LoRA run's settings (None otherwise);
+    `cpu_matmul` the CPU matmul routes it computed with (None on a GPU).
     """
     return {
         "model": clean_state_dict(model),
@@ -112,6 +113,7 @@ def training_checkpoint(
         "model_args": asdict(model_config),
         "config": config,
         "dtype": str(dtype).removeprefix("torch."),  # what --dtype=auto chose
+        "cpu_matmul": cpu_matmul,  # what the measurement chose: a resumed run computes as this one did
         **progress,
         "rng": rngs,
         "sampler": sampler,

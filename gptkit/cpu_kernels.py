@@ -7,6 +7,7 @@ fp32 matmuls may go to oneDNN, and `cross_entropy`, which avoids logits-sized te
 machine at hand. On GPUs and under torch.compile both layers are exactly the PyTorch ops.
 """
 
+import contextlib
 import functools
 import platform
 import time
@@ -21,8 +22,9 @@ from torch.nn import functional as F
 # PyTorch sends fp32 CPU matmuls to MKL. On some CPUs oneDNN, also inside PyTorch, is faster: MKL
 # never uses AVX-512 on AMD CPUs, and runs products of a few rows (decoding) on one core. Which
 # library wins differs between CPUs and between training's products and decoding's (benchmarks/
-# README.md), so it is measured once per process on the machine at hand (`_onednn_faster`).
-# Same results up to float rounding.
+# README.md), so it is measured once per process on the machine at hand (`_onednn_faster`); a
+# training run keeps the routes it started with (`pinned_matmul_routes`). Same results up to
+# float rounding.
 
 
 class Linear(nn.Linear):
@@ -139,8 +141,38 @@ def _onednn_route(training: bool) -> bool:
     """Whether a CPU fp32 matmul, of training (with gradients) or not, should go to oneDNN."""
     if _compiling_or_autocast():
         return False
-    faster_for_training, faster_for_inference = _onednn_faster()
-    return faster_for_training if training else faster_for_inference
+    routes = _pinned_routes or matmul_routes()
+    return routes["training"] if training else routes["inference"]
+
+
+_pinned_routes: dict[str, bool] | None = None
+
+
+def matmul_routes() -> dict[str, bool]:
+    """{"training": ..., "inference": ...}: whether this process sends CPU fp32 matmuls to oneDNN."""
+    if _pinned_routes is not None:
+        return dict(_pinned_routes)
+    training, inference = _onednn_faster()
+    return {"training": training, "inference": inference}
+
+
+@contextlib.contextmanager
+def pinned_matmul_routes(routes: dict[str, bool] | None):
+    """Inside the block, CPU fp32 matmuls take `routes` (as `matmul_routes` gives them) whatever
+    this process measured; None keeps the measurement.
+
+    The two routes round differently, and a measurement near the margin can come out either way
+    in another process: a resumed run (or another DDP rank) must compute with the same kernels.
+    """
+    global _pinned_routes
+    before = _pinned_routes
+    if routes is not None:
+        works = _onednn_works()  # a checkpoint from a machine with oneDNN, resumed on one without
+        _pinned_routes = {key: works and bool(routes[key]) for key in ("training", "inference")}
+    try:
+        yield
+    finally:
+        _pinned_routes = before
 
 
 def _compiling_or_autocast() -> bool:

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint, distributed, files, lora, memory, peft_format, runguard
+from gptkit import checkpoint, cpu_kernels, distributed, files, lora, memory, peft_format, runguard
 from gptkit.config import (
     FSDP_NO_LORA,
     TrainConfig,
@@ -39,7 +39,6 @@ from gptkit.config import (
     parse_args,
     validate,
 )
-from gptkit.cpu_kernels import IGNORE_INDEX
 from gptkit.data import Batches, ExampleBatches, dataset_kind
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
@@ -132,6 +131,7 @@ class Run:
     peak_flops: float = 0.0  # of all ranks together, for MFU (0: unknown)
     estimate: memory.MemoryEstimate | None = None
     resumed_from: Path | None = None
+    cpu_matmul: dict | None = None  # the CPU matmul routes it computes with (cpu_kernels.matmul_routes)
 
     @property
     def examples(self) -> bool:
@@ -256,6 +256,19 @@ def build_data(cfg: TrainConfig, model: GPT, device: torch.device):
     )
 
 
+def cpu_matmul_routes(device: torch.device, world: World, resume: checkpoint.Resume | None) -> dict | None:
+    """The CPU matmul routes of this run: a resumed run's own, else this process's measurement,
+    rank 0's for every rank (one set of kernels, so every rank's numbers resume the same)."""
+    if device.type != "cpu":
+        return None
+    routes = (resume.ckpt.get("cpu_matmul") if resume is not None else None) or cpu_kernels.matmul_routes()
+    if world.distributed:
+        shared = [routes]
+        dist.broadcast_object_list(shared, src=0)
+        routes = shared[0]
+    return routes
+
+
 def wrapped(model: GPT, cfg: TrainConfig, world: World, device: torch.device) -> torch.nn.Module:
     net = torch.compile(model) if cfg.compile else model
     if world.distributed and not world.fsdp:
@@ -274,6 +287,7 @@ def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, 
     train_data, val_data = build_data(cfg, model, device)
     run = Run(cfg, world, device, precision, model, model, optimizer, scaler, train_data, val_data, out, settings)
     run.estimate, run.resumed_from = estimate, resume.path if resume else None
+    run.cpu_matmul = cpu_matmul_routes(device, world, resume)
     # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
     run.peak_flops = peak_flops(device.type, cfg.mfu_peak_flops) * world.size
     state = TrainState()
@@ -319,6 +333,7 @@ def save(run: Run, state: TrainState, best: bool) -> None:
         rngs=rngs,
         sampler=run.train_data.state_dict(),
         lora=run.lora,
+        cpu_matmul=run.cpu_matmul,
     )
     checkpoint.write(ckpt, run.out, best)
 
@@ -401,7 +416,7 @@ def evaluate(run: Run) -> dict[str, float]:
         for x, y in data.eval_batches(cfg.eval_iters, world.rank, world.size):
             with run.precision.autocast():
                 _, loss = run.model(x, y, reduction="sum")
-            total += torch.stack([loss.double(), (y != IGNORE_INDEX).sum().double()])
+            total += torch.stack([loss.double(), (y != cpu_kernels.IGNORE_INDEX).sum().double()])
         if world.fsdp:
             distributed.idle_forwards(run.model, data.eval_count(cfg.eval_iters), world.rank, world.size, run.device)
         if world.distributed:
@@ -580,7 +595,7 @@ def train(cfg: TrainConfig) -> dict:
         print_header(run)
         log = RunLog(run, state)
         try:
-            with runguard.StopSignals(announce=world.master) as stop:
+            with runguard.StopSignals(announce=world.master) as stop, cpu_kernels.pinned_matmul_routes(run.cpu_matmul):
                 summary = fit(run, state, stop, log)
         except BaseException:
             log.close(failed=True)

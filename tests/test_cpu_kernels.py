@@ -70,6 +70,22 @@ def test_onednn_routes_follow_the_measured_timings(monkeypatch):
         kernels._onednn_faster.cache_clear()
 
 
+def test_pinned_routes_override_the_measurement_inside_the_block(monkeypatch):
+    """How a resumed run computes with the kernels it started with, whatever this process measured."""
+    import gptkit.cpu_kernels as kernels
+
+    monkeypatch.setattr(kernels, "_onednn_faster", lambda: (False, True))
+    monkeypatch.setattr(kernels, "_onednn_works", lambda: True)
+    with kernels.pinned_matmul_routes({"training": True, "inference": False}):
+        assert (kernels._onednn_route(training=True), kernels._onednn_route(training=False)) == (True, False)
+        with kernels.pinned_matmul_routes(None):  # nothing to pin: what holds stays
+            assert kernels.matmul_routes() == {"training": True, "inference": False}
+    assert kernels.matmul_routes() == {"training": False, "inference": True}  # the measurement again
+    monkeypatch.setattr(kernels, "_onednn_works", lambda: False)  # a checkpoint from a machine with oneDNN
+    with kernels.pinned_matmul_routes({"training": True, "inference": True}):
+        assert kernels.matmul_routes() == {"training": False, "inference": False}
+
+
 def test_real_routing_is_measured_once_per_process(monkeypatch):
     import gptkit.cpu_kernels as kernels
 

@@ -24,7 +24,7 @@ import torch
 
 import tiny
 from conftest import ROOT, assert_user_error, run_cli
-from gptkit import checkpoint, files, runguard
+from gptkit import checkpoint, cpu_kernels, files, runguard
 from gptkit.config import TrainConfig
 from gptkit.errors import GptkitError
 from gptkit.errors import run_cli as gptkit_run_cli
@@ -207,13 +207,11 @@ def test_disk_full_during_export_keeps_the_old_export(small_disk):
 
 
 # --- one run per out_dir; Ctrl-C ------------------------------------------------------------
-@pytest.mark.quiet_process  # bitwise resume across two processes: it failed once beside a busy pytest worker
 def test_a_live_run_locks_its_out_dir_and_ctrl_c_saves_a_state_that_resumes_exactly(data_root, tmp_path):
     """A second run on a live run's folder is refused; SIGINT then ends the live run after its
     step with latest.pt saved and exit 130; resuming gives exactly the run never interrupted."""
     settings = dict(max_iters=16, eval_interval=4, always_save_checkpoint=False)
     whole, out = tmp_path / "whole", tmp_path / "run"
-    train(tiny_cfg(data_root, whole, **settings))
 
     job = subprocess.Popen(
         [sys.executable, *cli_args(data_root, out, **settings)],
@@ -248,7 +246,13 @@ def test_a_live_run_locks_its_out_dir_and_ctrl_c_saves_a_state_that_resumes_exac
     assert [r["iter"] for r in records(out, "step")] == list(range(it))
     assert not (out / runguard.LOCK).exists()
 
-    train(tiny_cfg(data_root, out, **settings, init_from="resume"))
+    # The run never interrupted, computing with the kernels the child measured for itself...
+    routes = checkpoint.load(path)["cpu_matmul"]
+    with cpu_kernels.pinned_matmul_routes(routes):
+        train(tiny_cfg(data_root, whole, **settings))
+    # ...and the resumed one, in a process that would take the other routes: it keeps its own.
+    with cpu_kernels.pinned_matmul_routes({key: not chosen for key, chosen in routes.items()}):
+        train(tiny_cfg(data_root, out, **settings, init_from="resume"))
     assert [r["loss"] for r in records(out, "step")] == [r["loss"] for r in records(whole, "step")]
 
     def evals(run):
