@@ -20,11 +20,13 @@ demo: install
 	$(PY) scripts/demo.py
 
 # Two pytest workers: most tests wait on a child process (a CLI run, torchrun, a kernel), so two
-# keep both cores busy. The notebooks run one after another: 05 reads what 04 wrote.
+# keep both cores busy; one thread each (and in their children), as two processes of two threads
+# on two cores measured 13% slower. The notebooks run one after another: 05 reads what 04 wrote,
+# and on two workers 06 alone takes as long as the other seven.
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -m quiet_process tests
-	$(PY) -m pytest -n 2 --dist worksteal -m "not quiet_process and not slow" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist worksteal -m "not quiet_process and not slow" tests
 	GPTKIT_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 test-slow: install

@@ -10,6 +10,8 @@ be had (offline, nothing cached), so the demo and the notebooks still run.
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -186,14 +188,24 @@ STANDIN_SIZE = dict(n_layer=4, n_head=4, n_embd=128, n_positions=1024)
 
 
 def build_offline_standin(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a small random-weight GPT-2 in Hugging Face format with `transformers` (once)."""
+    """Write a small random-weight GPT-2 in Hugging Face format with `transformers` (once).
+
+    Written beside `out_dir` and renamed into place: two notebooks that build it at the same time
+    never load each other's half-written files.
+    """
     out = Path(out_dir)
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     torch.manual_seed(seed)
-    GPT2LMHeadModel(GPT2Config(**STANDIN_SIZE)).save_pretrained(out)
+    GPT2LMHeadModel(GPT2Config(**STANDIN_SIZE)).save_pretrained(building)
+    try:
+        building.rename(out)  # over an empty folder too; refused if one is there already
+    except OSError:
+        shutil.rmtree(building)  # another process finished first: its copy is the same
     return out
 
 

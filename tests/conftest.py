@@ -13,7 +13,10 @@ SHAKESPEARE = ROOT / "data" / "shakespeare"
 
 # The hub is unreachable here; make any attempt fail fast instead of retrying for seconds.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Threads per process: `make test` runs two pytest workers on two cores, one thread each, and
+# every child process a test starts (CLIs, notebooks' kernels) takes the same count.
+THREADS = os.environ.setdefault("OMP_NUM_THREADS", str(min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(THREADS))
 
 
 def build_hf_gpt2(path: Path, seed: int = 0, **size) -> Path:
@@ -44,7 +47,7 @@ def shakespeare_bins() -> Path:
 
 def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python ARGS...` as a user would; returns the finished process (never raises on failure)."""
-    full_env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"} | (env or {})
+    full_env = os.environ | {"PYTHONPATH": str(ROOT)} | (env or {})
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

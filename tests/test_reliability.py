@@ -59,7 +59,7 @@ def cli_args(data_root: Path, out: Path, **kw) -> list[str]:
 
 
 def child_env() -> dict:
-    return os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    return os.environ | {"PYTHONPATH": str(ROOT)}
 
 
 def snapshot(root: Path) -> dict:
