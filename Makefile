@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gptkit-installed
 
-.PHONY: install demo test test-slow lint format notebooks sync-notebooks clean
+.PHONY: install demo test test-suite test-notebooks test-slow lint format notebooks sync-notebooks clean
 
 install: $(STAMP)
 
@@ -19,15 +19,20 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) scripts/demo.py
 
-# Two pytest workers: most tests wait on a child process (a CLI run, torchrun, a kernel), so two
-# keep both cores busy; one thread each (and in their children), as two processes of two threads
-# on two cores measured 13% slower. The notebooks run one after another: 05 reads what 04 wrote,
-# and on two workers 06 alone takes as long as the other seven.
+# The notebooks run one after another (05 reads what 04 wrote) beside the two pytest workers of
+# the suite: most tests wait on a child process (a CLI run, torchrun), so the three together keep
+# both cores busy, which the suite alone did not (1.5 cores on average). One thread per process:
+# two of two threads on two cores measured 13% slower. -O prints each part's output when it ends.
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -m quiet_process tests
+	@$(MAKE) --no-print-directory -j2 -O test-suite test-notebooks
+
+test-suite: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist worksteal -m "not quiet_process and not slow" tests
-	GPTKIT_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+test-notebooks: install
+	OMP_NUM_THREADS=1 GPTKIT_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 test-slow: install
 	$(PY) -m pytest -m slow tests
