@@ -141,18 +141,16 @@ def _onednn_route(training: bool) -> bool:
     """Whether a CPU fp32 matmul, of training (with gradients) or not, should go to oneDNN."""
     if _compiling_or_autocast():
         return False
-    routes = _pinned_routes or matmul_routes()
-    return routes["training"] if training else routes["inference"]
+    faster_for_training, faster_for_inference = _pinned_routes or _onednn_faster()
+    return faster_for_training if training else faster_for_inference
 
 
-_pinned_routes: dict[str, bool] | None = None
+_pinned_routes: tuple[bool, bool] | None = None  # (training, inference), as _onednn_faster gives them
 
 
 def matmul_routes() -> dict[str, bool]:
     """{"training": ..., "inference": ...}: whether this process sends CPU fp32 matmuls to oneDNN."""
-    if _pinned_routes is not None:
-        return dict(_pinned_routes)
-    training, inference = _onednn_faster()
+    training, inference = _pinned_routes or _onednn_faster()
     return {"training": training, "inference": inference}
 
 
@@ -168,7 +166,7 @@ def pinned_matmul_routes(routes: dict[str, bool] | None):
     before = _pinned_routes
     if routes is not None:
         works = _onednn_works()  # a checkpoint from a machine with oneDNN, resumed on one without
-        _pinned_routes = {key: works and bool(routes[key]) for key in ("training", "inference")}
+        _pinned_routes = (works and bool(routes["training"]), works and bool(routes["inference"]))
     try:
         yield
     finally:

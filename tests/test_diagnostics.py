@@ -13,6 +13,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+import tiny
 from gptkit.config import TrainConfig
 from gptkit.diagnostics import (
     RunMetrics,
@@ -265,12 +266,9 @@ def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-data")
     text = (ROOT / "data" / "shakespeare" / "input.txt").read_text(encoding="utf-8")[:4000]
     (root / "tiny.txt").write_text(text, encoding="utf-8")
-    prepare(root / "tiny.txt", root / "tiny", val_fraction=0.4, block_size=32, progress=False)
-    for split in ("train", "val"):
-        bins = root / "tiny" / f"{split}.bin"
-        (np.fromfile(bins, dtype=np.uint16) % 256).astype(np.uint16).tofile(bins)
-    meta = json.loads((root / "tiny" / "meta.json").read_text())
-    (root / "tiny" / "meta.json").write_text(json.dumps(meta | {"vocab_size": 256}))
+    meta = prepare(root / "tiny.txt", root / "tiny", val_fraction=0.4, block_size=32, progress=False)
+    splits = {s: np.fromfile(root / "tiny" / f"{s}.bin", dtype=np.uint16) for s in ("train", "val")}
+    tiny.write_folded(root / "tiny", splits, meta)
     return root
 
 

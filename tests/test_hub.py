@@ -113,9 +113,6 @@ def test_a_hub_that_never_answers_gives_up_after_the_connect_timeout(tmp_path):
 
 
 # The notebooks whose claims need pretrained weights; they take other branches with the stand-in.
-# 04 is left out: its REAL branch runs, but the rest of it (checkpoint on improvement, resume)
-# needs its finetune to lower the val loss, and a model this small already trained on Shakespeare
-# does not improve in 8 steps at GPT-2's finetuning rate (3e-5; 3e-4 and 1e-3 neither).
 REAL_WEIGHTS_NOTEBOOKS = ("03_pretrained", "04_finetuning", "05_sampling", "06_overfitting")
 
 

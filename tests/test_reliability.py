@@ -42,11 +42,8 @@ TINY = tiny.TINY | dict(dropout=0.1, learning_rate=3e-3, dataset="tiny")
 def data_root(tmp_path_factory, shakespeare_bins) -> Path:
     """Shakespeare's tokens folded into a 256-token vocabulary (meta.json says so)."""
     root = tmp_path_factory.mktemp("data")
-    (root / "tiny").mkdir()
-    for split in ("train", "val"):
-        tokens = np.fromfile(shakespeare_bins / f"{split}.bin", dtype=np.uint16)[:30_000]
-        (tokens % 256).astype(np.uint16).tofile(root / "tiny" / f"{split}.bin")
-    (root / "tiny" / "meta.json").write_text(json.dumps({"vocab_size": 256}))
+    splits = {s: np.fromfile(shakespeare_bins / f"{s}.bin", dtype=np.uint16)[:30_000] for s in ("train", "val")}
+    tiny.write_folded(root / "tiny", splits)
     return root
 
 

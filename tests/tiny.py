@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import numpy as np
+
 from gptkit.config import TrainConfig
 
 # A 2-layer, 32-wide GPT on 32-token windows: a step takes milliseconds on a CPU.
@@ -27,3 +29,15 @@ def records(out_dir: str | Path, kind: str) -> list[dict]:
     """The run's metrics.jsonl records of one type ("eval" or "step"), oldest first."""
     lines = (Path(out_dir) / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+FOLDED_VOCAB = 256
+
+
+def write_folded(dataset: Path, splits: dict[str, np.ndarray], meta: dict | None = None) -> None:
+    """Write each split's GPT-2 token ids folded into a 256-token vocabulary, and a meta.json that
+    says so: the same text statistics, without a 50,257-way output layer taking every step."""
+    dataset.mkdir(parents=True, exist_ok=True)
+    for split, tokens in splits.items():
+        (tokens % FOLDED_VOCAB).astype(np.uint16).tofile(dataset / f"{split}.bin")
+    (dataset / "meta.json").write_text(json.dumps((meta or {}) | {"vocab_size": FOLDED_VOCAB}))
