@@ -1,6 +1,6 @@
 """Finetuning-step throughput on the shipped `dates` task: gptkit vs transformers, in response tokens/s.
 
-    python benchmarks/bench_task.py                       # GPT-2 124M shapes, 8 examples a step, on CPU
+    python benchmarks/bench_task.py                       # GPT-2 124M shapes, 16 examples a step, on CPU
 
 The same micro-batches of the same examples (data/dates' training split, prepared into a temporary
 folder) go to both models, which start from the same random weights (checked: equal loss before
@@ -53,7 +53,7 @@ def hf_batch(data: ExampleBatches, indices: np.ndarray) -> dict[str, torch.Tenso
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_model_args(parser)
-    parser.add_argument("--batch_size", type=int, default=8, help="examples per step")
+    parser.add_argument("--batch_size", type=int, default=16, help="examples per step (config/finetune_task.py's)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--hf_dtypes", default="", help="comma-separated; default float32 (+ bfloat16, see above)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per contender")

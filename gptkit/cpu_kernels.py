@@ -21,22 +21,25 @@ from torch.nn import functional as F
 # --- CPU matmuls through oneDNN -------------------------------------------------------------
 # PyTorch sends fp32 CPU matmuls to MKL. On some CPUs oneDNN, also inside PyTorch, is faster: MKL
 # never uses AVX-512 on AMD CPUs, and runs products of a few rows (decoding) on one core. Which
-# library wins differs between CPUs and between training's products and decoding's (benchmarks/
-# README.md), so it is measured once per process on the machine at hand (`_onednn_faster`); a
-# training run keeps the routes it started with (`pinned_matmul_routes`). Same results up to
-# float rounding.
+# library wins differs between CPUs, and between products: training's forward, its backward (two
+# products, which hand oneDNN transposed operands) and decoding's (benchmarks/README.md).
+# So each is measured once per process on the machine at hand (`_onednn_faster`); a training run
+# keeps the routes it started with (`pinned_matmul_routes`). Same results up to float rounding.
+
+ROUTES = ("forward", "backward", "inference")  # what is routed: training's forward, its backward, decoding
 
 
 class Linear(nn.Linear):
     """nn.Linear whose CPU fp32 matmuls go to oneDNN where it measured faster (see above)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32:
+        if x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32 and not _compiling_or_autocast():
             inputs = (x, self.weight, self.bias)
-            needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-            if _onednn_route(training=needs_grad):
-                if needs_grad:
-                    return _OneDNNLinear.apply(*inputs)
+            routes = _pinned_routes or _onednn_faster()
+            if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+                if routes[0] or routes[1]:
+                    return _OneDNNLinear.apply(*inputs, routes)
+            elif routes[2]:
                 # Without the autograd.Function: decoding makes ~50 calls a token, and its
                 # bookkeeping was 5% of the time.
                 return _matmul_t(x, self.weight, self.bias)
@@ -44,24 +47,30 @@ class Linear(nn.Linear):
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """F.linear with its forward and both backward matmuls done by oneDNN."""
+    """F.linear with its forward, and its backward's two products, done by oneDNN or by PyTorch's default, as routed."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, routes):
         # x is needed only for the weight's gradient: a frozen layer (LoRA's base) need not keep it.
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
-        ctx.has_bias = bias is not None
-        return _matmul_t(x, weight, bias)
+        ctx.has_bias, ctx.routes = bias is not None, routes
+        return _matmul_t(x, weight, bias) if routes[0] else F.linear(x, weight, bias)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
+        onednn = ctx.routes[1]
         grad_2d = grad.reshape(-1, grad.size(-1))
-        grad_x = _matmul_t(grad, weight.t()) if ctx.needs_input_grad[0] else None
-        grad_w = _matmul_t(grad_2d.t(), x.reshape(-1, x.size(-1)).t()) if ctx.needs_input_grad[1] else None
-        grad_b = grad_2d.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _matmul_t(grad, weight.t()) if onednn else grad @ weight
+        if ctx.needs_input_grad[1]:
+            x_2d = x.reshape(-1, x.size(-1))
+            grad_w = _matmul_t(grad_2d.t(), x_2d.t()) if onednn else grad_2d.t() @ x_2d
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_2d.sum(0)
+        return grad_x, grad_w, grad_b, None
 
 
 # --- Cross-entropy over 50257 logits on CPU ---------------------------------------------------
@@ -137,21 +146,12 @@ def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
     return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
 
 
-def _onednn_route(training: bool) -> bool:
-    """Whether a CPU fp32 matmul, of training (with gradients) or not, should go to oneDNN."""
-    if _compiling_or_autocast():
-        return False
-    faster_for_training, faster_for_inference = _pinned_routes or _onednn_faster()
-    return faster_for_training if training else faster_for_inference
-
-
-_pinned_routes: tuple[bool, bool] | None = None  # (training, inference), as _onednn_faster gives them
+_pinned_routes: tuple[bool, ...] | None = None  # one flag for each of ROUTES, as _onednn_faster gives them
 
 
 def matmul_routes() -> dict[str, bool]:
-    """{"training": ..., "inference": ...}: whether this process sends CPU fp32 matmuls to oneDNN."""
-    training, inference = _pinned_routes or _onednn_faster()
-    return {"training": training, "inference": inference}
+    """{product: whether this process sends it to oneDNN} for each of ROUTES (CPU fp32 matmuls)."""
+    return dict(zip(ROUTES, _pinned_routes or _onednn_faster(), strict=True))
 
 
 @contextlib.contextmanager
@@ -159,14 +159,15 @@ def pinned_matmul_routes(routes: dict[str, bool] | None):
     """Inside the block, CPU fp32 matmuls take `routes` (as `matmul_routes` gives them) whatever
     this process measured; None keeps the measurement.
 
-    The two routes round differently, and a measurement near the margin can come out either way
+    The two libraries round differently, and a measurement near the margin can come out either way
     in another process: a resumed run (or another DDP rank) must compute with the same kernels.
+    A checkpoint that recorded one "training" route for training's forward and backward is read so.
     """
     global _pinned_routes
     before = _pinned_routes
     if routes is not None:
         works = _onednn_works()  # a checkpoint from a machine with oneDNN, resumed on one without
-        _pinned_routes = (works and bool(routes["training"]), works and bool(routes["inference"]))
+        _pinned_routes = tuple(works and bool(routes.get(name, routes.get("training", False))) for name in ROUTES)
     try:
         yield
     finally:
@@ -191,15 +192,18 @@ def _compiling() -> bool:
 # Products of the shapes GPT-2 small runs, the timings a routing or dtype choice rests on:
 # training multiplies a few hundred rows at once, decoding a batch of one to eight.
 TRAINING_PRODUCT = (256, 768, 3072)  # rows x in_features x out_features: 1.2 GFLOP
+ROUTED_PRODUCT = (128, 768, 3072)  # half the rows: every process that trains times it (~0.3 s in all)
 DECODING_PRODUCT = (8, 768, 2304)
 
 
 @functools.cache
-def _onednn_faster() -> tuple[bool, bool]:
-    """(for training, for inference): whether oneDNN beat PyTorch's default on this machine, measured once."""
+def _onednn_faster() -> tuple[bool, ...]:
+    """For each of ROUTES: whether oneDNN beat PyTorch's default on this machine, measured once."""
     if not _onednn_works():
-        return False, False
-    return onednn_wins(_time_routes(TRAINING_PRODUCT)), onednn_wins(_time_routes(DECODING_PRODUCT, repeats=10))
+        return (False,) * len(ROUTES)
+    training = _time_routes(ROUTED_PRODUCT)
+    decoding = _time_routes(DECODING_PRODUCT, ("forward",), repeats=10)
+    return onednn_wins(training["forward"]), onednn_wins(training["backward"]), onednn_wins(decoding["forward"])
 
 
 def onednn_wins(seconds: dict[str, float]) -> bool:
@@ -207,10 +211,27 @@ def onednn_wins(seconds: dict[str, float]) -> bool:
     return seconds["oneDNN"] < 0.9 * seconds["torch"]
 
 
-def _time_routes(shape: tuple[int, int, int], repeats: int = 2) -> dict[str, float]:
-    """Best seconds of one fp32 product `shape` by F.linear (PyTorch's default) and by oneDNN."""
-    x, weight = _operands(*shape)
-    return _best_times({"torch": lambda: F.linear(x, weight), "oneDNN": lambda: _matmul_t(x, weight)}, repeats)
+def _time_routes(shape: tuple[int, int, int], passes=("forward", "backward"), repeats: int = 2) -> dict:
+    """{pass: best seconds by PyTorch's default ("torch") and by oneDNN} for fp32 products of
+    `shape` as `_OneDNNLinear` computes them: the forward x @ W.T; the backward grad @ W and
+    grad.T @ x, for `shape` and for its reverse (an MLP's two layers: oneDNN's backward differs most
+    on the narrowing one)."""
+    rows, n_in, n_out = shape
+    layers = [(*_operands(rows, a, b), _operands(rows, b, 1)[0]) for a, b in ((n_in, n_out), (n_out, n_in))]
+    x, weight, _ = layers[0]
+
+    def backward(matmul_t: bool):
+        for x_, w, grad in layers:
+            if matmul_t:
+                _matmul_t(grad, w.t()), _matmul_t(grad.t(), x_.t())
+            else:
+                grad @ w, grad.t() @ x_
+
+    fns = {
+        "forward": (lambda: F.linear(x, weight), lambda: _matmul_t(x, weight)),
+        "backward": (lambda: backward(False), lambda: backward(True)),
+    }
+    return {p: _best_times({"torch": fns[p][0], "oneDNN": fns[p][1]}, repeats) for p in passes}
 
 
 def _operands(rows: int, n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ def saved(out_dir, name: str, iter_num: int) -> dict:
         rngs=[{"torch": torch.get_rng_state()}],
         sampler={},
         lora=None,
-        cpu_matmul={"training": True, "inference": False},
+        cpu_matmul={"forward": True, "backward": False, "inference": False},
     )
     checkpoint.write(ckpt, out_dir, best=name == checkpoint.BEST)
     return ckpt
@@ -35,7 +35,7 @@ def test_a_checkpoint_round_trips_and_rebuilds_its_model(tmp_path):
     ckpt = saved(tmp_path, checkpoint.BEST, 4)
     back = checkpoint.load(tmp_path / checkpoint.BEST)
     assert back["dtype"] == "bfloat16" and back["model_args"]["n_embd"] == 8
-    assert back["cpu_matmul"] == {"training": True, "inference": False}
+    assert back["cpu_matmul"] == {"forward": True, "backward": False, "inference": False}
     assert checkpoint.progress(back) == {"iter_num": 4, "best_val_loss": 2.5, "evals_since_best": 1, "tokens_seen": 640}
     model = checkpoint.model_from_checkpoint(back, tmp_path / checkpoint.BEST)
     for k, v in model.state_dict().items():

@@ -17,7 +17,7 @@ def test_onednn_matmuls_match_f_linear_forward_and_backward():
     torch.manual_seed(0)
     layer = torch.nn.Linear(48, 80)
     x = torch.randn(3, 7, 48, requires_grad=True)
-    out = _OneDNNLinear.apply(x, layer.weight, layer.bias)
+    out = _OneDNNLinear.apply(x, layer.weight, layer.bias, (True, True, False))  # every product by oneDNN
     ref_x = x.detach().clone().requires_grad_(True)
     ref = torch.nn.functional.linear(ref_x, layer.weight, layer.bias)
     assert torch.allclose(out, ref, atol=1e-5)
@@ -46,44 +46,78 @@ def test_linear_gradients_reach_whatever_is_trainable(trainable):
 
 
 def test_onednn_routes_follow_the_measured_timings(monkeypatch):
-    """Training and decoding products each go to whichever library measured faster; a near tie stays."""
+    """Training's forward, its backward and decoding each go to whichever library measured faster;
+    a near tie stays with PyTorch's default."""
     import gptkit.cpu_kernels as kernels
 
-    def route(training_seconds: dict, decoding_seconds: dict) -> tuple[bool, bool]:
-        timings = {kernels.TRAINING_PRODUCT: training_seconds, kernels.DECODING_PRODUCT: decoding_seconds}
-        monkeypatch.setattr(kernels, "_time_routes", lambda shape, repeats=2: timings[shape])
+    def routes(forward: dict, backward: dict, decoding: dict) -> dict:
+        timings = {
+            kernels.ROUTED_PRODUCT: {"forward": forward, "backward": backward},
+            kernels.DECODING_PRODUCT: {"forward": decoding},
+        }
+        monkeypatch.setattr(kernels, "_time_routes", lambda shape, passes=None, repeats=2: timings[shape])
         monkeypatch.setattr(kernels, "_onednn_works", lambda: True)
         kernels._onednn_faster.cache_clear()
-        return kernels._onednn_route(training=True), kernels._onednn_route(training=False)
+        return kernels.matmul_routes()
 
     try:
-        fast_onednn, fast_torch = {"torch": 2.0, "oneDNN": 1.0}, {"torch": 1.0, "oneDNN": 2.0}
+        onednn, torch_ = {"torch": 2.0, "oneDNN": 1.0}, {"torch": 1.0, "oneDNN": 2.0}
         tie = {"torch": 1.0, "oneDNN": 0.95}
-        assert route(fast_onednn, fast_onednn) == (True, True)  # e.g. AVX-512 AMD: MKL without AVX-512
-        assert route(fast_torch, fast_onednn) == (False, True)  # e.g. AVX2 AMD: MKL wins training only
-        assert route(fast_onednn, fast_torch) == (True, False)
-        assert route(tie, tie) == (False, False)
-        route(fast_onednn, fast_onednn)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast picks its own kernels
-            assert kernels._onednn_route(training=True) is False
+        assert routes(onednn, onednn, onednn) == {"forward": True, "backward": True, "inference": True}
+        # e.g. AVX2 AMD: oneDNN's forward, MKL's backward (oneDNN copies the transposed operands)
+        assert routes(onednn, torch_, onednn) == {"forward": True, "backward": False, "inference": True}
+        assert routes(torch_, onednn, torch_) == {"forward": False, "backward": True, "inference": False}
+        assert routes(tie, tie, tie) == {"forward": False, "backward": False, "inference": False}
     finally:
         kernels._onednn_faster.cache_clear()
+
+
+@pytest.mark.parametrize("forward,backward", [(True, False), (False, True), (True, True)])
+def test_linear_on_each_route_computes_what_f_linear_does(monkeypatch, forward, backward):
+    """Whichever library each pass takes, Linear's output and its three gradients are F.linear's;
+    under autocast it stays F.linear (autocast picks its own kernels)."""
+    import gptkit.cpu_kernels as kernels
+
+    if not kernels._onednn_works():
+        pytest.skip("this PyTorch build has no oneDNN: Linear is F.linear on every route")
+    torch.manual_seed(0)
+    layer = kernels.Linear(48, 80)
+    x = torch.randn(3, 7, 48, requires_grad=True)
+    called = []
+    real_matmul_t = kernels._matmul_t
+    monkeypatch.setattr(kernels, "_matmul_t", lambda *a: called.append(1) or real_matmul_t(*a))
+    with kernels.pinned_matmul_routes({"forward": forward, "backward": backward, "inference": False}):
+        out = layer(x)
+        grad = torch.randn_like(out)
+        grads = torch.autograd.grad(out, (x, layer.weight, layer.bias), grad)
+        assert len(called) == forward + 2 * backward  # each pass went where it was routed
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            layer(x)
+        assert len(called) == forward + 2 * backward
+    ref_x = x.detach().clone().requires_grad_(True)
+    ref = torch.nn.functional.linear(ref_x, layer.weight, layer.bias)
+    refs = torch.autograd.grad(ref, (ref_x, layer.weight, layer.bias), grad)
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert all(torch.allclose(g, r, atol=1e-4) for g, r in zip(grads, refs, strict=True))
 
 
 def test_pinned_routes_override_the_measurement_inside_the_block(monkeypatch):
     """How a resumed run computes with the kernels it started with, whatever this process measured."""
     import gptkit.cpu_kernels as kernels
 
-    monkeypatch.setattr(kernels, "_onednn_faster", lambda: (False, True))
+    monkeypatch.setattr(kernels, "_onednn_faster", lambda: (False, False, True))
     monkeypatch.setattr(kernels, "_onednn_works", lambda: True)
-    with kernels.pinned_matmul_routes({"training": True, "inference": False}):
-        assert (kernels._onednn_route(training=True), kernels._onednn_route(training=False)) == (True, False)
+    pinned = {"forward": True, "backward": False, "inference": False}
+    with kernels.pinned_matmul_routes(pinned):
+        assert kernels.matmul_routes() == pinned
         with kernels.pinned_matmul_routes(None):  # nothing to pin: what holds stays
-            assert kernels.matmul_routes() == {"training": True, "inference": False}
-    assert kernels.matmul_routes() == {"training": False, "inference": True}  # the measurement again
+            assert kernels.matmul_routes() == pinned
+    assert kernels.matmul_routes() == {"forward": False, "backward": False, "inference": True}  # the measurement again
+    with kernels.pinned_matmul_routes({"training": True, "inference": False}):  # one route for all of training
+        assert kernels.matmul_routes() == {"forward": True, "backward": True, "inference": False}
     monkeypatch.setattr(kernels, "_onednn_works", lambda: False)  # a checkpoint from a machine with oneDNN
-    with kernels.pinned_matmul_routes({"training": True, "inference": True}):
-        assert kernels.matmul_routes() == {"training": False, "inference": False}
+    with kernels.pinned_matmul_routes({"forward": True, "backward": True, "inference": True}):
+        assert kernels.matmul_routes() == {"forward": False, "backward": False, "inference": False}
 
 
 def test_real_routing_is_measured_once_per_process(monkeypatch):
@@ -101,16 +135,17 @@ def test_real_routing_is_measured_once_per_process(monkeypatch):
         monkeypatch.setattr(kernels, "_time_routes", recording)
         decision = kernels._onednn_faster()
         if not kernels._onednn_works():
-            assert decision == (False, False) and measured == []
-        else:  # training first, then decoding: each routed by its own measurement, with the 10% margin
-            assert len(measured) == 2
-            assert decision == tuple(m["oneDNN"] < 0.9 * m["torch"] for m in measured)
+            assert decision == (False, False, False) and measured == []
+        else:  # training's two passes, then decoding: each routed by its own timing, with the 10% margin
+            training, decoding = measured
+            timings = (training["forward"], training["backward"], decoding["forward"])
+            assert decision == tuple(t["oneDNN"] < 0.9 * t["torch"] for t in timings)
 
         def no_more_timing(*args, **kwargs):
             raise AssertionError("timed again")
 
         monkeypatch.setattr(kernels, "_time_routes", no_more_timing)
-        assert kernels._onednn_faster() == decision and kernels._onednn_route(training=True) == decision[0]
+        assert kernels._onednn_faster() == decision and tuple(kernels.matmul_routes().values()) == decision
     finally:
         kernels._onednn_faster.cache_clear()
 
@@ -120,7 +155,7 @@ def test_measurements_leave_the_global_rng_alone():
     import gptkit.cpu_kernels as kernels
 
     torch.manual_seed(0)
-    kernels._time_routes(kernels.DECODING_PRODUCT)
+    kernels._time_routes(kernels.ROUTED_PRODUCT)
     kernels._time_bf16_vs_fp32()
     after = torch.rand(4)
     torch.manual_seed(0)

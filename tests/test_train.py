@@ -280,7 +280,12 @@ def test_every_target_token_weighs_the_same_in_accumulation(tmp_path, qa_root):
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-5)
     wa, wb = weights(tmp_path / "one" / checkpoint.BEST), weights(tmp_path / "four" / checkpoint.BEST)
     for k, v in wa.items():
-        torch.testing.assert_close(v, wb[k], rtol=1e-3, atol=1e-4)  # AdamW magnifies rounding on tiny gradients
+        # AdamW moves a weight by up to lr a step whatever the size of its gradient: where a gradient
+        # is itself rounding noise, the two runs can part by that much. A handful of weights, where a
+        # wrong weighting of the tokens would move most of them.
+        close = torch.isclose(v, wb[k], rtol=1e-3, atol=1e-4)
+        assert close.float().mean() > 0.995, (k, int((~close).sum()), v.numel())
+        assert (v - wb[k]).abs().max() <= 6 * TrainConfig().learning_rate, k
 
 
 def test_example_val_loss_equals_transformers_on_the_response_tokens(tmp_path, qa_root, tiny_hf_dir):
