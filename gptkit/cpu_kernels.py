@@ -192,7 +192,7 @@ def _compiling() -> bool:
 # Products of the shapes GPT-2 small runs, the timings a routing or dtype choice rests on:
 # training multiplies a few hundred rows at once, decoding a batch of one to eight.
 TRAINING_PRODUCT = (256, 768, 3072)  # rows x in_features x out_features: 1.2 GFLOP
-ROUTED_PRODUCT = (128, 768, 3072)  # half the rows: every process that trains times it (~0.3 s in all)
+ROUTED_PRODUCT = (128, 768, 3072)  # half the rows: every process that trains times it
 DECODING_PRODUCT = (8, 768, 2304)
 
 
@@ -201,7 +201,7 @@ def _onednn_faster() -> tuple[bool, ...]:
     """For each of ROUTES: whether oneDNN beat PyTorch's default on this machine, measured once."""
     if not _onednn_works():
         return (False,) * len(ROUTES)
-    training = _time_routes(ROUTED_PRODUCT)
+    training = _time_routes(ROUTED_PRODUCT, repeats=1)  # each ratio is clear of the margin where measured
     decoding = _time_routes(DECODING_PRODUCT, ("forward",), repeats=10)
     return onednn_wins(training["forward"]), onednn_wins(training["backward"]), onednn_wins(decoding["forward"])
 
@@ -212,25 +212,19 @@ def onednn_wins(seconds: dict[str, float]) -> bool:
 
 
 def _time_routes(shape: tuple[int, int, int], passes=("forward", "backward"), repeats: int = 2) -> dict:
-    """{pass: best seconds by PyTorch's default ("torch") and by oneDNN} for fp32 products of
-    `shape` as `_OneDNNLinear` computes them: the forward x @ W.T; the backward grad @ W and
-    grad.T @ x, for `shape` and for its reverse (an MLP's two layers: oneDNN's backward differs most
-    on the narrowing one)."""
+    """{pass: best seconds by PyTorch's default ("torch") and by oneDNN} for fp32 products as
+    `_OneDNNLinear` computes them: the forward x @ W.T of `shape`; the backward grad @ W and
+    grad.T @ x of the reverse layer (an MLP's narrowing one, where oneDNN's transposed operands
+    cost most)."""
     rows, n_in, n_out = shape
-    layers = [(*_operands(rows, a, b), _operands(rows, b, 1)[0]) for a, b in ((n_in, n_out), (n_out, n_in))]
-    x, weight, _ = layers[0]
-
-    def backward(matmul_t: bool):
-        for x_, w, grad in layers:
-            if matmul_t:
-                _matmul_t(grad, w.t()), _matmul_t(grad.t(), x_.t())
-            else:
-                grad @ w, grad.t() @ x_
-
-    fns = {
-        "forward": (lambda: F.linear(x, weight), lambda: _matmul_t(x, weight)),
-        "backward": (lambda: backward(False), lambda: backward(True)),
-    }
+    x, weight = _operands(rows, n_in, n_out)
+    fns = {"forward": (lambda: F.linear(x, weight), lambda: _matmul_t(x, weight))}
+    if "backward" in passes:
+        wide_x, narrow_w, grad = _operands(rows, n_out, 1)[0], weight.t().contiguous(), x  # n_out -> n_in
+        fns["backward"] = (
+            lambda: (grad @ narrow_w, grad.t() @ wide_x),
+            lambda: (_matmul_t(grad, narrow_w.t()), _matmul_t(grad.t(), wide_x.t())),
+        )
     return {p: _best_times({"torch": fns[p][0], "oneDNN": fns[p][1]}, repeats) for p in passes}
 
 
