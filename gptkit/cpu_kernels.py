@@ -201,7 +201,7 @@ def _onednn_faster() -> tuple[bool, ...]:
     """For each of ROUTES: whether oneDNN beat PyTorch's default on this machine, measured once."""
     if not _onednn_works():
         return (False,) * len(ROUTES)
-    training = _time_routes(ROUTED_PRODUCT, repeats=1)  # each ratio is clear of the margin where measured
+    training = _time_routes(ROUTED_PRODUCT, repeats=1)  # one timed call each: every training process pays it
     decoding = _time_routes(DECODING_PRODUCT, ("forward",), repeats=10)
     return onednn_wins(training["forward"]), onednn_wins(training["backward"]), onednn_wins(decoding["forward"])
 
