@@ -29,10 +29,13 @@ test: install
 	@$(MAKE) --no-print-directory -j2 -O test-suite test-notebooks
 
 test-suite: install
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist worksteal -m "not quiet_process and not slow" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist worksteal -m "not quiet_process and not slow and not real_weights" tests
 
+# Then, on the same core, notebooks 3 to 6 on trained weights served by a local hub (their
+# branches that run only with GPT-2's weights), while the suite is still running beside them.
 test-notebooks: install
 	OMP_NUM_THREADS=1 GPTKIT_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m real_weights tests
 
 test-slow: install
 	$(PY) -m pytest -m slow tests

@@ -1,9 +1,10 @@
 # %% [markdown]
 # # 5 · Sampling: turning next-token probabilities into text
 #
-# *Takes about 30 s on a 2-core CPU (measured top to bottom, with the offline stand-in), about
-# 4 min on a Colab or Kaggle T4 with GPT-2 (estimate: the KV-cache timing runs GPT-2 on the
-# CPU).*
+# *Takes about 30 s on a 2-core CPU with the offline stand-in and 2 min with GPT-2 124M after
+# notebook 4, 4 min opened alone, when it finetunes a short run first (measured top to bottom;
+# GPT-2's time with random weights of its shape, from a local hub); about 4 min on a Colab or
+# Kaggle T4 with GPT-2 (estimate: the KV-cache timing runs GPT-2 on the CPU).*
 #
 # The model outputs a probability for every one of 50,257 tokens; *sampling* decides which
 # one to write next. In this notebook you will, on the model finetuned in notebook 4:
@@ -67,13 +68,15 @@ enc = get_encoding()
 # %%
 if not (RUN / "ckpt.pt").exists():
     _, loaded = load_or_standin("gpt2", STANDIN)
+    real = loaded == "gpt2"  # GPT-2 124M: ~7 s a step here on 2 CPU cores, so fewer steps
     print(f"no checkpoint in {RUN}: finetuning {loaded} briefly (run notebook 4 for a better one)")
     train(
         TrainConfig(
-            out_dir=str(RUN), init_from="gpt2" if loaded == "gpt2" else str(STANDIN),
+            out_dir=str(RUN), init_from="gpt2" if real else str(STANDIN),
             data_root=str(prepared_shakespeare().parent),
-            learning_rate=3e-5 if loaded == "gpt2" else 2e-3, decay_lr=False, block_size=64 if SMOKE else 128,
-            batch_size=4, max_iters=8 if SMOKE else 100, eval_interval=4 if SMOKE else 25, eval_iters=2,
+            learning_rate=3e-5 if real else 2e-3, decay_lr=False, block_size=64 if SMOKE else 128,
+            batch_size=4, max_iters=8 if SMOKE else (20 if real else 100),
+            eval_interval=4 if SMOKE else (10 if real else 25), eval_iters=2,
             always_save_checkpoint=False, progress=False,
         )  # fmt: skip
     )
