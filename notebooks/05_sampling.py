@@ -68,7 +68,7 @@ enc = get_encoding()
 # %%
 if not (RUN / "ckpt.pt").exists():
     _, loaded = load_or_standin("gpt2", STANDIN)
-    real = loaded == "gpt2"  # GPT-2 124M: ~7 s a step here on 2 CPU cores, so fewer steps
+    real = loaded == "gpt2"  # GPT-2 124M: ~6 s a step here on 2 CPU cores, so fewer steps
     print(f"no checkpoint in {RUN}: finetuning {loaded} briefly (run notebook 4 for a better one)")
     train(
         TrainConfig(

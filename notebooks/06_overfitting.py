@@ -108,10 +108,12 @@ base = TrainConfig(
     progress=False,
     device="cpu",  # small models: a GPU would spend its time waiting
 )
+
+# %% tags=["no-pretrained-weights"]
 overfit = short_finetune(base, base.learning_rate, base.dropout)  # train, then read its metrics.jsonl
 print(summarize(overfit))
 
-# %%
+# %% tags=["no-pretrained-weights"]
 plot_losses(overfit, steps=True, title="train (dashed) and val (solid); * lowest val, dotted: val turns up")
 
 # %% [markdown]
@@ -124,7 +126,7 @@ plot_losses(overfit, steps=True, title="train (dashed) and val (solid); * lowest
 # memorisation. It stays near zero while the model learns general patterns and widens once
 # it overfits.
 
-# %%
+# %% tags=["no-pretrained-weights"]
 plot_gap(overfit)
 
 # %% [markdown]
@@ -135,7 +137,7 @@ plot_gap(overfit)
 # the smoothed curve then stays at least `min_rise` above that minimum for the last `patience`
 # evaluations. A single bad evaluation, a plateau, or a dip that recovers is not overfitting.
 
-# %%
+# %% tags=["no-pretrained-weights"]
 turn = find_turn_up(overfit, window=3, min_rise=0.02, patience=3)
 print(turn)
 assert turn is not None, "this run was built to overfit: the diagnostics must find where"
@@ -158,7 +160,7 @@ print("smoothed (3): ", np.round(smoothed, 2))
 # a new best val loss. `simulate_early_stop` replays this run's evaluations through that rule;
 # then we really train with it and check the run stops where the simulation said.
 
-# %%
+# %% tags=["no-pretrained-weights"]
 rec = best_checkpoint(overfit)
 print(rec.note)
 assert rec.checkpoint is not None and rec.iter == int(overfit.iters[np.argmin(overfit.val_loss)])
@@ -190,14 +192,14 @@ plot_losses(overfit, early, title="early stopping ends the run soon after val lo
 # Each run is the run above with one setting changed (the same `short_finetune` the sliders of
 # notebook 4 call).
 
-# %%
+# %% tags=["no-pretrained-weights"]
 dropouts = [0.0, 0.2] if SMOKE else [0.0, 0.1, 0.3]
 lrs = [1e-3, 3e-3] if SMOKE else [3e-4, 3e-3, 1e-2]
 dropout_runs = [overfit if d == base.dropout else short_finetune(base, base.learning_rate, d) for d in dropouts]
 lr_runs = [overfit if lr == base.learning_rate else short_finetune(base, lr, base.dropout) for lr in lrs]
 plot_sweeps({"dropout": dropout_runs, "learning_rate": lr_runs})
 
-# %%
+# %% tags=["no-pretrained-weights"]
 for run in dropout_runs + lr_runs:
     t = find_turn_up(run)
     print(f"{run.name:<28} final gap {run.gap[-1]:6.3f}   turns up {'at ' + str(t.iter) if t else 'not (yet)'}")
@@ -222,7 +224,7 @@ REAL = loaded == "gpt2"
 shape = dict(n_layer=model.config.n_layer, n_head=model.config.n_head, n_embd=model.config.n_embd)
 del model
 # GPT-2 124M takes ~3.5 s a step of 256 tokens on 2 CPU cores (the stand-in a fraction of that):
-# 20 steps keep this section to ~3.5 min there, and show the gap already
+# 20 steps keep this section to ~3.5 min there; the head start shows from the first evaluation
 budget = dict(max_iters=10 if SMOKE else (20 if REAL else 100), eval_interval=5)
 pretrained_cfg = dataclasses.replace(
     base, out_dir=str(OUT / "pretrained"), init_from="gpt2" if REAL else str(STANDIN),

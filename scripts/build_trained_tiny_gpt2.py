@@ -34,7 +34,7 @@ POSITIONS = 1024  # GPT-2's context
 # large enough to predict Shakespeare far better than chance (ln(50257) = 10.8 nats); it prints its val loss.
 # Dropout 0.1 as GPT-2 was trained (the notebooks finetune with it); 120 steps: quick to build.
 RECIPE = dict(
-    init_from="scratch", n_layer=2, n_head=2, n_embd=32, block_size=128, bias=True, dropout=0.1,
+    init_from="scratch", n_layer=2, n_head=2, n_embd=32, block_size=64, bias=True, dropout=0.1,
     batch_size=4, gradient_accumulation_steps=1, max_iters=120, learning_rate=2e-2, warmup_iters=10,
     lr_decay_iters=120, min_lr=2e-3, weight_decay=0.1, eval_interval=120, eval_iters=4, seed=1337,
     device="cpu", dtype="float32", always_save_checkpoint=True, progress=False, check_memory=False,
@@ -51,7 +51,7 @@ def is_model(folder: Path) -> bool:
 
 
 def train_once(models: Path) -> Path:
-    """The trained weights (a 128-position HF directory), cached by the recipe: the slow part."""
+    """The trained weights (a 64-position HF directory), cached by the recipe: the slow part."""
     digest = hashlib.sha256(json.dumps(RECIPE | {"text": "lower-cased"}, sort_keys=True).encode()).hexdigest()[:12]
     trained = models / f"trained-tiny-gpt2-weights-{digest}"
     if is_model(trained):
@@ -77,7 +77,7 @@ def train_once(models: Path) -> Path:
 
 
 def build(models: Path = ROOT / "models") -> Path:
-    """The model's directory, with GPT-2's 1,024 positions (those past 128 keep their random init,
+    """The model's directory, with GPT-2's 1,024 positions (those past 64 keep their random init,
     as nothing trained them), so code that crops GPT-2's context works on it as on GPT-2."""
     dest = destination(models)
     if is_model(dest):

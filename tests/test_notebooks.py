@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jupytext
 import pytest
+from jupytext.config import load_jupytext_config
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -51,8 +52,10 @@ def test_ipynb_is_in_sync_with_its_py(py):
     twin = py.with_suffix(".ipynb")
     assert twin.is_file(), f"{py.name} has no {twin.name}: run make sync-notebooks"
     assert cells(twin) == cells(py), f"{twin.name} differs from {py.name}: run make sync-notebooks"
-    # Byte for byte, as `jupytext --to py:percent` writes it: no metadata header, nothing reformatted.
-    assert jupytext.writes(jupytext.read(twin), fmt="py:percent") == py.read_text()
+    # Byte for byte, as `jupytext --sync` writes it (jupytext.toml: no metadata header, cell tags
+    # kept), nothing reformatted.
+    config = load_jupytext_config(str(NOTEBOOKS))
+    assert jupytext.writes(jupytext.read(twin), fmt="py:percent", config=config) == py.read_text()
 
 
 @pytest.mark.parametrize("nb", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
