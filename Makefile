@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gptkit-installed
 
-.PHONY: install demo test test-suite test-notebooks test-slow lint format notebooks sync-notebooks clean
+.PHONY: install demo test test-quiet trained-tiny-model test-suite test-notebooks test-slow lint format notebooks sync-notebooks clean
 
 install: $(STAMP)
 
@@ -25,8 +25,16 @@ demo: install
 # two of two threads on two cores measured 13% slower. -O prints each part's output when it ends.
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m quiet_process tests
+	@$(MAKE) --no-print-directory -j2 -O test-quiet trained-tiny-model
 	@$(MAKE) --no-print-directory -j2 -O test-suite test-notebooks
+
+# The memory-peak test runs in a pytest process of its own (tests/test_memory.py says why); the
+# tiny trained model of the real-weights run is built beside it, on the other core.
+test-quiet: install
+	$(PY) -m pytest -m quiet_process tests
+
+trained-tiny-model: install
+	OMP_NUM_THREADS=1 $(PY) scripts/build_trained_tiny_gpt2.py
 
 test-suite: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist worksteal -m "not quiet_process and not slow and not real_weights" tests
