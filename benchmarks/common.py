@@ -20,14 +20,20 @@ from gptkit.cpu_kernels import _matmul_t, _onednn_works
 
 
 def cpu_name() -> str:
+    """The CPU's model name, with its family and model numbers where Linux gives them: a VM's name
+    alone ("AMD EPYC") does not tell one generation from the next."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def describe_machine(device: torch.device) -> str:

@@ -14,8 +14,6 @@ reported and the notebook goes on, so the times are complete but nothing here ch
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,8 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from hub_server import HubServer  # noqa: E402
+import torch  # noqa: E402
+from hub_server import HubServer, hub_env  # noqa: E402
 
+from benchmarks import common  # noqa: E402
 from gptkit.pretrained import HUB_REPOS  # noqa: E402
 
 RANDOM_GPT2 = ROOT / "models" / "gpt2-124m-random-weights"
@@ -35,7 +35,6 @@ REAL_WEIGHTS_NOTEBOOKS = ["03_pretrained", "04_finetuning", "05_sampling", "06_o
 
 def random_gpt2(folder: Path = RANDOM_GPT2) -> Path:
     if not (folder / "model.safetensors").is_file():
-        import torch
         from transformers import GPT2Config, GPT2LMHeadModel
 
         torch.manual_seed(0)
@@ -67,13 +66,6 @@ def run_notebook(stem: str, folder: Path) -> float:
     return total
 
 
-def cpu_name() -> str:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if platform.system() == "Linux" else ""
-    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-    name = fields.get("Model name", platform.processor()).strip()
-    return f"{name} (family {fields.get('CPU family', '?').strip()}, model {fields.get('Model', '?').strip()})"
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", default=REAL_WEIGHTS_NOTEBOOKS, help="notebook stems, in order")
@@ -81,14 +73,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="gptkit-notebook-times-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"{cpu_name()}, {os.cpu_count()} logical CPUs; notebooks run in {work}")
+    print(f"machine: {common.describe_machine(torch.device('cpu'))}; notebooks run in {work}")
     with HubServer({HUB_REPOS["gpt2"]: random_gpt2()}, lifetime=4 * 3600) as hub:
-        cache = work / "hf"
-        os.environ.update(
-            {"HF_ENDPOINT": hub.url, "HF_HOME": str(cache), "HF_HUB_CACHE": str(cache / "hub"), "HF_HUB_OFFLINE": "0"}
-            | {"NO_PROXY": "127.0.0.1,localhost", "HF_HUB_DISABLE_TELEMETRY": "1", "MPLBACKEND": "Agg"}
-            | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        )
+        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        os.environ.update(hub_env(hub.url, work, MPLBACKEND="Agg", PYTHONPATH=pythonpath))
         os.environ.pop("GPTKIT_SMOKE", None)  # full size: the point of this measurement
         for stem in args.notebooks:
             run_notebook(stem, work)

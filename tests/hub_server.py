@@ -149,6 +149,17 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
+def hub_env(url: str, folder: Path, **extra) -> dict:
+    """The environment a huggingface_hub client needs to download from the hub at `url`, into an
+    empty cache under folder/hf (HF_HOME), whatever the caller's environment says."""
+    cache = Path(folder) / "hf"
+    return (
+        {"HF_ENDPOINT": url, "HF_HOME": str(cache), "HF_HUB_CACHE": str(cache / "hub"), "HF_HUB_OFFLINE": "0"}
+        | {"NO_PROXY": "127.0.0.1,localhost", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        | extra
+    )
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a client stuck mid-request must not keep the test process alive
     hub: "HubServer"

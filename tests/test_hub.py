@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hub_server import HubServer
+from hub_server import HubServer, hub_env
 
 from conftest import ROOT, assert_user_error, run_cli
 from gptkit.pretrained import HUB_CONNECT_TIMEOUT, HUB_REPOS
@@ -24,18 +24,6 @@ def hub(tiny_hf_dir):
     """The tiny 50257-token GPT-2 served as openai-community/gpt2; stopped at the end of the test."""
     with HubServer({REPO: tiny_hf_dir}, lifetime=120) as server:
         yield server
-
-
-def hub_env(url: str, tmp_path: Path, **extra) -> dict:
-    cache = tmp_path / "hf"
-    return (
-        {"HF_ENDPOINT": url, "HF_HOME": str(cache), "HF_HUB_CACHE": str(cache / "hub"), "HF_HUB_OFFLINE": "0"}
-        | {
-            "NO_PROXY": "127.0.0.1,localhost",
-            "HF_HUB_DISABLE_TELEMETRY": "1",
-        }
-        | extra
-    )
 
 
 def repo_cache(tmp_path: Path) -> Path:
