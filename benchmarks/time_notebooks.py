@@ -71,6 +71,9 @@ def main(argv=None) -> None:
     parser.add_argument("notebooks", nargs="*", default=REAL_WEIGHTS_NOTEBOOKS, help="notebook stems, in order")
     parser.add_argument("--work", type=Path, help="the folder the notebooks run in (default: a new temporary one)")
     args = parser.parse_args(argv)
+    unknown = [stem for stem in args.notebooks if not (ROOT / "notebooks" / f"{stem}.py").is_file()]
+    if unknown:
+        parser.error(f"no notebook {', '.join(unknown)} in notebooks/: name them by stem, e.g. 04_finetuning")
     work = args.work or Path(tempfile.mkdtemp(prefix="gptkit-notebook-times-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {common.describe_machine(torch.device('cpu'))}; notebooks run in {work}")
