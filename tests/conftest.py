@@ -1,8 +1,13 @@
 """Shared fixtures: small Hugging Face GPT-2 checkpoints built locally, and the Shakespeare bins."""
 
+import contextlib
+import io
 import os
+import runpy
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -51,6 +56,46 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: floa
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_cli_in_process(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python ARGS...` run by runpy in this process, as `python` runs `-m MODULE` or a script:
+    the same `__main__` code, argv, working folder and environment, its output and exit status
+    captured. For tests of what a command prints and writes (bad input above all), where starting
+    Python and torch (~3 s of CPU) would be most of the test; test_cli_errors checks that a process
+    of its own prints the same. Runs under torchrun, signals and crashes keep their own processes."""
+    argv = list(args)
+    saved = dict(os.environ), os.getcwd(), list(sys.path), list(sys.argv)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    try:
+        os.environ.update(env or {})
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), warnings.catch_warnings():
+            # the module is imported already (this process imports gptkit): runpy runs it afresh as __main__
+            warnings.filterwarnings("ignore", message=".*found in sys.modules", category=RuntimeWarning)
+            try:
+                if argv[0] == "-m":
+                    sys.argv[:] = [argv[1], *argv[2:]]
+                    runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+                else:
+                    sys.argv[:] = argv
+                    runpy.run_path(argv[0], run_name="__main__")
+            except SystemExit as e:
+                code = e.code
+            except Exception:  # what the interpreter would print, and its exit status
+                traceback.print_exc()
+                code = 1
+            if code is not None and not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved[0])
+        os.chdir(saved[1])
+        sys.path[:], sys.argv[:] = saved[2], saved[3]
+        torch.set_num_threads(int(THREADS))
+    return subprocess.CompletedProcess(args, code or 0, stdout.getvalue(), stderr.getvalue())
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> str:

@@ -1,4 +1,8 @@
-"""Bad input: one clear line, exit code 1, no traceback, and no file of the user's changed."""
+"""Bad input: one clear line, exit code 1, no traceback, and no file of the user's changed.
+
+The commands run in the test's own process (conftest.run_cli_in_process: the same `__main__`
+code, without ~3 s of starting Python and torch each); the first test shows that `python` in a
+process of its own fails the same way."""
 
 import hashlib
 import shutil
@@ -8,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_user_error, run_cli
+from conftest import ROOT, assert_user_error, run_cli, run_cli_in_process
 from gptkit import checkpoint
 from gptkit.config import TrainConfig
 from gptkit.train import train
@@ -58,7 +62,7 @@ def snapshot(root: Path) -> dict:
 
 
 def train_cli(ws: Path, *args: str):
-    return run_cli("-m", "gptkit.train", *TINY, f"--data_root={ws / 'data'}", *args, cwd=ws)
+    return run_cli_in_process("-m", "gptkit.train", *TINY, f"--data_root={ws / 'data'}", *args, cwd=ws)
 
 
 def check(ws: Path, result, *fragments: str) -> None:
@@ -70,6 +74,24 @@ def unchanged(workspace):
     before = snapshot(workspace)
     yield workspace
     assert snapshot(workspace) == before, "a failed command changed the user's files"
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("-m", "gptkit.train", "--out_dir=run", "--learnig_rate=1e-4"),
+        ("-m", "gptkit.sample", "--out_dir=run", "--top_p=1.5", "--device=cpu"),
+        (str(ROOT / "scripts" / "ddp_finetune.py"), "--out_dir=ddp-run", "--device=cuda"),
+    ],
+)
+def test_a_command_fails_the_same_in_a_process_of_its_own(unchanged, command):
+    alone, here = run_cli(*command, cwd=unchanged), run_cli_in_process(*command, cwd=unchanged)
+    assert_user_error(alone)
+    assert (here.returncode, here.stdout, error_lines(here)) == (alone.returncode, alone.stdout, error_lines(alone))
 
 
 def test_config_file_missing(unchanged):
@@ -141,7 +163,7 @@ def test_truncated_checkpoint(unchanged, cut):
     run = corrupt_copy(unchanged, f"cut{cut}", truncate)
     before = snapshot(run)
     check(unchanged, train_cli(unchanged, f"--out_dir={run}", "--init_from=resume", "--max_iters=4"), "corrupt")
-    check(unchanged, run_cli("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"), "corrupt")
+    check(unchanged, run_cli_in_process("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"), "corrupt")
     assert snapshot(run) == before
 
 
@@ -160,7 +182,11 @@ def test_checkpoint_of_a_different_architecture(unchanged):
 
 def test_foreign_file_as_checkpoint(unchanged):
     run = corrupt_copy(unchanged, "foreign", lambda p: torch.save({"weights": torch.zeros(2)}, p))
-    check(unchanged, run_cli("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"), "not a gptkit checkpoint")
+    check(
+        unchanged,
+        run_cli_in_process("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"),
+        "not a gptkit checkpoint",
+    )
 
 
 def test_out_dir_not_writable(unchanged):
@@ -178,9 +204,9 @@ def test_fresh_run_refuses_to_overwrite_a_checkpoint(unchanged):
 
 
 def test_sample_bad_values(unchanged):
-    result = run_cli("-m", "gptkit.sample", f"--out_dir={unchanged / 'run'}", "--top_p=1.5", "--device=cpu")
+    result = run_cli_in_process("-m", "gptkit.sample", f"--out_dir={unchanged / 'run'}", "--top_p=1.5", "--device=cpu")
     check(unchanged, result, "top_p")
-    result = run_cli(
+    result = run_cli_in_process(
         "-m",
         "gptkit.sample",
         f"--out_dir={unchanged / 'run'}",
@@ -234,8 +260,8 @@ def test_lora_run_whose_base_is_missing_reshaped_or_replaced(unchanged, lora_run
     try:
         for result in (
             train_cli(unchanged, *resume),
-            run_cli("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"),
-            run_cli("-m", "gptkit.export", str(run), str(root / "hf")),
+            run_cli_in_process("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"),
+            run_cli_in_process("-m", "gptkit.export", str(run), str(root / "hf")),
         ):
             check(unchanged, result, f"trained on base {base}", "missing", "restore")
         build_hf_gpt2(base, n_layer=3)  # the same path, another shape
@@ -244,8 +270,8 @@ def test_lora_run_whose_base_is_missing_reshaped_or_replaced(unchanged, lora_run
         build_hf_gpt2(base, seed=1)  # the same path and shape, other weights
         for result in (
             train_cli(unchanged, *resume),
-            run_cli("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"),
-            run_cli("-m", "gptkit.export", str(run), str(root / "hf")),
+            run_cli_in_process("-m", "gptkit.sample", f"--out_dir={run}", "--device=cpu"),
+            run_cli_in_process("-m", "gptkit.export", str(run), str(root / "hf")),
         ):
             check(unchanged, result, f"trained on base {base}", "weights have changed", "restore")
     finally:
@@ -276,7 +302,9 @@ def test_resuming_a_lora_run_with_another_rank(unchanged, lora_run_on_own_base):
 def test_device_this_machine_lacks(unchanged, cli, device, fragment):
     module = ["-m", cli] if cli.startswith("gptkit") else [str(Path(__file__).parents[1] / cli)]
     args = [*TINY, f"--data_root={unchanged / 'data'}"] if cli != "gptkit.sample" else []
-    result = run_cli(*module, *args, f"--out_dir={unchanged / 'device-run'}", f"--device={device}", cwd=unchanged)
+    result = run_cli_in_process(
+        *module, *args, f"--out_dir={unchanged / 'device-run'}", f"--device={device}", cwd=unchanged
+    )
     check(unchanged, result, f"device '{device}' {fragment}", "available here: cpu (--device=auto picks the best)")
     assert not (unchanged / "device-run").exists()
 

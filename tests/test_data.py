@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SHAKESPEARE, assert_user_error, run_cli
+from conftest import ROOT, SHAKESPEARE, assert_user_error, run_cli, run_cli_in_process
 from gptkit.data import Batches
 from gptkit.errors import GptkitError
 from gptkit.prepare import pick_val_documents, prepare, split_for_threads
@@ -161,16 +161,16 @@ def test_prepare_bad_input_is_one_clear_line(tmp_path, content, message):
     out = tmp_path / "data" / "x"
     out.mkdir(parents=True)
     (out / "train.bin").write_bytes(b"keep me")
-    result = run_cli("-m", "gptkit.prepare", str(src), "--name", "x", "--out-root", str(tmp_path / "data"))
+    result = run_cli_in_process("-m", "gptkit.prepare", str(src), "--name", "x", "--out-root", str(tmp_path / "data"))
     assert_user_error(result, message)
     assert (out / "train.bin").read_bytes() == b"keep me"  # the old data survives a failed run
     assert not list(out.glob("*.tmp"))
 
 
 def test_prepare_missing_path_and_bad_name(tmp_path):
-    result = run_cli("-m", "gptkit.prepare", str(tmp_path / "nope.txt"), "--name", "x")
+    result = run_cli_in_process("-m", "gptkit.prepare", str(tmp_path / "nope.txt"), "--name", "x")
     assert_user_error(result, "does not exist")
-    result = run_cli("-m", "gptkit.prepare", str(SHAKESPEARE / "input.txt"), "--name", "../escape")
+    result = run_cli_in_process("-m", "gptkit.prepare", str(SHAKESPEARE / "input.txt"), "--name", "../escape")
     assert_user_error(result, "--name")
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tiny
-from conftest import assert_user_error, run_cli
+from conftest import assert_user_error, run_cli, run_cli_in_process
 from gptkit.errors import GptkitError
 from gptkit.evaluate import greedy_responses, score, summarize
 from gptkit.model import GPT
@@ -99,7 +99,9 @@ def test_evaluate_cli_writes_records_whose_scores_recompute(parity):
 def test_evaluate_a_model_never_finetuned(parity, tiny_hf_dir, tmp_path):
     dest = tmp_path / "before"
     args = [f"--init_from={tiny_hf_dir}", "--dataset=parity", f"--data_root={parity}", f"--out_dir={dest}"]
-    result = run_cli("-m", "gptkit.evaluate", *args, "--num_examples=3", "--max_new_tokens=4", "--device=cpu")
+    result = run_cli_in_process(
+        "-m", "gptkit.evaluate", *args, "--num_examples=3", "--max_new_tokens=4", "--device=cpu"
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (dest / "eval_val.jsonl").read_text().splitlines()]
     assert [r["reference"] for r in records] == [r["completion"] for r in ROWS[40:43]]
@@ -126,8 +128,8 @@ def test_evaluate_bad_input_is_one_line_and_writes_nothing(parity, stream_run, t
 
     run = parity / "run"
     before = sorted(p.name for p in run.iterdir())
-    assert_user_error(run_cli("-m", "gptkit.evaluate", str(stream_run), "--device=cpu"), "is a text stream")
-    cases = [  # the same path in-process: a CLI start each would cost seconds
+    assert_user_error(run_cli_in_process("-m", "gptkit.evaluate", str(stream_run), "--device=cpu"), "is a text stream")
+    cases = [
         ([str(run), "--split=test"], "no test split"),
         ([str(tmp_path / "nowhere")], "not a folder"),
         ([str(tmp_path)], "holds no ckpt.pt"),
@@ -158,7 +160,7 @@ def alpaca_run(tmp_path_factory):
 
 def test_sample_prompt_wraps_text_in_the_run_template(alpaca_run):
     args = ["-m", "gptkit.sample", f"--out_dir={alpaca_run}", "--prompt=Say 7.", "--temperature=0"]
-    result = run_cli(*args, "--num_samples=1", "--max_new_tokens=6", "--device=cpu")
+    result = run_cli_in_process(*args, "--num_samples=1", "--max_new_tokens=6", "--device=cpu")
     assert result.returncode == 0, result.stderr
     text = result.stdout.split("\n---------------\n")[0]
     templated = ALPACA_NO_INPUT.format(instruction="Say 7.")
@@ -170,7 +172,7 @@ def test_sample_prompt_wraps_text_in_the_run_template(alpaca_run):
 def test_sample_prompt_bad_input(alpaca_run, stream_run):
     from gptkit import sample
 
-    stream = run_cli("-m", "gptkit.sample", f"--out_dir={stream_run}", "--prompt=hi", "--device=cpu")
+    stream = run_cli_in_process("-m", "gptkit.sample", f"--out_dir={stream_run}", "--prompt=hi", "--device=cpu")
     assert_user_error(stream, "text stream", "--start")
     with pytest.raises(GptkitError, match="not both"):
         sample.main([f"--out_dir={alpaca_run}", "--prompt=Say 1.", "--start=x", "--device=cpu"])

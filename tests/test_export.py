@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from conftest import SHAKESPEARE, assert_user_error, run_cli
+from conftest import SHAKESPEARE, assert_user_error, run_cli, run_cli_in_process
 from gptkit import checkpoint
 from gptkit.config import TrainConfig
 from gptkit.export import export
@@ -173,14 +173,14 @@ def test_export_refuses_bad_input_and_writes_nothing(lora_run, full_run, tmp_pat
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
     before = sorted(tmp_path.rglob("*"))
-    assert_user_error(run_cli("-m", "gptkit.export", str(lora_run), str(taken)), "not empty")
+    assert_user_error(run_cli_in_process("-m", "gptkit.export", str(lora_run), str(taken)), "not empty")
     assert (taken / "notes.txt").read_text() == "mine"
     empty_run = tmp_path / "no-run"
     empty_run.mkdir()
-    assert_user_error(run_cli("-m", "gptkit.export", str(empty_run), str(tmp_path / "new")), "no ckpt.pt")
-    assert_user_error(run_cli("-m", "gptkit.export", str(lora_run)), "expected 2 arguments", "OUT_DIR DEST")
+    assert_user_error(run_cli_in_process("-m", "gptkit.export", str(empty_run), str(tmp_path / "new")), "no ckpt.pt")
+    assert_user_error(run_cli_in_process("-m", "gptkit.export", str(lora_run)), "expected 2 arguments", "OUT_DIR DEST")
     assert_user_error(
-        run_cli("-m", "gptkit.export", str(full_run), str(tmp_path / "new"), "--adapters"), "full finetune"
+        run_cli_in_process("-m", "gptkit.export", str(full_run), str(tmp_path / "new"), "--adapters"), "full finetune"
     )
     assert sorted(tmp_path.rglob("*")) == sorted([*before, empty_run])  # nothing else written
     assert not (tmp_path / "new").exists()

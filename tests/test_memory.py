@@ -55,16 +55,15 @@ def test_param_counts_match_the_model():
 
 def test_check_stops_the_seed_recipe_with_one_line_and_writes_nothing(tmp_path, shakespeare_bins):
     """gpt2-xl needs ~28 GiB for a full finetune: with 20 GiB 'available' it stops at once, and says what fits."""
-    from conftest import assert_user_error, run_cli
+    from conftest import assert_user_error, run_cli_in_process
 
     out = tmp_path / "out"
-    result = run_cli(
+    result = run_cli_in_process(
         "-m",
         "gptkit.train",
         "config/finetune_shakespeare.py",
         f"--out_dir={out}",
         env={"GPTKIT_AVAILABLE_MEMORY": "20GiB", "HF_HUB_OFFLINE": "1"},
-        timeout=60,
     )
     line = assert_user_error(result, "needs about", "20.0 GiB available", "it fits with", "--check_memory=False")
     fix = line.split("it fits with ")[1].split(" (about ")[0].split()
@@ -83,7 +82,7 @@ def test_check_stops_the_seed_recipe_with_one_line_and_writes_nothing(tmp_path, 
 
 
 def test_check_memory_false_skips_the_check(tmp_path, shakespeare_bins):
-    from conftest import run_cli
+    from conftest import run_cli_in_process
 
     args = (
         "-m",
@@ -99,18 +98,18 @@ def test_check_memory_false_skips_the_check(tmp_path, shakespeare_bins):
         "--progress=False",
     )
     tiny = {"GPTKIT_AVAILABLE_MEMORY": "1MiB"}
-    stopped = run_cli(*args, f"--out_dir={tmp_path / 'a'}", env=tiny, timeout=60)
+    stopped = run_cli_in_process(*args, f"--out_dir={tmp_path / 'a'}", env=tiny)
     assert stopped.returncode == 1 and "error: this run needs about" in stopped.stderr
-    ran = run_cli(*args, f"--out_dir={tmp_path / 'b'}", "--check_memory=False", env=tiny, timeout=60)
+    ran = run_cli_in_process(*args, f"--out_dir={tmp_path / 'b'}", "--check_memory=False", env=tiny)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "memory estimate" in ran.stdout and (tmp_path / "b" / "ckpt.pt").exists()
 
 
 def test_check_real_case_no_machine_has_this_much(tmp_path, shakespeare_bins):
     """No injected figure: a scratch model of ~4 TB of weights is refused against the real MemAvailable."""
-    from conftest import assert_user_error, run_cli
+    from conftest import assert_user_error, run_cli_in_process
 
-    result = run_cli(
+    result = run_cli_in_process(
         "-m",
         "gptkit.train",
         "--init_from=scratch",
@@ -120,7 +119,6 @@ def test_check_real_case_no_machine_has_this_much(tmp_path, shakespeare_bins):
         "--block_size=64",
         "--device=cpu",
         f"--out_dir={tmp_path / 'big'}",
-        timeout=60,
     )
     assert_user_error(result, "needs about", "cpu has", "available")
     assert not (tmp_path / "big").exists()

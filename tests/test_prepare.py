@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_user_error, run_cli
+from conftest import ROOT, assert_user_error, run_cli, run_cli_in_process
 from gptkit.data import open_examples
 from gptkit.errors import GptkitError
 from gptkit.prepare import prepare
@@ -174,10 +174,12 @@ def test_bad_example_files_from_the_command_line(tmp_path):
     }
     bad = tmp_path / "bad.jsonl"
     bad.write_text(GOOD + "not json\n")
-    result = run_cli("-m", "gptkit.prepare", str(bad), "--name", "x", "--out-root", str(data))
+    result = run_cli_in_process("-m", "gptkit.prepare", str(bad), "--name", "x", "--out-root", str(data))
     assert_user_error(result, f"{bad} line 2: not valid JSON")
     other = write_jsonl(tmp_path / "val.jsonl", [{"instruction": "Q", "output": "A"}])
-    result = run_cli("-m", "gptkit.prepare", str(good), "--val", str(other), "--name", "x", "--out-root", str(data))
+    result = run_cli_in_process(
+        "-m", "gptkit.prepare", str(good), "--val", str(other), "--name", "x", "--out-root", str(data)
+    )
     assert_user_error(result, f"{other} line 1: the format is alpaca, but the training file is prompt/completion")
     with pytest.raises(GptkitError, match="give --val FILE or --val-fraction, not both"):
         prepare(good, data / "x", val=good, val_fraction=0.2)

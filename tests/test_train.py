@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import tiny
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 from gptkit import checkpoint
 from gptkit.config import TrainConfig
 from gptkit.errors import GptkitError
@@ -62,7 +62,7 @@ def test_checkpoint_contents_and_best_vs_latest(tmp_path, shakespeare_bins):
 
 
 def test_metrics_and_seed_log_format(tmp_path, shakespeare_bins):
-    result = run_cli(
+    result = run_cli_in_process(
         "-m",
         "gptkit.train",
         *(f"--{k}={v}" for k, v in TINY.items()),
@@ -312,7 +312,7 @@ def test_example_val_loss_equals_transformers_on_the_response_tokens(tmp_path, q
 
 
 def test_mask_prompt_on_a_text_stream_is_one_line(tmp_path, shakespeare_bins):
-    result = run_cli(
+    result = run_cli_in_process(
         "-m",
         "gptkit.train",
         *tiny.cli_args(TINY),
