@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gptkit-installed
 
-.PHONY: install demo test test-suite test-notebooks test-slow lint format notebooks sync-notebooks clean
+.PHONY: install demo test test-quiet trained-tiny-model test-suite test-notebooks test-slow lint format notebooks sync-notebooks clean
 
 install: $(STAMP)
 
@@ -19,26 +19,34 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) scripts/demo.py
 
-# The notebooks run one after another (05 reads what 04 wrote) beside the two pytest workers of
-# the suite: most tests wait on a child process (a CLI run, torchrun), so the three together keep
-# both cores busy, which the suite alone did not (1.5 cores on average). One thread per process:
-# two of two threads on two cores measured 13% slower. -O prints each part's output when it ends.
+# The memory-peak test runs in a pytest process of its own (tests/test_memory.py says why); the
+# tiny trained model that the real-weights notebook run loads is built beside it, on the other core.
+# Then the notebooks run one after another (05 reads what 04 wrote), offline and then on those
+# weights, beside the two pytest workers of the suite: most tests wait on a child process (a CLI
+# run, torchrun), so the three together keep both cores busy. One thread per process: two of two
+# threads on two cores measured 13% slower. -O prints each part's output when it ends.
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m quiet_process tests
+	@$(MAKE) --no-print-directory -j2 -O test-quiet trained-tiny-model
 	@$(MAKE) --no-print-directory -j2 -O test-suite test-notebooks
+
+test-quiet: install
+	$(PY) -m pytest -m quiet_process tests
+
+trained-tiny-model: install
+	OMP_NUM_THREADS=1 $(PY) scripts/build_trained_tiny_gpt2.py
 
 test-suite: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist worksteal -m "not quiet_process and not slow and not real_weights" tests
 
 test-notebooks: install
 	OMP_NUM_THREADS=1 GPTKIT_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m real_weights tests/test_hub.py
 
-# The longer twins of tests make test keeps, and notebooks 3 to 6 on trained weights served by a
-# local hub (their branches that run only with GPT-2's weights): minutes of a core that make
-# test's two cores do not have to spare.
+# The longer twins of tests make test keeps: minutes of a core that make test's two cores do not
+# have to spare.
 test-slow: install
-	$(PY) -m pytest -m "slow or real_weights" tests
+	$(PY) -m pytest -m slow tests
 
 lint: install
 	$(PY) -m ruff check .

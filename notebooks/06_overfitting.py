@@ -194,7 +194,7 @@ plot_losses(overfit, early, title="early stopping ends the run soon after val lo
 
 # %% tags=["no-pretrained-weights"]
 dropouts = [0.0, 0.2] if SMOKE else [0.0, 0.1, 0.3]
-lrs = [1e-3, 3e-3] if SMOKE else [3e-4, 3e-3, 1e-2]
+lrs = [3e-3] if SMOKE else [3e-4, 3e-3, 1e-2]  # smoke: one new run, the run above for the other
 dropout_runs = [overfit if d == base.dropout else short_finetune(base, base.learning_rate, d) for d in dropouts]
 lr_runs = [overfit if lr == base.learning_rate else short_finetune(base, lr, base.dropout) for lr in lrs]
 plot_sweeps({"dropout": dropout_runs, "learning_rate": lr_runs})

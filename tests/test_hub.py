@@ -115,7 +115,7 @@ def load_build_script():
     return module
 
 
-@pytest.mark.real_weights  # `make test-slow`: ~45 s to build its model, ~2 min to run
+@pytest.mark.real_weights  # `make test` runs it after the notebooks; it builds its model beside the memory test
 def test_the_notebooks_real_weights_branches_run_and_their_claims_hold(tmp_path, monkeypatch, shakespeare_bins):
     """A tiny GPT-2 really trained on Shakespeare (built once, cached under models/) is served as
     openai-community/gpt2, so 03-06 load "real" weights: every branch they take only then runs.
