@@ -113,9 +113,15 @@ def _read_hf_config(directory: Path) -> dict:
     path = directory / "config.json"
     if not path.is_file():
         raise GptkitError(f"{directory} has no config.json: it is not a Hugging Face model directory")
-    cfg = json.loads(path.read_text())
-    if cfg.get("model_type") != "gpt2":
-        raise GptkitError(f"{directory} holds a {cfg.get('model_type')!r} model; gptkit loads GPT-2 models only")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GptkitError(f"{path} is not valid JSON ({e}): copy the model's config.json again") from None
+    kind = cfg.get("model_type") if isinstance(cfg, dict) else None
+    if kind is None:
+        raise GptkitError(f"{path} names no model_type: it is not a Hugging Face model's config")
+    if kind != "gpt2":
+        raise GptkitError(f"{directory} holds a {kind!r} model; gptkit loads GPT-2 models only")
     if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
         raise GptkitError(
             f"{directory} uses activation {cfg['activation_function']!r}; gptkit's GPT uses GPT-2's tanh GELU"

@@ -168,21 +168,29 @@ def training_precision(cfg: TrainConfig, device: torch.device, resume: checkpoin
 
 @contextlib.contextmanager
 def claimed_out_dir(cfg: TrainConfig, world: World) -> Iterator[Path]:
-    """out_dir, created, checked and locked for this run (rank 0), until the block ends."""
+    """out_dir, created, checked and locked for this run (rank 0), until the block ends. A run that
+    fails before it writes anything (a base that does not load, ...) leaves no empty folder behind."""
     out = Path(cfg.out_dir)
-    with contextlib.ExitStack() as held:
-        if world.master:
-            files.check_writable_dir(out, "--out_dir")
-            held.enter_context(runguard.OutDirLock(out))  # refuses if another live run writes here
-            existing = [n for n in (checkpoint.BEST, checkpoint.LATEST) if (out / n).exists()]
-            if cfg.init_from != "resume" and existing and not cfg.overwrite_out_dir and not cfg.eval_only:
-                raise GptkitError(
-                    f"{out} already holds {existing[0]} from an earlier run: continue it with --init_from=resume, "
-                    "pick a new --out_dir, or pass --overwrite_out_dir=True to replace it"
-                )
-        if world.distributed:
-            dist.barrier()  # rank 0 checked out_dir before anyone goes on
-        yield out
+    made = world.master and not out.exists()
+    try:
+        with contextlib.ExitStack() as held:
+            if world.master:
+                files.check_writable_dir(out, "--out_dir")
+                held.enter_context(runguard.OutDirLock(out))  # refuses if another live run writes here
+                existing = [n for n in (checkpoint.BEST, checkpoint.LATEST) if (out / n).exists()]
+                if cfg.init_from != "resume" and existing and not cfg.overwrite_out_dir and not cfg.eval_only:
+                    raise GptkitError(
+                        f"{out} already holds {existing[0]} from an earlier run: continue it with "
+                        "--init_from=resume, pick a new --out_dir, or pass --overwrite_out_dir=True to replace it"
+                    )
+            if world.distributed:
+                dist.barrier()  # rank 0 checked out_dir before anyone goes on
+            yield out
+    except BaseException:
+        if made:  # the lock is let go by now, its file removed
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only an empty folder: rmdir refuses one with anything in it
+        raise
 
 
 def build_model(cfg: TrainConfig, resume: checkpoint.Resume | None, precision: Precision) -> tuple[GPT, dict | None]:

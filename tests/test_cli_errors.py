@@ -143,6 +143,21 @@ def test_block_size_beyond_the_pretrained_context(unchanged, tiny_hf_dir):
     check(unchanged, result, "block_size 256", "context of 128")
 
 
+@pytest.mark.parametrize(
+    "config, fragment",
+    [("not json", "is not valid JSON"), ("{}", "names no model_type"), ('{"model_type": "llama"}', "a 'llama' model")],
+)
+def test_a_base_that_does_not_load_leaves_no_empty_out_dir(unchanged, tmp_path, config, fragment):
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(config)
+    check(unchanged, train_cli(unchanged, f"--out_dir={tmp_path / 'new-run'}", f"--init_from={base}"), fragment)
+    assert not (tmp_path / "new-run").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made is theirs: it stays
+    check(unchanged, train_cli(unchanged, f"--out_dir={tmp_path / 'mine'}", f"--init_from={base}"), fragment)
+    assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
+
+
 def test_resume_without_a_checkpoint(unchanged):
     check(unchanged, train_cli(unchanged, "--out_dir=empty-run", "--init_from=resume"), "nothing to resume")
 
