@@ -4,6 +4,7 @@ import contextlib
 import io
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import traceback
@@ -58,16 +59,25 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: floa
     )
 
 
-def run_cli_in_process(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli_in_process(
+    *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """`python ARGS...` run by runpy in this process, as `python` runs `-m MODULE` or a script:
     the same `__main__` code, argv, working folder and environment, its output and exit status
     captured. For tests of what a command prints and writes (bad input above all), where starting
     Python and torch (~3 s of CPU) would be most of the test; test_cli_errors checks that a process
-    of its own prints the same. Runs under torchrun, signals and crashes keep their own processes."""
+    of its own prints the same. Runs under torchrun, signals and crashes keep their own processes.
+    Past `timeout` seconds it raises subprocess.TimeoutExpired, as run_cli does."""
+
+    def timed_out(signum, frame):
+        raise subprocess.TimeoutExpired(args, timeout)
+
     argv = list(args)
     saved = dict(os.environ), os.getcwd(), list(sys.path), list(sys.argv)
     stdout, stderr = io.StringIO(), io.StringIO()
     code: int | str | None = 0
+    previous_handler = signal.signal(signal.SIGALRM, timed_out)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         os.environ.update(env or {})
         os.chdir(cwd)
@@ -83,6 +93,8 @@ def run_cli_in_process(*args: str, cwd: Path = ROOT, env: dict | None = None) ->
                     runpy.run_path(argv[0], run_name="__main__")
             except SystemExit as e:
                 code = e.code
+            except subprocess.TimeoutExpired:
+                raise
             except Exception:  # what the interpreter would print, and its exit status
                 traceback.print_exc()
                 code = 1
@@ -90,6 +102,8 @@ def run_cli_in_process(*args: str, cwd: Path = ROOT, env: dict | None = None) ->
                 print(code, file=sys.stderr)
                 code = 1
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
         os.environ.clear()
         os.environ.update(saved[0])
         os.chdir(saved[1])

@@ -153,10 +153,13 @@ def run_real_weights_notebook(stem: str, folder: Path) -> str:
     folder.mkdir(exist_ok=True)
     notebook = jupytext.read(ROOT / "notebooks" / f"{stem}.py")
     # cells tagged as using no pretrained weights ran in the offline notebook run already
-    skipped = [cell for cell in notebook.cells if SKIP_TAG in cell.metadata.get("tags", [])]
-    for cell in skipped:
-        assert not any(word in cell.source for word in ("REAL", "loaded", "load_or_standin", "gpt2")), cell.source
-    notebook.cells = [cell for cell in notebook.cells if SKIP_TAG not in cell.metadata.get("tags", [])]
+    kept = []
+    for cell in notebook.cells:
+        if SKIP_TAG not in cell.metadata.get("tags", []):
+            kept.append(cell)
+        else:
+            assert not any(word in cell.source for word in ("REAL", "loaded", "load_or_standin", "gpt2")), cell.source
+    notebook.cells = kept
     NotebookClient(notebook, timeout=300, kernel_name="python3").execute(cwd=str(folder))  # timeout: per cell
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     text = "\n".join(output.get("text", "") for cell in code for output in cell.get("outputs", []))

@@ -64,6 +64,7 @@ def test_check_stops_the_seed_recipe_with_one_line_and_writes_nothing(tmp_path, 
         "config/finetune_shakespeare.py",
         f"--out_dir={out}",
         env={"GPTKIT_AVAILABLE_MEMORY": "20GiB", "HF_HUB_OFFLINE": "1"},
+        timeout=60,
     )
     line = assert_user_error(result, "needs about", "20.0 GiB available", "it fits with", "--check_memory=False")
     fix = line.split("it fits with ")[1].split(" (about ")[0].split()
@@ -98,9 +99,9 @@ def test_check_memory_false_skips_the_check(tmp_path, shakespeare_bins):
         "--progress=False",
     )
     tiny = {"GPTKIT_AVAILABLE_MEMORY": "1MiB"}
-    stopped = run_cli_in_process(*args, f"--out_dir={tmp_path / 'a'}", env=tiny)
+    stopped = run_cli_in_process(*args, f"--out_dir={tmp_path / 'a'}", env=tiny, timeout=60)
     assert stopped.returncode == 1 and "error: this run needs about" in stopped.stderr
-    ran = run_cli_in_process(*args, f"--out_dir={tmp_path / 'b'}", "--check_memory=False", env=tiny)
+    ran = run_cli_in_process(*args, f"--out_dir={tmp_path / 'b'}", "--check_memory=False", env=tiny, timeout=60)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "memory estimate" in ran.stdout and (tmp_path / "b" / "ckpt.pt").exists()
 
@@ -119,6 +120,7 @@ def test_check_real_case_no_machine_has_this_much(tmp_path, shakespeare_bins):
         "--block_size=64",
         "--device=cpu",
         f"--out_dir={tmp_path / 'big'}",
+        timeout=60,
     )
     assert_user_error(result, "needs about", "cpu has", "available")
     assert not (tmp_path / "big").exists()
