@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint, cpu_kernels, distributed, files, lora, memory, peft_format, runguard
+from gptkit import checkpoint, cpu_kernels, distributed, files, lora, memory, objectives, peft_format, runguard
 from gptkit.config import (
     FSDP_NO_LORA,
     TrainConfig,
@@ -42,7 +42,7 @@ from gptkit.config import (
 from gptkit.data import Batches, ExampleBatches, dataset_kind
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
-from gptkit.metrics import MetricsWriter, check_sinks, perplexity
+from gptkit.metrics import MetricsWriter, check_sinks
 from gptkit.model import GPT
 
 
@@ -127,6 +127,7 @@ class Run:
     train_data: Batches | ExampleBatches  # windows of a token stream, or whole examples
     val_data: Batches | ExampleBatches
     out: Path
+    objective: objectives.LanguageModelling  # the loss of a batch and the metrics of an evaluation
     lora: dict | None = None  # a LoRA run's settings and base reference (checkpoint.lora_settings)
     peak_flops: float = 0.0  # of all ranks together, for MFU (0: unknown)
     estimate: memory.MemoryEstimate | None = None
@@ -293,7 +294,10 @@ def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, 
     model.grad_checkpoint = cfg.grad_checkpoint
     optimizer, scaler = build_optimizer(cfg, model, device, precision, world)
     train_data, val_data = build_data(cfg, model, device)
-    run = Run(cfg, world, device, precision, model, model, optimizer, scaler, train_data, val_data, out, settings)
+    objective = objectives.for_dataset(dataset_kind(Path(cfg.data_root) / cfg.dataset))
+    run = Run(
+        cfg, world, device, precision, model, model, optimizer, scaler, train_data, val_data, out, objective, settings
+    )
     run.estimate, run.resumed_from = estimate, resume.path if resume else None
     run.cpu_matmul = cpu_matmul_routes(device, world, resume)
     # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
@@ -373,10 +377,11 @@ def restore(run: Run, state: TrainState, ckpt: dict) -> None:
 def train_step(run: Run, lr: float) -> tuple[float, int]:
     """Forward/backward over this rank's micro-batches, then one AdamW step.
 
-    Returns the step's mean loss over its target tokens and the positions it computed. Every
-    target token weighs the same, whichever micro-batch or process it lands in: each micro-batch
-    adds its summed loss over the whole step's count of targets (so micro-batches of padded
-    examples, which hold different numbers of targets, are not averaged as equals).
+    Returns the step's mean loss over its units (target tokens, examples, pairs: the objective's)
+    and the positions it computed. Every unit weighs the same, whichever micro-batch or process it
+    lands in: each micro-batch adds its summed loss over the whole step's count of units (so
+    micro-batches of padded examples, which hold different numbers of targets, are not averaged
+    as equals).
     """
     cfg, world = run.cfg, run.world
     for group in run.optimizer.param_groups:
@@ -387,17 +392,16 @@ def train_step(run: Run, lr: float) -> tuple[float, int]:
     scale = world.size / step.num_targets
     totals = torch.zeros(2, device=run.device, dtype=torch.float64)  # summed loss, positions computed
     for micro, rows in enumerate(step.micro_batches):
-        x, y = run.train_data.batch(rows)
+        batch = run.train_data.batch(rows)
         # DDP averages gradients across ranks once, on the last micro-step. FSDP reduce-scatters
         # them after every micro-step: holding whole gradients until the last one would cost the
         # memory that sharding saves.
         defer_sync = world.distributed and not world.fsdp and micro < local_steps - 1
         with run.net.no_sync() if defer_sync else contextlib.nullcontext():
             with run.precision.autocast():
-                # [1]: no name keeps this micro-batch's logits (B x T x 50257) alive into the next
-                loss = run.net(x, y, reduction="sum")[1]
+                loss, _, positions = run.objective(run.net, batch)
             run.scaler.scale(loss * scale).backward()
-        totals += torch.stack([loss.detach().double(), torch.tensor(float(x.numel()), device=run.device).double()])
+        totals += torch.stack([loss.detach().double(), torch.tensor(float(positions), device=run.device).double()])
     if cfg.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
@@ -410,28 +414,29 @@ def train_step(run: Run, lr: float) -> tuple[float, int]:
 
 
 @torch.no_grad()
-def evaluate(run: Run) -> dict[str, float]:
-    """Mean loss over every target token of the same evaluation batches of each split, shared out across ranks.
+def evaluate(run: Run) -> dict[str, dict[str, float]]:
+    """The objective's metrics ({"loss": ..., ...}) over the same evaluation batches of each split,
+    shared out across ranks.
 
-    Token-weighted (summed losses over summed targets), not a mean of batch means: padded
-    example batches hold different numbers of targets.
+    Unit-weighted (summed losses over summed units), not a mean of batch means: padded example
+    batches hold different numbers of targets.
     """
-    cfg, world = run.cfg, run.world
+    cfg, world, names = run.cfg, run.world, run.objective.SUMS
     run.model.eval()
-    losses = {}
+    metrics = {}
     for split, data in (("train", run.train_data), ("val", run.val_data)):
-        total = torch.zeros(2, device=run.device, dtype=torch.float64)  # summed loss, targets
-        for x, y in data.eval_batches(cfg.eval_iters, world.rank, world.size):
+        total = torch.zeros(len(names), device=run.device, dtype=torch.float64)
+        for batch in data.eval_batches(cfg.eval_iters, world.rank, world.size):
             with run.precision.autocast():
-                _, loss = run.model(x, y, reduction="sum")
-            total += torch.stack([loss.double(), (y != cpu_kernels.IGNORE_INDEX).sum().double()])
+                sums = run.objective(run.model, batch).sums
+            total += torch.stack([sums[name].double() for name in names])
         if world.fsdp:
             distributed.idle_forwards(run.model, data.eval_count(cfg.eval_iters), world.rank, world.size, run.device)
         if world.distributed:
             dist.all_reduce(total)
-        losses[split] = (total[0] / total[1]).item()
+        metrics[split] = run.objective.metrics(dict(zip(names, total.tolist(), strict=True)))
     run.model.train()
-    return losses
+    return metrics
 
 
 # --- what the user sees ----------------------------------------------------------------------
@@ -463,13 +468,12 @@ class RunLog:
         if self.master:
             self.bar.write(text)
 
-    def eval(self, it: int, losses: dict, lr: float, state: TrainState) -> None:
-        ppl = perplexity(losses["val"])
-        self.print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} (perplexity {ppl:.2f})")
+    def eval(self, run: Run, it: int, metrics: dict, lr: float, state: TrainState) -> None:
+        self.print(f"step {it}: {run.objective.eval_line(metrics)}")
         if not self.master:
             return
-        record = dict(train_loss=losses["train"], val_loss=losses["val"], train_ppl=perplexity(losses["train"]))
-        record |= dict(val_ppl=ppl, lr=lr, tokens=state.tokens_seen, time=time.time() - self.t_start)
+        record = {f"{split}_{name}": value for split in ("train", "val") for name, value in metrics[split].items()}
+        record |= dict(lr=lr, tokens=state.tokens_seen, time=time.time() - self.t_start)
         self.metrics.write(type="eval", iter=it, **record)
 
     def step(self, run: Run, it: int, loss: float, lr: float, dt: float, tokens: int, state: TrainState) -> None:
@@ -529,10 +533,10 @@ def fit(run: Run, state: TrainState, stop: runguard.StopSignals, log: RunLog) ->
         it, saved = state.iter_num, False
         lr = lr_at(it, cfg)
         if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and it != resumed_at:
-            losses = evaluate(run)
-            summary["last_val_loss"] = losses["val"]
-            improved = state.record_eval(losses["val"])
-            log.eval(it, losses, lr, state)
+            metrics = evaluate(run)
+            summary["last_val_loss"] = metrics["val"]["loss"]
+            improved = state.record_eval(run.objective.score(metrics["val"]))
+            log.eval(run, it, metrics, lr, state)
             if not cfg.eval_only and it > 0:  # step 0 is the untouched model: nothing to save
                 save(run, state, best=improved or cfg.always_save_checkpoint)  # on every rank
                 saved = True
