@@ -4,7 +4,7 @@
     python benchmarks/time_notebooks.py 05_sampling --work /tmp/nb   # one, in a folder of its own
 
 A GPT-2 124M of random weights (built once with transformers, cached under models/) is served
-as `openai-community/gpt2` by the local hub of the tests (tests/hub_server.py), so the notebooks
+as `openai-community/gpt2` by the local hub of the tests (tests/helpers/hub_server.py), so the notebooks
 take their real-weights branches at full size, one after the other in one work folder (05 reads
 what 04 wrote there), through a Jupyter kernel. Prints each code cell's seconds and each
 notebook's total. A cell whose claim needs GPT-2's own weights fails with random ones: it is
@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "helpers")]
 
 import torch  # noqa: E402
 from hub_server import HubServer, hub_env  # noqa: E402

@@ -1,12 +1,15 @@
 """Shared fixtures: small Hugging Face GPT-2 checkpoints built locally, and the Shakespeare bins."""
 
+import atexit
 import contextlib
 import io
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 import warnings
 from pathlib import Path
@@ -15,7 +18,17 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT / "data" / "shakespeare"
+HELPERS = ROOT / "tests" / "helpers"  # tiny configs and records, worker scripts, the test hub
+SHAKESPEARE = ROOT / "data" / "shakespeare"  # read only: the tests prepare a copy outside the checkout
+sys.path.insert(0, str(HELPERS))
+
+# The datasets tests prepare live outside the checkout, in one folder per test run: made when the
+# first pytest process imports this file, and handed to its workers (and every child process)
+# through the environment; tiny.TINY_RUN points data_root at it. The first process removes it.
+if "GPTKIT_TEST_DATA_ROOT" not in os.environ:
+    os.environ["GPTKIT_TEST_DATA_ROOT"] = tempfile.mkdtemp(prefix="gptkit-test-data-")
+    atexit.register(shutil.rmtree, os.environ["GPTKIT_TEST_DATA_ROOT"], ignore_errors=True)
+DATA_ROOT = Path(os.environ["GPTKIT_TEST_DATA_ROOT"])
 
 # The hub is unreachable here; make any attempt fail fast instead of retrying for seconds.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,13 +55,18 @@ def tiny_hf_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def shakespeare_bins() -> Path:
-    """data/shakespeare prepared by the real script (once, whichever pytest worker comes first)."""
+    """data/shakespeare prepared by its real script, run on a copy in the test run's data root
+    (outside the checkout): once per run, whichever pytest worker comes first."""
     from filelock import FileLock
 
-    with FileLock(SHAKESPEARE / ".prepare.lock"):  # pytest -n 2: the other worker waits, then finds the bins
-        if not (SHAKESPEARE / "train.bin").exists() or not (SHAKESPEARE / "val.bin").exists():
-            subprocess.run([sys.executable, str(SHAKESPEARE / "prepare.py")], check=True, cwd=ROOT)
-    return SHAKESPEARE
+    folder = DATA_ROOT / "shakespeare"
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(DATA_ROOT / "shakespeare.lock"):  # pytest -n 2: the other worker waits, then finds the bins
+        if not (folder / "train.bin").exists() or not (folder / "val.bin").exists():
+            for name in ("input.txt", "prepare.py"):
+                shutil.copy(SHAKESPEARE / name, folder / name)
+            subprocess.run([sys.executable, str(folder / "prepare.py")], check=True, cwd=DATA_ROOT)
+    return folder
 
 
 def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

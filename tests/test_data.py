@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,22 +12,26 @@ from gptkit.prepare import pick_val_documents, prepare, split_for_threads
 from gptkit.tokenizer import EOT_ID, get_encoding
 
 
-def test_shakespeare_prepare_matches_the_seed(shakespeare_bins, tmp_path):
-    # Run the real script on a copy so the test also proves it works from another folder.
-    result = run_cli(str(SHAKESPEARE / "prepare.py"), cwd=tmp_path)
+def test_shakespeare_prepare_matches_nanogpt(tmp_path):
+    # The real script, on a copy outside the checkout, run from another folder.
+    copy = tmp_path / "shakespeare"
+    copy.mkdir()
+    for name in ("input.txt", "prepare.py"):
+        shutil.copy(SHAKESPEARE / name, copy / name)
+    result = run_cli(str(copy / "prepare.py"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "train has 301,966 tokens" in result.stdout
     assert "val has 36,059 tokens" in result.stdout
-    train = np.fromfile(SHAKESPEARE / "train.bin", dtype=np.uint16)
-    val = np.fromfile(SHAKESPEARE / "val.bin", dtype=np.uint16)
+    train = np.fromfile(copy / "train.bin", dtype=np.uint16)
+    val = np.fromfile(copy / "val.bin", dtype=np.uint16)
     assert (len(train), len(val)) == (301_966, 36_059)
-    # The seed: 90/10 split by characters, each side encoded on its own.
+    # nanoGPT's split: 90/10 by characters, each side encoded on its own.
     text = (SHAKESPEARE / "input.txt").read_text(encoding="utf-8")
     n = len(text)
     enc = get_encoding()
     assert train.tolist() == enc.encode_ordinary(text[: int(n * 0.9)])
     assert val.tolist() == enc.encode_ordinary(text[int(n * 0.9) :])
-    meta = json.loads((SHAKESPEARE / "meta.json").read_text())
+    meta = json.loads((copy / "meta.json").read_text())
     assert meta["train_tokens"] == 301_966 and meta["val_tokens"] == 36_059
     assert meta["vocab_size"] == 50257 and meta["tokenizer"] == "gpt2" and meta["dtype"] == "uint16"
     assert meta["source_sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import tiny
-from conftest import ROOT
+from conftest import HELPERS, ROOT
 from gptkit.config import TrainConfig, validate
 from gptkit.errors import GptkitError
 
@@ -240,7 +240,7 @@ def test_fsdp_each_process_stores_half_the_parameters(fsdp):
 
 def test_fsdp_gradients_and_state_match_plain_pytorch(tmp_path):
     """Gradients (averaged, not summed), clipping, tying, state gathering and loading, fp16's inf check."""
-    check_ok(launch([*torchrun_cmd(2, ROOT / "tests" / "fsdp_grads_worker.py"), str(tmp_path)]))
+    check_ok(launch([*torchrun_cmd(2, HELPERS / "fsdp_grads_worker.py"), str(tmp_path)]))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["built"] == [0] and ranks[1]["built"] == []  # rank 1 never held the whole model
     for r in ranks:
@@ -260,7 +260,7 @@ def test_fsdp_gradients_and_state_match_plain_pytorch(tmp_path):
 
 def test_every_rank_trains_in_the_dtype_rank_0_chose(tmp_path):
     """`--dtype=auto`'s measured choice is rank 0's everywhere, even where a rank would choose otherwise."""
-    check_ok(launch([*torchrun_cmd(2, ROOT / "tests" / "dtype_agreement_worker.py"), str(tmp_path)]))
+    check_ok(launch([*torchrun_cmd(2, HELPERS / "dtype_agreement_worker.py"), str(tmp_path)]))
     got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert got == [{"dtype": "torch.bfloat16", "why": "rank 0's measurement"}] * 2, got
 

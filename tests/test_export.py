@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from conftest import SHAKESPEARE, assert_user_error, run_cli, run_cli_in_process
+from conftest import DATA_ROOT, SHAKESPEARE, assert_user_error, run_cli, run_cli_in_process
 from gptkit import checkpoint
 from gptkit.config import TrainConfig
 from gptkit.export import export
@@ -32,7 +32,12 @@ RUN = dict(
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_hf_dir, shakespeare_bins):
     out = tmp_path_factory.mktemp("lora-run")
-    train(TrainConfig(init_from=str(tiny_hf_dir), lora_rank=4, lora_alpha=8.0, out_dir=str(out), **RUN))
+    data_root = str(shakespeare_bins.parent)
+    train(
+        TrainConfig(
+            init_from=str(tiny_hf_dir), lora_rank=4, lora_alpha=8.0, out_dir=str(out), data_root=data_root, **RUN
+        )
+    )
     assert checkpoint.load(out / checkpoint.BEST)["lora"]
     return out
 
@@ -40,7 +45,10 @@ def lora_run(tmp_path_factory, tiny_hf_dir, shakespeare_bins):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, shakespeare_bins):
     out = tmp_path_factory.mktemp("full-run")
-    train(TrainConfig(init_from="scratch", n_layer=2, n_head=2, n_embd=32, out_dir=str(out), **RUN))
+    data_root = str(shakespeare_bins.parent)
+    train(
+        TrainConfig(init_from="scratch", n_layer=2, n_head=2, n_embd=32, out_dir=str(out), data_root=data_root, **RUN)
+    )
     return out
 
 
@@ -127,7 +135,7 @@ def test_the_export_is_a_complete_hugging_face_directory(lora_run, tmp_path):
     # The model card: what the checkpoint and the dataset's meta.json say.
     card = (dest / "README.md").read_text()
     ckpt = checkpoint.load(lora_run / checkpoint.BEST)
-    meta = json.loads((SHAKESPEARE / "meta.json").read_text())
+    meta = json.loads((DATA_ROOT / "shakespeare" / "meta.json").read_text())
     for fact in (
         f"`{ckpt['lora']['base']}`",
         "`shakespeare`",

@@ -1,4 +1,4 @@
-"""`--init_from=gpt2` through the download path, end to end, against a local hub (tests/hub_server.py)
+"""`--init_from=gpt2` through the download path, end to end, against a local hub (tests/helpers/hub_server.py)
 on 127.0.0.1: the CLIs download into an empty Hugging Face cache, load from it with the hub gone,
 and answer a broken download, a missing repository, a refused token and a silent hub in one line."""
 
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from hub_server import HubServer, hub_env
 
-from conftest import ROOT, assert_user_error, run_cli
+from conftest import DATA_ROOT, ROOT, assert_user_error, run_cli
 from gptkit.pretrained import HUB_CONNECT_TIMEOUT, HUB_REPOS
 
 REPO = HUB_REPOS["gpt2"]
 TINY_TRAIN = ("--device=cpu", "--block_size=32", "--batch_size=2", "--max_iters=2", "--eval_interval=2")
-TINY_TRAIN += ("--eval_iters=1", "--progress=False", "--dataset=shakespeare")
+TINY_TRAIN += ("--eval_iters=1", "--progress=False", "--dataset=shakespeare", f"--data_root={DATA_ROOT}")
 TINY_SAMPLE = ("--device=cpu", "--num_samples=1", "--max_new_tokens=4", "--start=ROMEO:", "--temperature=0")
 
 

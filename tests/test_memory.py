@@ -97,6 +97,7 @@ def test_check_memory_false_skips_the_check(tmp_path, shakespeare_bins):
         "--max_iters=1",
         "--eval_iters=1",
         "--progress=False",
+        f"--data_root={shakespeare_bins.parent}",
     )
     tiny = {"GPTKIT_AVAILABLE_MEMORY": "1MiB"}
     stopped = run_cli_in_process(*args, f"--out_dir={tmp_path / 'a'}", env=tiny, timeout=60)

@@ -142,6 +142,7 @@ def test_sample_continues_a_peft_adapter_as_peft_generates(peft_dir, tiny_hf_dir
 def test_train_continues_a_peft_adapter_and_resumes(peft_dir, tiny_hf_dir, shakespeare_bins, tmp_path):
     run = dict(block_size=32, batch_size=2, eval_iters=1, eval_interval=2, device="cpu", dtype="float32")
     run |= dict(learning_rate=1e-2, decay_lr=False, progress=False, out_dir=str(tmp_path / "run"))
+    run |= dict(data_root=str(shakespeare_bins.parent))
     train(TrainConfig(init_from=str(peft_dir), max_iters=2, **run))
     ckpt = checkpoint.load(tmp_path / "run" / checkpoint.BEST)
     expected = read_peft_dir(peft_dir)[1]

@@ -1,6 +1,7 @@
 """What the tests share: the tiny model and run settings, and reading a run's metrics back."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ from gptkit.config import TrainConfig
 
 # A 2-layer, 32-wide GPT on 32-token windows: a step takes milliseconds on a CPU.
 TINY_MODEL = dict(init_from="scratch", n_layer=2, n_head=2, n_embd=32, block_size=32)
-TINY_RUN = dict(batch_size=2, eval_iters=2, device="cpu", progress=False)
+# data_root: the test run's datasets, outside the checkout (tests/conftest.py makes the folder)
+TINY_RUN = dict(batch_size=2, eval_iters=2, device="cpu", progress=False, data_root=os.environ["GPTKIT_TEST_DATA_ROOT"])
 TINY = TINY_MODEL | TINY_RUN
 # Short warmup and decay, so a few steps already see every part of the schedule.
 SCHEDULE = dict(decay_lr=True, warmup_iters=2, lr_decay_iters=10)
