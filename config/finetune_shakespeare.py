@@ -1,5 +1,5 @@
-# The seed's Shakespeare finetune: gpt2-xl, 20 iterations at a constant learning rate.
-# Needs a large GPU (see README: memory). On a CPU, use config/finetune_shakespeare_cpu.py.
+# nanoGPT's finetuning recipe for Shakespeare: gpt2-xl, 20 iterations at a constant learning rate.
+# Needs a large GPU (see docs/lora-and-memory.md). On a CPU, use config/finetune_shakespeare_cpu.py.
 import time
 
 out_dir = 'out-shakespeare'

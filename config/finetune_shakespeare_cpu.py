@@ -1,7 +1,7 @@
 # Shakespeare finetune of the smallest GPT-2 (124M) sized for a laptop CPU: ~25 minutes on
 # 2 cores (an iteration took 27 s on a 2-core Zen 3, its evaluations ~7 min in all; more cores
-# are faster). Same recipe as the seed (constant small LR, save on improvement), smaller pieces:
-# 4 x 2 x 256 = 2,048 tokens per iteration, so 40 iterations see ~27% of an epoch.
+# are faster). nanoGPT's finetuning recipe (constant small LR, save on improvement) in smaller
+# pieces: 4 x 2 x 256 = 2,048 tokens per iteration, so 40 iterations see ~27% of an epoch.
 out_dir = 'out-shakespeare-cpu'
 eval_interval = 10
 eval_iters = 10

@@ -1,4 +1,4 @@
-# The seed's Shakespeare finetune (config/finetune_shakespeare.py) unchanged -- gpt2-xl,
+# nanoGPT's finetuning recipe for Shakespeare (config/finetune_shakespeare.py) unchanged -- gpt2-xl,
 # 1 x 32 x 1024 tokens per iteration, 20 iterations at a constant learning rate, save on
 # improvement -- but with LoRA and activation checkpointing, so it fits a 16 GB GPU:
 # the frozen base sits in the autocast dtype (3.3 GB in bf16/fp16), only 9.8M adapter weights
@@ -35,9 +35,9 @@ lora_dropout = 0.05
 lora_targets = 'c_attn,attn.c_proj,c_fc,mlp.c_proj'
 grad_checkpoint = True # recompute activations in the backward pass: ~30% slower, far less memory
 
-# finetune at constant LR. LoRA wants a larger one than a full finetune (3e-5 in the seed):
-# B starts at zero and the update B A is low-rank, so small steps barely move the model in
-# 20 iterations. 2e-4 is what Hu et al. used for GPT-2 (LoRA paper, Table 11), and within
-# the 1e-4 .. 3e-4 that LoRA finetunes commonly use.
+# finetune at constant LR. LoRA wants a larger one than a full finetune (3e-5 in nanoGPT's
+# finetuning recipe): B starts at zero and the update B A is low-rank, so small steps barely
+# move the model in 20 iterations. 2e-4 is what Hu et al. used for GPT-2 (LoRA paper,
+# Table 11), and within the 1e-4 .. 3e-4 that LoRA finetunes commonly use.
 learning_rate = 2e-4
 decay_lr = False
