@@ -455,7 +455,7 @@ def check_greedy(greedy):
     for prompt_len, new in ((5, 8), (1, 12)):
         idx = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=g)
         want = model.generate(idx, new, temperature=0)
-        got = int64_tensor(attempt(greedy, model, idx.clone(), new), "the ids")
+        got = int64_tensor(attempt(greedy, model, idx.clone(), new), "the output")
         if got.dim() == 2 and got.size(1) == new:
             raise Hint("return the prompt followed by the new tokens, as GPT.generate does")
         same_shape(got, want, "the ids (1, prompt + new tokens)")
