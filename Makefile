@@ -39,6 +39,7 @@ trained-tiny-model: install
 test-suite: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist worksteal -m "not quiet_process and not slow and not real_weights" tests
 
+# nbval collects notebooks/ recursively: the lessons, then the solutions in notebooks/solutions/.
 test-notebooks: install
 	OMP_NUM_THREADS=1 GPTKIT_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m real_weights tests/test_hub.py
@@ -59,7 +60,7 @@ notebooks: install
 	$(VENV)/bin/jupyter lab notebooks/
 
 sync-notebooks: install
-	$(VENV)/bin/jupytext --sync notebooks/*.py
+	$(VENV)/bin/jupytext --sync notebooks/*.py notebooks/solutions/*.py
 
 clean:
 	rm -rf out-* .pytest_cache

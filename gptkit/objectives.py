@@ -60,4 +60,3 @@ class LanguageModelling:
 def for_dataset(kind: str) -> LanguageModelling:
     """The objective a dataset of this `kind` (its meta.json) trains with."""
     return LanguageModelling()
-

@@ -129,6 +129,26 @@ print("by hand:    ", by_hand)
 print("by tiktoken:", by_tiktoken)
 assert by_hand == by_tiktoken, "the hand-written BPE must give exactly GPT-2's ids"
 
+
+# %% [markdown]
+# ### Exercise 1.1: one BPE merge step
+#
+# Write `my_merge_step(parts, enc)`: `parts` is a chunk's current pieces, a list of `bytes`.
+# Merge the adjacent pair whose joined bytes have the lowest rank (`enc.encode_single_token(a + b)`;
+# it raises `KeyError` for a pair GPT-2 never merged) and return the new list; when no pair
+# merges, return `parts` as it is. The check runs your step on a dozen words, every step until
+# nothing merges, against tiktoken.
+
+# %%
+def my_merge_step(parts: list[bytes], enc) -> list[bytes]:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_merge_step
+
+check_merge_step(my_merge_step)
+
 # %% [markdown]
 # ## Step 3: ids → text
 #
@@ -221,6 +241,25 @@ assert torch.equal(x[:, 1:], y[:, :-1])
 print(f"row 0, as the model reads it ({enc.decode(x[0].tolist())!r}):")
 for t in range(8):
     print(f"  reads {enc.decode(x[0, : t + 1].tolist())!r:<45} -> must predict {enc.decode([y[0, t].item()])!r}")
+
+
+# %% [markdown]
+# ### Exercise 1.2: the (x, y) windows
+#
+# Write `my_windows(stream, offsets, block_size)`: `stream` is a split's token ids (a numpy
+# array like `train_ids`), `offsets` the window starts. Return `x` and `y`, each of shape
+# `(len(offsets), block_size)` and dtype int64 (`torch.int64` or `np.int64`): `x` the window from
+# each offset, `y` the same window one token later. The check compares with `Batches.windows`.
+
+# %%
+def my_windows(stream: np.ndarray, offsets: np.ndarray, block_size: int):
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_windows
+
+check_windows(my_windows)
 
 # %% [markdown]
 # A model that knew nothing would give every one of the 50,257 ids the same probability; its

@@ -135,6 +135,25 @@ b.set_title("attention weights, block 0, head 0 (untrained)")
 fig.colorbar(im, ax=b)
 plt.tight_layout()
 
+
+# %% [markdown]
+# ### Exercise 2.1: causal self-attention
+#
+# Write `my_attention(q, k, v)` for tensors of shape (batch, heads, time, head size): the
+# scores q·kᵀ / √(head size), the causal mask (position i sees j ≤ i), the softmax over each
+# row, and the weighted sum of the values; return (batch, heads, time, head size). The check
+# compares with the fused attention gptkit calls, on random q, k, v.
+
+# %%
+def my_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_attention
+
+check_attention(my_attention)
+
 # %% [markdown]
 # ## 3. The MLP, the residual stream, a whole block
 #
@@ -215,6 +234,24 @@ for name in GPT2_SIZES:
     print(f"{name:<12}{cfg.n_layer:>7}{cfg.n_head:>6}{cfg.n_embd:>6}{n:>16,}{params_by_formula(cfg):>16,}")
     assert n == params_by_formula(cfg)
 assert [round(n / 1e6) for n in counts.values()] == [124, 355, 774, 1558]
+
+
+# %% [markdown]
+# ### Exercise 2.2: the parameter count of a config
+#
+# Write `my_count_params(cfg)`: the number of parameters of `GPT(cfg)`, from `cfg.vocab_size`,
+# `cfg.block_size`, `cfg.n_layer` and `cfg.n_embd` alone (do not build the model). Mind what
+# is tied. The check compares with gptkit's models of three configs, GPT-2 124M among them.
+
+# %%
+def my_count_params(cfg: GPTConfig) -> int:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_param_count
+
+check_param_count(my_count_params)
 
 # %% [markdown]
 # ## 6. How much memory does training take?

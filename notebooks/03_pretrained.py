@@ -130,6 +130,25 @@ with torch.no_grad():
 print(f"without the transpose of attn.c_proj: largest difference in the block's output {wrong:.3f}")
 assert wrong > 1e-4
 
+
+# %% [markdown]
+# ### Exercise 3.1: the Conv1D transpose
+#
+# Write `my_to_gptkit(name, stored)`: given a tensor's name in a Hugging Face GPT-2 file (such as
+# `transformer.h.0.attn.c_attn.weight` or `transformer.wte.weight`) and the tensor as stored
+# there, return it as gptkit's parameter of that name holds it. The check feeds you every
+# tensor of a small GPT-2 file, square matrices included.
+
+# %%
+def my_to_gptkit(name: str, stored: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_conv1d
+
+check_conv1d(my_to_gptkit)
+
 # %% [markdown]
 # ## Same logits as Hugging Face `transformers`
 #
@@ -209,6 +228,24 @@ try:
     cropped(torch.zeros(1, 300, dtype=torch.long))
 except ValueError as e:
     print("300 tokens:", e)
+
+
+# %% [markdown]
+# ### Exercise 3.2: cropping the context
+#
+# Write `my_crop(wpe, block_size)`: given the position-embedding table (one row per position),
+# return the table of a model cropped to `block_size` positions. The check compares with
+# `GPT.crop_block_size`.
+
+# %%
+def my_crop(wpe: torch.Tensor, block_size: int) -> torch.Tensor:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_crop
+
+check_crop(my_crop)
 
 # %% [markdown]
 # ## Samples before finetuning

@@ -239,6 +239,64 @@ assert rule < 1e-5, "the hand-written AdamW update must be gptkit's"
 assert worst < (1e-3 if not REAL else 0.2), "the hand-written step must be gptkit's step"
 del model, after, optimizer
 
+
+# %% [markdown]
+# ### Exercise 4.1: the shifted cross-entropy
+#
+# Write `my_next_token_loss(logits, ids)`: `logits` (batch, time, vocab) are the model's output
+# on `ids` (batch, time). Return the mean cross-entropy of every prediction the batch can check:
+# the logits at position t against the token at t + 1. The check compares with gptkit's
+# `model(x, y)` loss on random batches.
+
+# %%
+def my_next_token_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_next_token_loss
+
+check_next_token_loss(my_next_token_loss)
+
+
+# %% [markdown]
+# ### Exercise 4.2: gradient accumulation
+#
+# Write `my_accumulate(model, micro_batches)`: for each `(x, y)` in `micro_batches`, compute
+# `model(x, y)`'s loss and backpropagate it, so that afterwards every `.grad` holds the gradient
+# of one big batch made of all the micro-batches (of equal size). Return nothing. The check
+# compares the gradients with one backward pass over the whole batch.
+
+# %%
+def my_accumulate(model: GPT, micro_batches: list) -> None:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_accumulation
+
+check_accumulation(my_accumulate)
+
+
+# %% [markdown]
+# ### Exercise 4.3: the learning-rate schedule
+#
+# With `decay_lr=True` (pretraining's default), gptkit's `lr_at` warms up linearly, as
+# `learning_rate * (it + 1) / (warmup_iters + 1)` for `it < warmup_iters`, then follows a cosine
+# from `learning_rate` at `warmup_iters` down to `min_lr` at `lr_decay_iters`, and stays at
+# `min_lr` after it. Write `my_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters)`; the
+# check compares every iteration of three schedules with `gptkit.train.lr_at`.
+
+# %%
+def my_lr(it: int, learning_rate: float, min_lr: float, warmup_iters: int, lr_decay_iters: int) -> float:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_lr_schedule
+
+check_lr_schedule(my_lr)
+
 # %% [markdown]
 # ## Finetune, watching the loss live
 #

@@ -134,6 +134,24 @@ plt.tight_layout()
 assert entropy == sorted(entropy), "entropy grows with temperature"
 
 # %% [markdown]
+# ### Exercise 5.1: temperature
+#
+# Without looking at `with_temperature` above: write `my_temperature(logits, t)`, the
+# next-token probabilities (each row sums to 1) at temperature `t` > 0. The check compares
+# with `gptkit.model.next_token_probs` at three temperatures.
+
+# %%
+def my_temperature(logits: torch.Tensor, t: float) -> torch.Tensor:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_temperature
+
+check_temperature(my_temperature)
+
+
+# %% [markdown]
 # ## Top-k
 #
 # Even at T = 1, thousands of unlikely tokens together hold real probability, and one bad pick
@@ -179,6 +197,25 @@ ax.axhline(0.9, color="black", ls=":", label="p = 0.9")
 ax.set(xscale="log", xlabel="number of most likely tokens", ylabel="probability they hold", title="top-p=0.9")
 ax.legend(fontsize=8)
 
+
+# %% [markdown]
+# ### Exercise 5.2: a top-p filter
+#
+# Write `my_top_p(logits, p)` for logits of shape (rows, vocab): the probabilities after top-p,
+# renormalised, with exactly 0 for every dropped token. Keep the smallest set of most likely
+# tokens whose probabilities reach `p` (so the token that crosses `p` stays). The check compares
+# which tokens you keep, and their probabilities, with `next_token_probs(logits, top_p=p)`.
+
+# %%
+def my_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_top_p
+
+check_top_p(my_top_p)
+
 # %% [markdown]
 # `generate` applies the three in this order: temperature, then top-k, then top-p.
 #
@@ -197,6 +234,25 @@ for seed in (1, 2):
     g = torch.Generator().manual_seed(seed)
     out = model.generate(idx, n_new, temperature=0.8, top_k=200, generator=g)
     print(f"SAMPLED (T=0.8, top_k=200, seed {seed}):\n" + enc.decode(out[0].tolist()), "\n")
+
+
+# %% [markdown]
+# ### Exercise 5.3: greedy decoding
+#
+# Write `my_greedy(model, idx, max_new_tokens)`: `max_new_tokens` times, run the model on
+# `idx` (1, T), pick the most likely next token and append it; return the prompt followed by
+# the new tokens, as `model.generate(idx, max_new_tokens, temperature=0)` does (the check
+# compares with it, on a tiny model whose context the prompts fit).
+
+# %%
+def my_greedy(model, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_greedy
+
+check_greedy(my_greedy)
 
 # %% [markdown]
 # ## The KV cache

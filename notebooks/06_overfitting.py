@@ -150,6 +150,27 @@ smoothed = smooth(overfit.val_loss, 3)
 print("val loss:     ", np.round(overfit.val_loss, 2))
 print("smoothed (3): ", np.round(smoothed, 2))
 
+
+# %% [markdown]
+# ### Exercise 6.1: a turn-up detector
+#
+# Write `my_turned_up(val_losses)`: the index of the evaluation where the val loss turned up,
+# or `None` while it has not, with `find_turn_up`'s rule at window 3, `min_rise=0.02` and
+# `patience=3`: smooth the curve with `smooth(val_losses, 3)` (imported above), find the minimum
+# of the smoothed curve, and accept it only when at least 3 evaluations follow it and the last 3
+# smoothed values are all at least 0.02 above it. The check runs six curves: U-shaped, still
+# falling, one bad evaluation at the end, a dip that recovers, a plateau, a noisy U.
+
+# %%
+def my_turned_up(val_losses: list[float]) -> int | None:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_turn_up
+
+check_turn_up(my_turned_up)
+
 # %% [markdown]
 # ## The best checkpoint, and early stopping
 #
@@ -178,6 +199,25 @@ assert summary["stopped_early"] and summary["iter_num"] == sim.stop_iter
 assert np.allclose(early.val_loss, overfit.val_loss[: len(early.evals)], atol=1e-5)  # same run, cut short
 print(f"early stopping saved {sim.iters_saved} of {int(overfit.iters[-1])} iterations")
 plot_losses(overfit, early, title="early stopping ends the run soon after val loss turns up")
+
+
+# %% [markdown]
+# ### Exercise 6.2: early stopping
+#
+# Write `my_stop_at(val_losses, patience)`: the index of the evaluation at which
+# `early_stop_patience=patience` ends training, i.e. the first one that makes `patience`
+# evaluations in a row without a new best (lowest) val loss; `None` if training never stops.
+# The check compares with `simulate_early_stop` on six curves at patience 2 and 3.
+
+# %%
+def my_stop_at(val_losses: list[float], patience: int) -> int | None:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_early_stop
+
+check_early_stop(my_stop_at)
 
 # %% [markdown]
 # ## Dropout and learning-rate sweeps

@@ -156,6 +156,44 @@ for name in GPT2_SIZES:
         f"{12 * base / 1e9:>16.1f} GB{12 * trainable / 1e9:>10.2f} GB"
     )
 
+
+# %% [markdown]
+# ### Exercise 7.1: a LoRA forward
+#
+# Write `my_lora_forward(x, W, b, A, B, alpha)`: the output of a LoRA layer on `x` (…, in) for a
+# base weight `W` (out, in) and bias `b`, adapters `A` (r, in) and `B` (out, r), and `alpha`;
+# the rank r is `A`'s first dimension. The check compares with `LoRALinear` whose B has
+# already learned something (so a forgotten term shows).
+
+# %%
+def my_lora_forward(x, W, b, A, B, alpha: float) -> torch.Tensor:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_lora_forward
+
+check_lora_forward(my_lora_forward)
+
+
+# %% [markdown]
+# ### Exercise 7.2: LoRA's trainable parameters
+#
+# Write `my_count_lora(config, rank, targets)`: how many parameters `apply_lora` trains on a GPT
+# of this config, with adapters of rank `rank` on the layers named in `targets` (a list drawn
+# from `c_attn`, `attn.c_proj`, `c_fc`, `mlp.c_proj`) of every block. Think of each layer's
+# in and out width in multiples of `n_embd`. The check compares with `count_lora_params`.
+
+# %%
+def my_count_lora(config, rank: int, targets: list[str]) -> int:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_lora_params
+
+check_lora_params(my_count_lora)
+
 # %% [markdown]
 # ## A small base model to adapt
 #

@@ -300,6 +300,26 @@ print(f"EOT targets in the {masked.num_examples:,} training examples: gptkit {eo
 assert eot_targets == masked.num_examples, "one EOT target per example: the model learns to stop"
 assert eot_pitfall == 0
 
+
+# %% [markdown]
+# ### Exercise 8.1: a masked collate
+#
+# Write `my_collate(examples)`: each example is `(tokens, mask)`, two lists of equal length,
+# `mask` 1 on response tokens (the closing `<|endoftext|>` included) and 0 on the prompt. Return
+# `x` and `y` (int64, shape (examples, longest − 1)) as `ExampleBatches` makes them with
+# `mask_prompt=True`: `x` holds each example's tokens but its last, right-padded with `EOT_ID`;
+# `y` is `x` shifted by one, with `IGNORE_INDEX` where the target is a prompt token or padding.
+
+# %%
+def my_collate(examples: list[tuple[list[int], list[int]]]):
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_collate
+
+check_collate(my_collate)
+
 # %% [markdown]
 # What that does to a model is measured further down: we train one the pitfall's way, on the
 # same batches as gptkit's run, and look at its probability of EOT where a response ends.
@@ -513,6 +533,26 @@ if not SMOKE:
     assert scores["masked"]["exact_match"] > scores["unmasked"]["exact_match"], "masking must pay off"
     assert scores["pad = EOS"]["exact_match"] < scores["masked"]["exact_match"], "a model that cannot stop"
     assert stops(results["pad = EOS"]) < 0.5 < 0.9 < stops(results["masked"])
+
+
+# %% [markdown]
+# ### Exercise 8.2: token F1
+#
+# Write `my_f1(generated, reference)`, SQuAD's token F1 as `gptkit.evaluate` scores: normalise
+# both texts (lowercase, drop punctuation, drop the articles a, an, the, split on whitespace),
+# count the words they share (a repeated word counts as often as both have it), and return
+# 2·precision·recall / (precision + recall); 1.0 when both are empty, 0.0 when only one is or
+# when they share nothing.
+
+# %%
+def my_f1(generated: str, reference: str) -> float:
+    raise NotImplementedError  # your code here
+
+
+# %%
+from gptkit.exercises import check_f1
+
+check_f1(my_f1)
 
 # %% [markdown]
 # ## What you learned / try this
