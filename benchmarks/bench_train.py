@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from gptkit.cpu_kernels import native_bf16  # noqa: E402
-from gptkit.device import dtype_choice  # noqa: E402
+from gptkit.device import dtype_choice, native_bf16  # noqa: E402
 
 LR, BETAS, WEIGHT_DECAY = 6e-4, (0.9, 0.95), 0.1
 

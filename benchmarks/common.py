@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from gptkit.cpu_kernels import _matmul_t, _onednn_works
+from gptkit.cpu_kernels import matmul_t, onednn_works
 
 
 def cpu_name() -> str:
@@ -98,10 +98,10 @@ def step_products(config, rows: int) -> list[tuple[int, int, int]]:
 
 def _onednn_offers(a: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether oneDNN's direct product runs for these operands (no bf16 one on CPUs without bf16 instructions)."""
-    if not _onednn_works():
+    if not onednn_works():
         return False
     try:
-        _matmul_t(a[:1], w)
+        matmul_t(a[:1], w)
     except RuntimeError:
         return False
     return True
@@ -117,7 +117,7 @@ def matmul_peak(
         w = torch.randn(n_out, n_in, device=device, dtype=dtype)
         routes = {"torch": lambda a=a, w=w: F.linear(a, w)}
         if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and _onednn_offers(a, w):
-            routes["oneDNN"] = lambda a=a, w=w: _matmul_t(a, w)
+            routes["oneDNN"] = lambda a=a, w=w: matmul_t(a, w)
         times = time_interleaved(routes, repeats, warmup=1, device=device)
         for name, t in times.items():
             best[name] = max(best.get(name, 0.0), 2 * rows * n_in * n_out / min(t))
@@ -160,10 +160,12 @@ def setup(args) -> torch.device:
 
 
 def twin_models(args, dropout: float = 0.0):
-    """A random-weight gptkit GPT and a transformers GPT2LMHeadModel (sdpa attention) with the same weights."""
+    """A random-weight gptkit GPT and a transformers GPT2LMHeadModel (sdpa attention) with the same
+    weights; on a CPU gptkit's with the speed-ups its programs apply (`gptkit.cpu_kernels`)."""
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging
 
+    from gptkit import cpu_kernels
     from gptkit.export import hf_config, to_hf_state_dict
     from gptkit.model import GPT, GPTConfig
 
@@ -178,6 +180,8 @@ def twin_models(args, dropout: float = 0.0):
     hf.tie_weights()
     assert hf.config._attn_implementation == "sdpa", hf.config._attn_implementation
     device = torch.device(args.device)
+    if device.type == "cpu":
+        cpu_kernels.speed_up(ours, cpu_kernels.measure_routes())
     return ours.to(device), hf.to(device)
 
 

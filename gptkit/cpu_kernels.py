@@ -1,19 +1,22 @@
-"""CPU kernels and choices for gptkit: the plain PyTorch ops' numbers, computed faster.
+"""CPU kernels for gptkit: the plain PyTorch ops' numbers, computed faster, applied explicitly.
 
-`model.py` imports `IGNORE_INDEX` and two ops from here, nothing else: `Linear`, an `nn.Linear` whose CPU
-fp32 matmuls may go to oneDNN, and `cross_entropy`, which avoids logits-sized temporaries on CPU
-(for fp32 logits, and bf16 ones under autocast). `train.py` asks `cpu_autocast_dtype()` whether
-`--dtype=auto` means bf16 autocast on this CPU. Each choice is measured once per process, on the
-machine at hand. On GPUs and under torch.compile both layers are exactly the PyTorch ops.
+`gptkit.model` is plain PyTorch (`nn.Linear`, `F.cross_entropy`). A program that wants the CPU
+speed-ups (train, sample, evaluate, the benchmarks) measures once at start-up and applies them:
+
+    routes = cpu_kernels.measure_routes()   # or the routes a resumed run's checkpoint recorded
+    cpu_kernels.speed_up(model, routes)
+
+Its `nn.Linear` layers then send their CPU fp32 matmuls to oneDNN on the routes that measured
+faster here, and its loss avoids logits-sized temporaries on CPU (for fp32 logits, and bf16 ones
+under autocast). Nothing here runs by itself: no forward pass measures or chooses anything. On
+GPUs, under torch.compile and (for the matmuls) under autocast, both are exactly the PyTorch ops.
 """
 
-import contextlib
 import functools
 import platform
 import time
 
 import torch
-import torch.distributed
 import torch.nn as nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
@@ -23,26 +26,67 @@ from torch.nn import functional as F
 # never uses AVX-512 on AMD CPUs, and runs products of a few rows (decoding) on one core. Which
 # library wins differs between CPUs, and between products: training's forward, its backward (two
 # products, which hand oneDNN transposed operands) and decoding's (benchmarks/README.md).
-# So each is measured once per process on the machine at hand (`_onednn_faster`); a training run
-# keeps the routes it started with (`pinned_matmul_routes`). Same results up to float rounding.
+# So each is measured once per process on the machine at hand (`measure_routes`), and a layer
+# computes with the routes `speed_up` gave it; a training run keeps the routes it started with
+# (its checkpoint records them). Same results up to float rounding.
 
 ROUTES = ("forward", "backward", "inference")  # what is routed: training's forward, its backward, decoding
 
 
+def speed_up(model: nn.Module, routes: dict[str, bool]) -> nn.Module:
+    """Give `model`'s nn.Linear layers the oneDNN `routes` (as `measure_routes` gives them) and
+    its loss (a `cross_entropy` attribute, as GPT's) the blockwise cross-entropy; in place.
+
+    Each layer stays the same object, with the same Parameters: weight tying, state_dict keys and
+    an optimizer made before are unchanged. A subclass of nn.Linear (LoRA's adapter layer) gets
+    the routes for its base product, the `super().forward(x)` it calls.
+    """
+    flags = route_flags(routes)
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.__class__ = _routed_class(type(module))
+            module.routes = flags
+    if hasattr(model, "cross_entropy"):
+        model.cross_entropy = cross_entropy
+    return model
+
+
+@functools.cache
+def _routed_class(cls: type) -> type:
+    """`cls` with Linear's routed forward under its own: nn.Linear becomes Linear; a subclass keeps its
+    name and forward, whose super().forward now reaches Linear's."""
+    if issubclass(cls, Linear):
+        return cls
+    if cls is nn.Linear:
+        return Linear
+    return type(cls.__name__, (cls, Linear), {"__module__": cls.__module__})
+
+
+def route_flags(routes: dict[str, bool]) -> tuple[bool, ...]:
+    """One flag for each of ROUTES from `routes` as `measure_routes` (or a checkpoint) gives them.
+
+    A checkpoint that recorded one "training" route for training's forward and backward is read
+    so; on a machine without oneDNN (a checkpoint from one with it) every route is PyTorch's.
+    """
+    works = onednn_works()
+    return tuple(works and bool(routes.get(name, routes.get("training", False))) for name in ROUTES)
+
+
 class Linear(nn.Linear):
-    """nn.Linear whose CPU fp32 matmuls go to oneDNN where it measured faster (see above)."""
+    """nn.Linear whose CPU fp32 matmuls go to oneDNN on the `routes` `speed_up` set (see above)."""
+
+    routes: tuple[bool, ...] = (False,) * len(ROUTES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32 and not _compiling_or_autocast():
             inputs = (x, self.weight, self.bias)
-            routes = _pinned_routes or _onednn_faster()
             if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-                if routes[0] or routes[1]:
-                    return _OneDNNLinear.apply(*inputs, routes)
-            elif routes[2]:
+                if self.routes[0] or self.routes[1]:
+                    return _OneDNNLinear.apply(*inputs, self.routes)
+            elif self.routes[2]:
                 # Without the autograd.Function: decoding makes ~50 calls a token, and its
                 # bookkeeping was 5% of the time.
-                return _matmul_t(x, self.weight, self.bias)
+                return matmul_t(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -54,7 +98,7 @@ class _OneDNNLinear(torch.autograd.Function):
         # x is needed only for the weight's gradient: a frozen layer (LoRA's base) need not keep it.
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
         ctx.has_bias, ctx.routes = bias is not None, routes
-        return _matmul_t(x, weight, bias) if routes[0] else F.linear(x, weight, bias)
+        return matmul_t(x, weight, bias) if routes[0] else F.linear(x, weight, bias)
 
     @staticmethod
     @once_differentiable
@@ -64,10 +108,10 @@ class _OneDNNLinear(torch.autograd.Function):
         grad_2d = grad.reshape(-1, grad.size(-1))
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = _matmul_t(grad, weight.t()) if onednn else grad @ weight
+            grad_x = matmul_t(grad, weight.t()) if onednn else grad @ weight
         if ctx.needs_input_grad[1]:
             x_2d = x.reshape(-1, x.size(-1))
-            grad_w = _matmul_t(grad_2d.t(), x_2d.t()) if onednn else grad_2d.t() @ x_2d
+            grad_w = matmul_t(grad_2d.t(), x_2d.t()) if onednn else grad_2d.t() @ x_2d
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_2d.sum(0)
         return grad_x, grad_w, grad_b, None
@@ -83,31 +127,30 @@ class _OneDNNLinear(torch.autograd.Function):
 # benchmarks/README.md.
 
 
-IGNORE_INDEX = -1  # a target that is no target: padding, and the prompt of an example under mask_prompt
-
-
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction=...) for (N, vocab)
-    logits and (N,) targets; `reduction` is "mean" (over the targets not ignored) or "sum".
+def cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100, reduction: str = "mean"
+) -> torch.Tensor:
+    """F.cross_entropy(logits, targets, ignore_index=..., reduction=...) for (N, vocab) logits and
+    (N,) targets; `reduction` is "mean" (over the targets not ignored) or "sum".
 
     The loss is fp32 also for bf16 logits, as under autocast (which computes it in fp32).
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.bfloat16) and not _compiling():
-        return _BlockwiseCrossEntropy.apply(logits, targets, reduction == "sum")
-    return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction=reduction)
+        return _BlockwiseCrossEntropy.apply(logits, targets, ignore_index, reduction == "sum")
+    return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
 
 
 class _BlockwiseCrossEntropy(torch.autograd.Function):
-    """Cross-entropy summed, or averaged, over the rows whose target is not IGNORE_INDEX;
+    """Cross-entropy summed, or averaged, over the rows whose target is not `ignore_index`;
     gradient softmax - one-hot."""
 
     ROWS = 32  # 32 x 50257 floats: 6 MB, within the L3 cache of any CPU that trains this
 
     @staticmethod
-    def forward(ctx, logits, targets, summed):
-        valid = targets != IGNORE_INDEX
+    def forward(ctx, logits, targets, ignore_index, summed):
+        valid = targets != ignore_index
         picked = torch.where(valid, targets, 0)  # ignored rows are masked out below; any index will do
         blocks = logits.split(_BlockwiseCrossEntropy.ROWS)
         lse = torch.cat([torch.logsumexp(rows.float(), dim=-1) for rows in blocks])
@@ -116,13 +159,14 @@ class _BlockwiseCrossEntropy(torch.autograd.Function):
         # the targets themselves, not `picked` and `valid`: the backward pass derives them again
         # instead of keeping 9 more bytes per token alive through the whole backward pass
         ctx.save_for_backward(logits, targets, lse, count)
+        ctx.ignore_index = ignore_index
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss):
         logits, targets, lse, count = ctx.saved_tensors
-        valid = targets != IGNORE_INDEX
+        valid = targets != ctx.ignore_index
         picked = torch.where(valid, targets, 0)
         scale = valid.float() * (grad_loss / count)  # d loss / d (row's loss)
         grad = torch.empty_like(logits)
@@ -138,40 +182,12 @@ class _BlockwiseCrossEntropy(torch.autograd.Function):
             work.mul_(row_scale[:, None])
             if not fp32:
                 out.copy_(work)
-        return grad, None, None
+        return grad, None, None, None
 
 
-def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """a @ b.T (+ bias) by oneDNN; `a` may have leading batch dimensions, either may be a transposed view."""
     return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
-
-
-_pinned_routes: tuple[bool, ...] | None = None  # one flag for each of ROUTES, as _onednn_faster gives them
-
-
-def matmul_routes() -> dict[str, bool]:
-    """{product: whether this process sends it to oneDNN} for each of ROUTES (CPU fp32 matmuls)."""
-    return dict(zip(ROUTES, _pinned_routes or _onednn_faster(), strict=True))
-
-
-@contextlib.contextmanager
-def pinned_matmul_routes(routes: dict[str, bool] | None):
-    """Inside the block, CPU fp32 matmuls take `routes` (as `matmul_routes` gives them) whatever
-    this process measured; None keeps the measurement.
-
-    The two libraries round differently, and a measurement near the margin can come out either way
-    in another process: a resumed run (or another DDP rank) must compute with the same kernels.
-    A checkpoint that recorded one "training" route for training's forward and backward is read so.
-    """
-    global _pinned_routes
-    before = _pinned_routes
-    if routes is not None:
-        works = _onednn_works()  # a checkpoint from a machine with oneDNN, resumed on one without
-        _pinned_routes = tuple(works and bool(routes.get(name, routes.get("training", False))) for name in ROUTES)
-    try:
-        yield
-    finally:
-        _pinned_routes = before
 
 
 def _compiling_or_autocast() -> bool:
@@ -189,17 +205,22 @@ def _compiling() -> bool:
         return True
 
 
-# Products of the shapes GPT-2 small runs, the timings a routing or dtype choice rests on:
-# training multiplies a few hundred rows at once, decoding a batch of one to eight.
-TRAINING_PRODUCT = (256, 768, 3072)  # rows x in_features x out_features: 1.2 GFLOP
-ROUTED_PRODUCT = (128, 768, 3072)  # half the rows: every process that trains times it
+# Products of the shapes GPT-2 small runs, the timings a routing choice rests on: training
+# multiplies a few hundred rows at once, decoding a batch of one to eight.
+ROUTED_PRODUCT = (128, 768, 3072)  # rows x in_features x out_features; every process that trains times it
 DECODING_PRODUCT = (8, 768, 2304)
+
+
+def measure_routes() -> dict[str, bool]:
+    """{product: whether oneDNN measured clearly faster than PyTorch's default here} for each of
+    ROUTES (about 0.1 s, once per process: later calls give the first answer)."""
+    return dict(zip(ROUTES, _onednn_faster(), strict=True))
 
 
 @functools.cache
 def _onednn_faster() -> tuple[bool, ...]:
     """For each of ROUTES: whether oneDNN beat PyTorch's default on this machine, measured once."""
-    if not _onednn_works():
+    if not onednn_works():
         return (False,) * len(ROUTES)
     training = _time_routes(ROUTED_PRODUCT, repeats=1)  # one timed call each: every training process pays it
     decoding = _time_routes(DECODING_PRODUCT, ("forward",), repeats=10)
@@ -217,25 +238,25 @@ def _time_routes(shape: tuple[int, int, int], passes=("forward", "backward"), re
     grad.T @ x of the reverse layer (an MLP's narrowing one, where oneDNN's transposed operands
     cost most)."""
     rows, n_in, n_out = shape
-    x, weight = _operands(rows, n_in, n_out)
-    fns = {"forward": (lambda: F.linear(x, weight), lambda: _matmul_t(x, weight))}
+    x, weight = random_operands(rows, n_in, n_out)
+    fns = {"forward": (lambda: F.linear(x, weight), lambda: matmul_t(x, weight))}
     if "backward" in passes:
-        wide_x, narrow_w, grad = _operands(rows, n_out, 1)[0], weight.t().contiguous(), x  # n_out -> n_in
+        wide_x, narrow_w, grad = random_operands(rows, n_out, 1)[0], weight.t().contiguous(), x  # n_out -> n_in
         fns["backward"] = (
             lambda: (grad @ narrow_w, grad.t() @ wide_x),
-            lambda: (_matmul_t(grad, narrow_w.t()), _matmul_t(grad.t(), wide_x.t())),
+            lambda: (matmul_t(grad, narrow_w.t()), matmul_t(grad.t(), wide_x.t())),
         )
-    return {p: _best_times({"torch": fns[p][0], "oneDNN": fns[p][1]}, repeats) for p in passes}
+    return {p: best_times({"torch": fns[p][0], "oneDNN": fns[p][1]}, repeats) for p in passes}
 
 
-def _operands(rows: int, n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random x and weight from a generator of their own: a measurement made lazily in the middle
-    of a run must not move the global RNG (dropout masks), or resuming would not be exact."""
+def random_operands(rows: int, n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random x and weight from a generator of their own: a measurement must not move the global
+    RNG (dropout masks, batches), so a run that measures computes as one that takes recorded routes."""
     gen = torch.Generator().manual_seed(0)
     return torch.randn(rows, n_in, generator=gen), torch.randn(n_out, n_in, generator=gen)
 
 
-def _best_times(fns: dict, repeats: int) -> dict[str, float]:
+def best_times(fns: dict, repeats: int) -> dict[str, float]:
     """The fastest of `repeats` timed calls of each function, after one untimed call; calls interleaved.
 
     The minimum, not the mean: other work on the machine only ever adds time.
@@ -250,93 +271,12 @@ def _best_times(fns: dict, repeats: int) -> dict[str, float]:
     return best
 
 
-# --- bf16 autocast on CPU ---------------------------------------------------------------------
-# CPUs with AMX (Intel Sapphire Rapids and later) or AVX512_BF16 (those, and AMD Zen 4 and later)
-# multiply bf16 natively, 2x (AVX512_BF16) to 5x (AMX) faster than fp32; elsewhere bf16 is
-# emulated and slower than fp32. So `--dtype=auto` trains under bf16 autocast where the CPU has
-# the instructions AND a training-sized product measures clearly faster in bf16 than the best
-# fp32 route, and in fp32 everywhere else. The margin covers what autocast adds around the
-# matmuls (casting weights to bf16 and their gradients back, every step) and stays well below
-# what native bf16 gives (2x with AVX512_BF16, more with AMX), so that a busy machine does not
-# tip the choice: on a Zen 4 a product measured 1.6-2.1x, the whole step 1.3x.
-BF16_MARGIN = 1.3
-
-
-def native_bf16() -> str | None:
-    """The instructions with which this CPU multiplies bf16 natively, or None."""
-    if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
-        return "AMX"
-    if getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
-        return "AVX512_BF16"
-    if platform.machine().lower() in ("aarch64", "arm64") and "bf16" in _cpu_flags():
-        return "Arm BF16"
-    return None
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def choose_cpu_autocast(native: str | None, measure) -> tuple[torch.dtype, str]:
-    """(dtype, why) for CPU training: bf16 where `native` instructions exist and `measure()` finds it faster.
-
-    `measure()` returns (fp32, bf16) seconds of the same product; it is called only where
-    `native` is set, so CPUs without bf16 instructions never pay for it.
-    """
-    if native is None:
-        return torch.float32, "this CPU has no bf16 matmul instructions (AMX, AVX512_BF16)"
-    fp32, bf16 = measure()
-    speedup = fp32 / bf16
-    if speedup >= BF16_MARGIN:
-        return torch.bfloat16, f"{native} bf16 matmuls measured {speedup:.1f}x as fast as fp32"
-    return torch.float32, f"{native} bf16 matmuls measured only {speedup:.1f}x as fast as fp32"
-
-
 @functools.cache
-def cpu_autocast_dtype() -> tuple[torch.dtype, str]:
-    """`--dtype=auto` for training on CPU: (torch.bfloat16 or torch.float32, why, for the run header).
-
-    Decided once per process. Under torch.distributed every rank takes rank 0's choice, as a
-    timing could tip the other way on another rank.
-    """
-    choice = choose_cpu_autocast(native_bf16(), _time_bf16_vs_fp32)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        shared = [choice]
-        torch.distributed.broadcast_object_list(shared, src=0)
-        choice = shared[0]
-    return choice
-
-
-def _time_bf16_vs_fp32() -> tuple[float, float]:
-    """Seconds of a training-sized product by the best fp32 route, and in bf16 (about 0.2 s in all)."""
-    x, weight = _operands(*TRAINING_PRODUCT)
-    x16, weight16 = x.bfloat16(), weight.bfloat16()
-    fns = {"fp32": lambda: F.linear(x, weight), "bf16": lambda: F.linear(x16, weight16)}
-    if _onednn_works():
-        fns["fp32 oneDNN"] = lambda: _matmul_t(x, weight)
-    # On one thread: the ratio is the core's, and a busy second core cannot skew it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        seconds = _best_times(fns, repeats=5)
-    finally:
-        torch.set_num_threads(threads)
-    return min(seconds["fp32"], seconds.get("fp32 oneDNN", float("inf"))), seconds["bf16"]
-
-
-@functools.cache
-def _onednn_works() -> bool:
+def onednn_works() -> bool:
     """Whether this PyTorch build runs fp32 matmuls on oneDNN (x86 builds with mkldnn do)."""
     if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
         return False
     try:
-        return torch.equal(_matmul_t(torch.ones(2, 3), torch.ones(4, 3)), torch.full((2, 4), 3.0))
+        return torch.equal(matmul_t(torch.ones(2, 3), torch.ones(4, 3)), torch.full((2, 4), 3.0))
     except (AttributeError, RuntimeError):  # an older PyTorch without the op
         return False

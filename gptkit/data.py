@@ -20,8 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from gptkit.cpu_kernels import IGNORE_INDEX
 from gptkit.errors import GptkitError
+from gptkit.model import IGNORE_INDEX
 from gptkit.tokenizer import EOT_ID
 
 BIN_DTYPE = np.uint16

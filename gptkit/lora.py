@@ -34,7 +34,6 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from gptkit.cpu_kernels import Linear
 from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig
 
@@ -49,15 +48,15 @@ TARGETS = {
 DEFAULT_TARGETS = ",".join(TARGETS)
 
 
-class LoRALinear(Linear):
-    """A frozen `Linear` plus a trainable low-rank update (alpha / r) * B A.
+class LoRALinear(nn.Linear):
+    """A frozen `nn.Linear` plus a trainable low-rank update (alpha / r) * B A.
 
     It keeps the base layer's `weight` and `bias` Parameters under the same names (no copy), so
     base weights load into it unchanged and the adapters are the only new keys: `lora_A`, `lora_B`.
     """
 
-    def __init__(self, base: Linear, rank: int, alpha: float, dropout: float):
-        nn.Module.__init__(self)  # not Linear's: it would allocate and initialise a weight of its own
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
+        nn.Module.__init__(self)  # not nn.Linear's: it would allocate and initialise a weight of its own
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias
         self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
@@ -170,7 +169,7 @@ def merge_lora(model: GPT) -> GPT:
     for name in list(lora_layers(model)):
         layer = model.get_submodule(name)
         parent_name, _, child = name.rpartition(".")
-        plain = Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+        plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         plain.weight = nn.Parameter(layer.merged_weight().detach(), requires_grad=False)
         plain.bias = layer.bias
         setattr(model.get_submodule(parent_name), child, plain)

@@ -3,9 +3,9 @@
 Pre-LayerNorm transformer blocks, GELU with GPT-2's tanh approximation, learned position
 embeddings, and an output head that shares its weight with the token embedding. The names of
 the parameters follow GPT-2's checkpoint (`transformer.h.0.attn.c_attn.weight`, ...), so
-`GPT.from_pretrained("gpt2")` maps Hugging Face weights onto them one to one. `Linear` and
-`cross_entropy` (and IGNORE_INDEX) come from `gptkit.cpu_kernels`: on CPU they compute the same numbers as
-`nn.Linear` and `F.cross_entropy`, faster; everywhere else they are those ops.
+`GPT.from_pretrained("gpt2")` maps Hugging Face weights onto them one to one.
+
+Shapes in the comments: B batch rows, T positions, C = n_embd channels, V = vocab_size.
 """
 
 import math
@@ -17,8 +17,9 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from gptkit import pretrained
-from gptkit.cpu_kernels import IGNORE_INDEX, Linear, cross_entropy
 from gptkit.errors import GptkitError
+
+IGNORE_INDEX = -1  # a target that is no target: padding, and the prompt of an example under mask_prompt
 
 
 @dataclass
@@ -59,12 +60,12 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
         self.layer, self.n_head, self.dropout = layer, config.n_head, config.dropout
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`mask` (B, 1, T, keys), True where a query may attend: given for left-padded rows only."""
+        """x (B, T, C) -> (B, T, C). `mask` (B, 1, T, keys), True where a query may attend; None: causal."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim): each head attends on its own
@@ -85,12 +86,13 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # GPT-2 was trained with the tanh approximation of GELU; the exact erf form drifts.
+        # (B, T, C) -> (B, T, 4C) -> (B, T, C). GPT-2 was trained with the tanh approximation of
+        # GELU; the exact erf form drifts.
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
 
 
@@ -124,9 +126,12 @@ class GPT(nn.Module):
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias, eps=1e-5),
             )
         )
-        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying: reading a token in and writing it out use the same vectors.
         self.transformer.wte.weight = self.lm_head.weight
+        # The loss forward computes; a program may swap in one that computes the same numbers
+        # faster on its hardware (gptkit.cpu_kernels.speed_up does on CPUs).
+        self.cross_entropy = F.cross_entropy
         self.apply(self._init_weights)
         # GPT-2 scales the projections into the residual stream by 1/sqrt(2 * n_layer).
         for name, p in self.named_parameters():
@@ -199,24 +204,25 @@ class GPT(nn.Module):
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     def hidden_states(
-        self, idx: torch.Tensor, cache: KVCache | None = None, pad: torch.Tensor | None = None
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        pos: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final-LayerNorm output (B, T, n_embd) for token ids `idx` (B, T).
+        """Final-LayerNorm output (B, T, C) for token ids `idx` (B, T).
 
-        `pad` (B,): how many tokens each row starts with that are padding (left padding, to batch
-        prompts of different lengths). No position attends to them and each row's positions count
-        from its first real token, so a row's outputs are those it has alone.
+        With `cache`, `idx` continues the positions the cache holds, and their keys and values are
+        added to it. `pos` (T,) or (B, T): the positions of the tokens (default: counting on from
+        the cache). `mask` (B, 1, T, keys): True where a query may attend (default: causal).
         """
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of length {start + T} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        mask = None
-        if pad is not None:
-            mask = padding_mask(pad, start, T)
-            pos = (pos[None] - pad[:, None]).clamp(min=0)  # (B, T); a pad's own position is never used
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        if pos is None:
+            pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for block in self.transformer.h:
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 # Non-reentrant checkpointing replays the block with the same RNG state, so the
@@ -231,21 +237,22 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab_size) for every position; with `targets`, the cross-entropy and the
-        logits of the positions that have a target only, (N, vocab_size) in row order.
+        """Logits (B, T, V) for token ids `idx` (B, T), and None; with `targets` (B, T), the logits
+        of the positions that have a target only, (N, V) in row order, and their cross-entropy.
 
-        Targets equal to IGNORE_INDEX (-1: padding, a prompt under mask_prompt) count for nothing,
-        and get no logits: the head is about a third of GPT-2 small's compute, and on example data
-        most positions are prompt or padding. The loss is the mean over the other targets, or with
-        reduction="sum" their sum: a step over micro-batches of examples divides each one's sum by
-        the whole step's count of targets, so every token weighs the same.
+        Targets equal to IGNORE_INDEX count for nothing. The loss is the mean over the other
+        targets, or with reduction="sum" their sum.
         """
-        h = self.hidden_states(idx)
+        h = self.hidden_states(idx)  # (B, T, C)
         if targets is None:
             return self.lm_head(h), None
-        keep = targets != IGNORE_INDEX
-        logits = self.lm_head(h[keep])
-        return logits, cross_entropy(logits, targets[keep], reduction)
+        # The head is about a third of GPT-2 small's compute, and on example data most positions
+        # are prompt or padding: only the positions with a target go through it. A step over
+        # micro-batches of examples sums each one's loss and divides by the whole step's count of
+        # targets, so that every token weighs the same.
+        keep = targets != IGNORE_INDEX  # (B, T)
+        logits = self.lm_head(h[keep])  # (N, V)
+        return logits, self.cross_entropy(logits, targets[keep], ignore_index=IGNORE_INDEX, reduction=reduction)
 
     def crop_block_size(self, block_size: int) -> None:
         """Shorten the context (e.g. 1024 -> 256) to save memory; keeps the first position embeddings."""
@@ -300,35 +307,26 @@ class GPT(nn.Module):
         use_cache: bool = True,
         stop_token: int | None = None,
         generator: torch.Generator | None = None,
-        pad: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Continue each row of `idx` (B, T) by `max_new_tokens` tokens.
+        """Continue each row of `idx` (B, T) by `max_new_tokens` tokens: (B, T + max_new_tokens).
 
         `temperature=0` picks the most likely token (greedy). With `stop_token`, rows that have
-        emitted it are padded with it, and generation ends once every row has. `pad` (B,) counts
-        the left padding of each row (prompts of different lengths in one batch): each row then
-        continues exactly as it would alone (see `hidden_states`).
+        emitted it are padded with it, and generation ends once every row has.
         """
-        B, block_size = idx.size(0), self.config.block_size
-        done = torch.zeros(B, dtype=torch.bool, device=idx.device)
-        if pad is not None and not bool(pad.any()):
-            pad = None  # no padding: the plain causal path, the fast one
+        block_size = self.config.block_size
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         cache = None
         for _ in range(max_new_tokens):
-            if not use_cache:
-                ctx = idx[:, -block_size:]
-                logits = self.lm_head(self.hidden_states(ctx, pad=window_pad(pad, idx.size(1), ctx.size(1)))[:, -1])
+            if cache is not None and cache.pos < block_size:
+                ctx = idx[:, -1:]  # the cache holds the keys and values of all earlier positions
             else:
-                if cache is None or cache.pos >= block_size:
-                    # (Re)fill the cache; past block_size the window slides, so positions change
-                    # and every step must start over, exactly like the uncached path.
-                    ctx = idx[:, -block_size:]
-                    ctx_pad = window_pad(pad, idx.size(1), ctx.size(1))
-                    cache = KVCache(self.config, B, block_size, idx.device, self.lm_head.weight.dtype)
-                else:
-                    ctx = idx[:, -1:]
-                logits = self.lm_head(self.hidden_states(ctx, cache, ctx_pad)[:, -1])
-            next_id = sample_next(logits.float(), temperature, top_k, top_p, generator)
+                # The first step, every step without a cache, and every step once the context is
+                # full: past block_size the window slides, so the positions change and the cache
+                # starts over from the last block_size tokens.
+                ctx = idx[:, -block_size:]
+                cache = self.new_cache(idx.size(0)) if use_cache else None
+            logits = self.lm_head(self.hidden_states(ctx, cache)[:, -1])  # (B, V): the last position's
+            next_id = sample_next(logits.float(), temperature, top_k, top_p, generator)  # (B,)
             if stop_token is not None:
                 next_id = torch.where(done, torch.full_like(next_id, stop_token), next_id)
                 done |= next_id == stop_token
@@ -337,20 +335,10 @@ class GPT(nn.Module):
                 break
         return idx
 
-
-def padding_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
-    """(B, 1, T, start + T) boolean attention mask of queries at start..start+T-1 over rows whose
-    first `pad[b]` positions are padding: causal, and no key is a pad. A pad query attends to
-    itself only, so its softmax stays finite (its output is never used)."""
-    q = torch.arange(start, start + T, device=pad.device)[:, None]
-    k = torch.arange(start + T, device=pad.device)[None]
-    real = k[None] >= pad[:, None, None]  # (B, 1, keys)
-    return ((k <= q)[None] & (real | (k == q)[None]))[:, None]
-
-
-def window_pad(pad: torch.Tensor | None, length: int, window: int) -> torch.Tensor | None:
-    """The left padding left in the last `window` of `length` positions (the sliding context)."""
-    return None if pad is None else (pad - (length - window)).clamp(min=0)
+    def new_cache(self, batch_size: int) -> KVCache:
+        """An empty KV cache for `batch_size` rows, as long as the context, on the weights' device and dtype."""
+        weight = self.lm_head.weight
+        return KVCache(self.config, batch_size, self.config.block_size, weight.device, weight.dtype)
 
 
 def sample_next(

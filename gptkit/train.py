@@ -132,7 +132,7 @@ class Run:
     peak_flops: float = 0.0  # of all ranks together, for MFU (0: unknown)
     estimate: memory.MemoryEstimate | None = None
     resumed_from: Path | None = None
-    cpu_matmul: dict | None = None  # the CPU matmul routes it computes with (cpu_kernels.matmul_routes)
+    cpu_matmul: dict | None = None  # the CPU matmul routes it computes with (cpu_kernels.measure_routes)
 
     @property
     def examples(self) -> bool:
@@ -270,7 +270,7 @@ def cpu_matmul_routes(device: torch.device, world: World, resume: checkpoint.Res
     rank 0's for every rank (one set of kernels, so every rank's numbers resume the same)."""
     if device.type != "cpu":
         return None
-    routes = (resume.ckpt.get("cpu_matmul") if resume is not None else None) or cpu_kernels.matmul_routes()
+    routes = (resume.ckpt.get("cpu_matmul") if resume is not None else None) or cpu_kernels.measure_routes()
     if world.distributed:
         shared = [routes]
         dist.broadcast_object_list(shared, src=0)
@@ -300,6 +300,8 @@ def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, 
     )
     run.estimate, run.resumed_from = estimate, resume.path if resume else None
     run.cpu_matmul = cpu_matmul_routes(device, world, resume)
+    if run.cpu_matmul is not None:  # on a CPU: its matmuls on these routes, the blockwise loss
+        cpu_kernels.speed_up(model, run.cpu_matmul)
     # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
     run.peak_flops = peak_flops(device.type, cfg.mfu_peak_flops) * world.size
     state = TrainState()
@@ -607,7 +609,7 @@ def train(cfg: TrainConfig) -> dict:
         print_header(run)
         log = RunLog(run, state)
         try:
-            with runguard.StopSignals(announce=world.master) as stop, cpu_kernels.pinned_matmul_routes(run.cpu_matmul):
+            with runguard.StopSignals(announce=world.master) as stop:
                 summary = fit(run, state, stop, log)
         except BaseException:
             log.close(failed=True)

@@ -53,7 +53,6 @@ from torch.nn import functional as F
 import gptkit
 from gptkit import checkpoint
 from gptkit.config import TrainConfig
-from gptkit.cpu_kernels import Linear
 from gptkit.diagnostics import plot_losses, read_metrics
 from gptkit.export import export, load_merged
 from gptkit.lora import LoRALinear, apply_lora, count_lora_params, lora_state_dict, trainable_params
@@ -87,7 +86,7 @@ OUT = workdir("memory")  # everything this notebook writes goes here (GPTKIT_NOT
 # %%
 torch.manual_seed(0)
 d_in, d_out, r, alpha = 64, 192, 4, 8.0
-layer = Linear(d_in, d_out)  # gptkit's Linear: nn.Linear with faster CPU matmuls
+layer = nn.Linear(d_in, d_out)  # a layer of the model, as model.py builds it
 A = torch.empty(r, d_in)
 nn.init.kaiming_uniform_(A, a=math.sqrt(5))  # as nn.Linear initialises its own weight
 B = torch.zeros(d_out, r)

@@ -62,11 +62,11 @@ from IPython.display import HTML, display
 import gptkit
 from gptkit import GPT, checkpoint
 from gptkit.config import TrainConfig
-from gptkit.cpu_kernels import IGNORE_INDEX
 from gptkit.data import ExampleBatches, open_examples
 from gptkit.diagnostics import plot_losses, read_metrics
 from gptkit.diagnostics import summarize as summarize_run
 from gptkit.evaluate import evaluate_split, summarize
+from gptkit.model import IGNORE_INDEX
 from gptkit.notebook import shakespeare_text, task_file, workdir
 from gptkit.prepare import prepare, print_counts, tokenize_examples
 from gptkit.pretrained import build_offline_standin

@@ -1,4 +1,5 @@
-"""gptkit.cpu_kernels: the CPU Linear and cross-entropy compute what the PyTorch ops do."""
+"""gptkit.cpu_kernels: the CPU Linear and cross-entropy compute what the PyTorch ops do;
+the CPU bf16 autocast policy (gptkit.device) follows the measurement."""
 
 import platform
 import re
@@ -9,10 +10,10 @@ import torch
 
 def test_onednn_matmuls_match_f_linear_forward_and_backward():
     """The oneDNN products gptkit's Linear uses on some CPUs compute exactly what F.linear does."""
-    from gptkit.cpu_kernels import _matmul_t, _onednn_works, _OneDNNLinear
+    from gptkit.cpu_kernels import _OneDNNLinear, matmul_t, onednn_works
 
-    assert _onednn_works() == (platform.machine() in ("x86_64", "AMD64"))  # x86 PyTorch ships oneDNN
-    if not _onednn_works():
+    assert onednn_works() == (platform.machine() in ("x86_64", "AMD64"))  # x86 PyTorch ships oneDNN
+    if not onednn_works():
         return
     torch.manual_seed(0)
     layer = torch.nn.Linear(48, 80)
@@ -21,7 +22,7 @@ def test_onednn_matmuls_match_f_linear_forward_and_backward():
     ref_x = x.detach().clone().requires_grad_(True)
     ref = torch.nn.functional.linear(ref_x, layer.weight, layer.bias)
     assert torch.allclose(out, ref, atol=1e-5)
-    assert torch.allclose(_matmul_t(x.detach(), layer.weight.detach(), layer.bias.detach()), ref, atol=1e-5)
+    assert torch.allclose(matmul_t(x.detach(), layer.weight.detach(), layer.bias.detach()), ref, atol=1e-5)
     grad = torch.randn_like(out)
     gx, gw, gb = torch.autograd.grad(out, (x, layer.weight, layer.bias), grad)
     rx, rw, rb = torch.autograd.grad(ref, (ref_x, layer.weight, layer.bias), grad)
@@ -31,10 +32,10 @@ def test_onednn_matmuls_match_f_linear_forward_and_backward():
 @pytest.mark.parametrize("trainable", [("x",), ("weight",), ("bias",), ("x", "bias")])
 def test_linear_gradients_reach_whatever_is_trainable(trainable):
     """With only some of input, weight and bias requiring grad, Linear still back-propagates to them."""
-    from gptkit.cpu_kernels import Linear
+    from gptkit import cpu_kernels
 
     torch.manual_seed(0)
-    layer = Linear(16, 8)
+    layer = cpu_kernels.speed_up(torch.nn.Linear(16, 8), cpu_kernels.measure_routes())
     tensors = {"x": torch.randn(2, 16), "weight": layer.weight, "bias": layer.bias}
     for name, t in tensors.items():
         t.requires_grad_(name in trainable)
@@ -56,9 +57,9 @@ def test_onednn_routes_follow_the_measured_timings(monkeypatch):
             kernels.DECODING_PRODUCT: {"forward": decoding},
         }
         monkeypatch.setattr(kernels, "_time_routes", lambda shape, passes=None, repeats=2: timings[shape])
-        monkeypatch.setattr(kernels, "_onednn_works", lambda: True)
+        monkeypatch.setattr(kernels, "onednn_works", lambda: True)
         kernels._onednn_faster.cache_clear()
-        return kernels.matmul_routes()
+        return kernels.measure_routes()
 
     try:
         onednn, torch_ = {"torch": 2.0, "oneDNN": 1.0}, {"torch": 1.0, "oneDNN": 2.0}
@@ -78,22 +79,22 @@ def test_linear_on_each_route_computes_what_f_linear_does(monkeypatch, forward, 
     under autocast it stays F.linear (autocast picks its own kernels)."""
     import gptkit.cpu_kernels as kernels
 
-    if not kernels._onednn_works():
+    if not kernels.onednn_works():
         pytest.skip("this PyTorch build has no oneDNN: Linear is F.linear on every route")
     torch.manual_seed(0)
-    layer = kernels.Linear(48, 80)
+    layer = torch.nn.Linear(48, 80)
+    kernels.speed_up(layer, {"forward": forward, "backward": backward, "inference": False})
     x = torch.randn(3, 7, 48, requires_grad=True)
     called = []
-    real_matmul_t = kernels._matmul_t
-    monkeypatch.setattr(kernels, "_matmul_t", lambda *a: called.append(1) or real_matmul_t(*a))
-    with kernels.pinned_matmul_routes({"forward": forward, "backward": backward, "inference": False}):
-        out = layer(x)
-        grad = torch.randn_like(out)
-        grads = torch.autograd.grad(out, (x, layer.weight, layer.bias), grad)
-        assert len(called) == forward + 2 * backward  # each pass went where it was routed
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            layer(x)
-        assert len(called) == forward + 2 * backward
+    real_matmul_t = kernels.matmul_t
+    monkeypatch.setattr(kernels, "matmul_t", lambda *a: called.append(1) or real_matmul_t(*a))
+    out = layer(x)
+    grad = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, layer.weight, layer.bias), grad)
+    assert len(called) == forward + 2 * backward  # each pass went where it was routed
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(x)
+    assert len(called) == forward + 2 * backward
     ref_x = x.detach().clone().requires_grad_(True)
     ref = torch.nn.functional.linear(ref_x, layer.weight, layer.bias)
     refs = torch.autograd.grad(ref, (ref_x, layer.weight, layer.bias), grad)
@@ -101,23 +102,62 @@ def test_linear_on_each_route_computes_what_f_linear_does(monkeypatch, forward, 
     assert all(torch.allclose(g, r, atol=1e-4) for g, r in zip(grads, refs, strict=True))
 
 
-def test_pinned_routes_override_the_measurement_inside_the_block(monkeypatch):
+def test_given_routes_override_the_measurement(monkeypatch):
     """How a resumed run computes with the kernels it started with, whatever this process measured."""
     import gptkit.cpu_kernels as kernels
 
     monkeypatch.setattr(kernels, "_onednn_faster", lambda: (False, False, True))
-    monkeypatch.setattr(kernels, "_onednn_works", lambda: True)
+    monkeypatch.setattr(kernels, "onednn_works", lambda: True)
+
+    def routes_of(model: torch.nn.Module) -> dict:
+        (routes,) = {m.routes for m in model.modules() if isinstance(m, torch.nn.Linear)}  # every layer the same
+        return dict(zip(kernels.ROUTES, routes, strict=True))
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     pinned = {"forward": True, "backward": False, "inference": False}
-    with kernels.pinned_matmul_routes(pinned):
-        assert kernels.matmul_routes() == pinned
-        with kernels.pinned_matmul_routes(None):  # nothing to pin: what holds stays
-            assert kernels.matmul_routes() == pinned
-    assert kernels.matmul_routes() == {"forward": False, "backward": False, "inference": True}  # the measurement again
-    with kernels.pinned_matmul_routes({"training": True, "inference": False}):  # one route for all of training
-        assert kernels.matmul_routes() == {"forward": True, "backward": True, "inference": False}
-    monkeypatch.setattr(kernels, "_onednn_works", lambda: False)  # a checkpoint from a machine with oneDNN
-    with kernels.pinned_matmul_routes({"forward": True, "backward": True, "inference": True}):
-        assert kernels.matmul_routes() == {"forward": False, "backward": False, "inference": False}
+    assert routes_of(kernels.speed_up(model, pinned)) == pinned
+    assert kernels.measure_routes() == {"forward": False, "backward": False, "inference": True}  # the measurement
+    assert routes_of(kernels.speed_up(model, kernels.measure_routes())) == kernels.measure_routes()
+    one_route = {"training": True, "inference": False}  # one route for all of training
+    assert routes_of(kernels.speed_up(model, one_route)) == {"forward": True, "backward": True, "inference": False}
+    monkeypatch.setattr(kernels, "onednn_works", lambda: False)  # a checkpoint from a machine with oneDNN
+    everything = {"forward": True, "backward": True, "inference": True}
+    assert routes_of(kernels.speed_up(model, everything)) == {"forward": False, "backward": False, "inference": False}
+
+
+def test_speed_up_keeps_the_model_its_weights_and_its_numbers():
+    """speed_up swaps the layers' kernels and the loss in place: the same Parameters (tying, state_dict
+    keys, an optimizer made before), LoRA's base layers routed too, and the loss and gradients of
+    the plain model."""
+    import gptkit.cpu_kernels as kernels
+    from gptkit.lora import LoRALinear, apply_lora
+    from gptkit.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = apply_lora(GPT(GPTConfig(block_size=16, vocab_size=300, n_layer=2, n_head=2, n_embd=32)), rank=2, alpha=4)
+    params, keys = list(model.parameters()), list(model.state_dict())
+    x = torch.randint(0, model.config.vocab_size, (2, 12))
+    y = torch.where(torch.rand(2, 12) < 0.3, -1, torch.roll(x, -1, 1))
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model(x, y)[1]
+        loss.backward()
+        return loss.detach(), [p.grad for p in model.parameters() if p.requires_grad]
+
+    plain_loss, plain_grads = loss_and_grads()
+    assert model.cross_entropy is torch.nn.functional.cross_entropy
+    kernels.speed_up(model, {"forward": True, "backward": True, "inference": True})
+    assert list(model.parameters()) == params and list(model.state_dict()) == keys
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert model.cross_entropy is kernels.cross_entropy
+    adapted = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    assert adapted and all(isinstance(m, kernels.Linear) and type(m).__name__ == "LoRALinear" for m in adapted)
+    assert isinstance(model.lm_head, kernels.Linear) and model.lm_head.routes == (kernels.onednn_works(),) * 3
+    loss, grads = loss_and_grads()
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-6)
+    for g, ref in zip(grads, plain_grads, strict=True):
+        torch.testing.assert_close(g, ref, rtol=1e-4, atol=1e-6)
 
 
 def test_real_routing_is_measured_once_per_process(monkeypatch):
@@ -134,7 +174,7 @@ def test_real_routing_is_measured_once_per_process(monkeypatch):
 
         monkeypatch.setattr(kernels, "_time_routes", recording)
         decision = kernels._onednn_faster()
-        if not kernels._onednn_works():
+        if not kernels.onednn_works():
             assert decision == (False, False, False) and measured == []
         else:  # training's two passes, then decoding: each routed by its own timing, with the 10% margin
             training, decoding = measured
@@ -145,25 +185,26 @@ def test_real_routing_is_measured_once_per_process(monkeypatch):
             raise AssertionError("timed again")
 
         monkeypatch.setattr(kernels, "_time_routes", no_more_timing)
-        assert kernels._onednn_faster() == decision and tuple(kernels.matmul_routes().values()) == decision
+        assert kernels._onednn_faster() == decision and tuple(kernels.measure_routes().values()) == decision
     finally:
         kernels._onednn_faster.cache_clear()
 
 
 def test_measurements_leave_the_global_rng_alone():
-    """Routing is measured lazily, mid-run: moving the RNG would change dropout masks and break exact resume."""
+    """A run that measures and one that takes recorded routes must draw the same dropout masks and batches."""
     import gptkit.cpu_kernels as kernels
+    import gptkit.device
 
     torch.manual_seed(0)
     kernels._time_routes(kernels.ROUTED_PRODUCT)
-    kernels._time_bf16_vs_fp32()
+    gptkit.device._time_bf16_vs_fp32()
     after = torch.rand(4)
     torch.manual_seed(0)
     assert torch.equal(after, torch.rand(4))
 
 
 def test_auto_dtype_is_bf16_only_with_native_bf16_measured_faster():
-    from gptkit.cpu_kernels import choose_cpu_autocast
+    from gptkit.device import choose_cpu_autocast
 
     def never(*args):
         raise AssertionError("a CPU without bf16 instructions must not pay for a measurement")
@@ -185,7 +226,7 @@ def _cpuinfo_flags() -> set[str]:
 
 
 def test_real_auto_dtype_matches_this_cpus_capability(monkeypatch):
-    import gptkit.cpu_kernels as kernels
+    import gptkit.device as kernels
     from gptkit.device import dtype_choice, pick_dtype
 
     flags = _cpuinfo_flags()
@@ -212,7 +253,10 @@ def test_real_auto_dtype_matches_this_cpus_capability(monkeypatch):
 
 def test_cross_entropy_matches_torch_with_ignored_targets():
     """gptkit's blockwise CPU cross-entropy: F.cross_entropy(ignore_index=-1)'s loss and gradient."""
-    from gptkit.cpu_kernels import cross_entropy
+    from gptkit.cpu_kernels import cross_entropy as blockwise
+
+    def cross_entropy(logits, targets):
+        return blockwise(logits, targets, ignore_index=-1)
 
     gen = torch.Generator().manual_seed(0)
     n = 3 * 32 + 5  # several row blocks and a partial one
@@ -232,7 +276,11 @@ def test_cross_entropy_matches_torch_with_ignored_targets():
 def test_cross_entropy_sum_matches_torch_and_ignores_the_ignore_index():
     """reduction="sum" (a micro-batch of examples, divided by the step's target count later):
     F.cross_entropy's sum and gradient; IGNORE_INDEX rows add nothing, all ignored is 0, not nan."""
-    from gptkit.cpu_kernels import IGNORE_INDEX, cross_entropy
+    from gptkit.cpu_kernels import cross_entropy as blockwise
+    from gptkit.model import IGNORE_INDEX
+
+    def cross_entropy(logits, targets, reduction="mean"):
+        return blockwise(logits, targets, ignore_index=IGNORE_INDEX, reduction=reduction)
 
     gen = torch.Generator().manual_seed(1)
     n = 2 * 32 + 9
@@ -257,10 +305,10 @@ def test_frozen_linear_keeps_no_input_and_still_passes_the_gradient_on():
     """LoRA's frozen base: the input's gradient equals F.linear's, and the input is not saved."""
     import torch.nn.functional as F
 
-    from gptkit.cpu_kernels import Linear
+    from gptkit import cpu_kernels
 
     torch.manual_seed(0)
-    layer = Linear(16, 24)
+    layer = cpu_kernels.speed_up(torch.nn.Linear(16, 24), cpu_kernels.measure_routes())
     layer.weight.requires_grad_(False)
     layer.bias.requires_grad_(False)
     x = torch.randn(3, 5, 16, requires_grad=True)
@@ -276,7 +324,10 @@ def test_frozen_linear_keeps_no_input_and_still_passes_the_gradient_on():
 
 def test_cross_entropy_on_bf16_logits_matches_autocasts():
     """Under bf16 autocast the logits are bf16: loss as F.cross_entropy's in fp32, gradient rounded to bf16."""
-    from gptkit.cpu_kernels import cross_entropy
+    from gptkit.cpu_kernels import cross_entropy as blockwise
+
+    def cross_entropy(logits, targets):
+        return blockwise(logits, targets, ignore_index=-1)
 
     gen = torch.Generator().manual_seed(0)
     n = 2 * 32 + 3

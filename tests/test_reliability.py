@@ -204,7 +204,7 @@ def test_disk_full_during_export_keeps_the_old_export(small_disk):
 
 
 # --- one run per out_dir; Ctrl-C ------------------------------------------------------------
-def test_a_live_run_locks_its_out_dir_and_ctrl_c_saves_a_state_that_resumes_exactly(data_root, tmp_path):
+def test_a_live_run_locks_its_out_dir_and_ctrl_c_saves_a_state_that_resumes_exactly(data_root, tmp_path, monkeypatch):
     """A second run on a live run's folder is refused; SIGINT then ends the live run after its
     step with latest.pt saved and exit 130; resuming gives exactly the run never interrupted."""
     settings = dict(max_iters=16, eval_interval=4, always_save_checkpoint=False)
@@ -245,11 +245,12 @@ def test_a_live_run_locks_its_out_dir_and_ctrl_c_saves_a_state_that_resumes_exac
 
     # The run never interrupted, computing with the kernels the child measured for itself...
     routes = checkpoint.load(path)["cpu_matmul"]
-    with cpu_kernels.pinned_matmul_routes(routes):
-        train(tiny_cfg(data_root, whole, **settings))
+    monkeypatch.setattr(cpu_kernels, "measure_routes", lambda: routes)
+    train(tiny_cfg(data_root, whole, **settings))
+    assert checkpoint.load(checkpoint.latest_in(whole))["cpu_matmul"] == routes
     # ...and the resumed one, in a process that would take the other routes: it keeps its own.
-    with cpu_kernels.pinned_matmul_routes({key: not chosen for key, chosen in routes.items()}):
-        train(tiny_cfg(data_root, out, **settings, init_from="resume"))
+    monkeypatch.setattr(cpu_kernels, "measure_routes", lambda: {key: not chosen for key, chosen in routes.items()})
+    train(tiny_cfg(data_root, out, **settings, init_from="resume"))
     assert [r["loss"] for r in records(out, "step")] == [r["loss"] for r in records(whole, "step")]
 
     def evals(run):

@@ -1,6 +1,10 @@
-"""The package's shape: no import cycle (function-level imports included) and short functions."""
+"""The package's shape: no import cycle (function-level imports included), short functions, and a
+model.py that stands alone: plain PyTorch, no CPU kernel chosen or measured by a forward pass."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,6 +65,87 @@ def test_the_package_has_no_import_cycle():
 def test_pretrained_never_imports_the_model():
     """GPT.from_pretrained calls into pretrained; the other way round would be a cycle."""
     assert "gptkit.model" not in import_graph()["gptkit.pretrained"]
+
+
+MODEL_MAY_IMPORT = ("torch", "gptkit.pretrained", "gptkit.errors")  # and the standard library
+
+
+def imported_names(source: str) -> set[str]:
+    """Every module `source` imports, at any depth, as named: "torch.nn", "gptkit.errors", "math"."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            module = "gptkit." * bool(node.level) + (node.module or "")  # a relative import is gptkit's
+            if module in ("gptkit", "gptkit."):
+                found.update(f"gptkit.{alias.name}" for alias in node.names)
+            else:
+                found.add(module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def beyond_the_model(source: str) -> list[str]:
+    def allowed(name: str) -> bool:
+        top = name.split(".")[0]
+        return top in sys.stdlib_module_names or top == "torch" or name in MODEL_MAY_IMPORT
+
+    return sorted(name for name in imported_names(source) if not allowed(name))
+
+
+def test_model_imports_only_torch_pretrained_and_errors():
+    """A learner reads model.py alone, as nanoGPT's: the CPU kernels and the rest stay outside."""
+    assert beyond_the_model((PACKAGE / "model.py").read_text()) == []
+    sample = "import math\nimport torch.nn as nn\nimport numpy\nfrom gptkit.cpu_kernels import Linear\n"
+    sample += "def f():\n    from gptkit import lora, errors\n    from . import data\n"
+    assert beyond_the_model(sample) == ["gptkit.cpu_kernels", "gptkit.data", "gptkit.lora", "numpy"]
+
+
+# Builds a GPT (and a LoRA one), runs forward, backward and generation on the CPU, before and
+# after speed_up, recording every timing the CPU layer could make; then asks for the measurement.
+NO_MEASUREMENT = """
+import torch
+from gptkit import cpu_kernels, device
+from gptkit.lora import apply_lora
+from gptkit.model import GPT, GPTConfig
+
+timed = []
+for module, name in [(cpu_kernels, "_time_routes"), (device, "_time_bf16_vs_fp32")]:
+    real = getattr(module, name)
+    setattr(module, name, lambda *a, real=real, name=name, **k: timed.append(name) or real(*a, **k))
+
+def run(model):
+    x = torch.randint(0, 64, (2, 8))
+    model.train()
+    model(x, x)[1].backward()
+    model.eval()
+    model(x)
+    model.generate(x, 3)
+
+torch.manual_seed(0)
+model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=1, n_head=2, n_embd=16))
+run(model)
+run(apply_lora(model, rank=2, alpha=4))
+run(cpu_kernels.speed_up(model, {"forward": True, "backward": True, "inference": True}))
+print("forward passes timed:", timed)
+cpu_kernels.measure_routes()
+print("measure_routes timed:", timed, cpu_kernels.onednn_works())
+"""
+
+
+def test_no_forward_pass_measures_anything():
+    """The CPU speed-ups are chosen at start-up by the programs that want them, never lazily by a
+    layer: in a fresh process, forward, backward and generation time nothing; measure_routes does."""
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", NO_MEASUREMENT], capture_output=True, text=True, timeout=300, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    forward, asked = done.stdout.splitlines()
+    assert forward == "forward passes timed: []"
+    onednn = asked.endswith("True")
+    # the recording works: where oneDNN exists, asking for the routes times its products
+    assert asked.startswith("measure_routes timed: ['_time_routes', '_time_routes']" if onednn else "measure_routes")
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from gptkit import cpu_kernels
+from gptkit import device
 
 
 def main(out_dir: Path) -> None:
@@ -21,8 +21,8 @@ def main(out_dir: Path) -> None:
     rank = dist.get_rank()
     # What each rank would decide alone: bf16 on rank 0, fp32 on the others.
     own = (torch.bfloat16, "rank 0's measurement") if rank == 0 else (torch.float32, f"rank {rank}'s measurement")
-    cpu_kernels.choose_cpu_autocast = lambda native, measure: own
-    dtype, why = cpu_kernels.cpu_autocast_dtype()
+    device.choose_cpu_autocast = lambda native, measure: own
+    dtype, why = device.cpu_autocast_dtype()
     (out_dir / f"rank{rank}.json").write_text(json.dumps({"dtype": str(dtype), "why": why}))
     dist.destroy_process_group()
 
