@@ -161,13 +161,12 @@ def pinned_matmul_routes(routes: dict[str, bool] | None):
 
     The two libraries round differently, and a measurement near the margin can come out either way
     in another process: a resumed run (or another DDP rank) must compute with the same kernels.
-    A checkpoint that recorded one "training" route for training's forward and backward is read so.
     """
     global _pinned_routes
     before = _pinned_routes
     if routes is not None:
         works = _onednn_works()  # a checkpoint from a machine with oneDNN, resumed on one without
-        _pinned_routes = tuple(works and bool(routes.get(name, routes.get("training", False))) for name in ROUTES)
+        _pinned_routes = tuple(works and bool(routes.get(name, False)) for name in ROUTES)
     try:
         yield
     finally:

@@ -28,7 +28,8 @@ from gptkit.data import dataset_kind, open_examples, read_meta
 from gptkit.device import pick_dtype, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.model import GPT
-from gptkit.sample import load_model, run_dataset
+from gptkit.sample import run_dataset
+from gptkit.sources import load_model
 from gptkit.tokenizer import EOT_ID, EOT_TOKEN, get_encoding
 
 
