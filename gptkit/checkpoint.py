@@ -1,11 +1,13 @@
 """Checkpoints: the one place that knows their format. Written atomically, read back safely.
 
-A checkpoint is a plain dict saved with `torch.save` (`training_checkpoint` lists its keys):
-model weights, optimizer and grad-scaler state, the model's architecture (`model_args`), the
+A checkpoint is a `Checkpoint`, saved with `torch.save` as a plain dict of its fields: model
+weights, optimizer and grad-scaler state, the model's architecture (`model_args`), the
 training config, the dtype training ran in, the loop's counters (`iter_num`, `best_val_loss`,
 ...), every rank's RNG state and the data sampler's state; enough for `init_from=resume` to
-continue exactly where a run stopped. Reading uses `weights_only=True`, so opening a
-checkpoint never runs code from it, and `mmap=True`, so reading its header costs no weights.
+continue exactly where a run stopped. The file names its `format_version`; `migrate` reads
+every earlier one as the current format, so no other module needs to know the history.
+Reading uses `weights_only=True`, so opening a checkpoint never runs code from it, and
+`mmap=True`, so reading its header costs no weights.
 
 A run's folder holds `ckpt.pt` (the best model by val loss) and, after an evaluation that did
 not improve or a stop between evaluations, `latest.pt`: `latest_in` is what a resume continues
@@ -16,10 +18,11 @@ the name or path of the frozen base it adapts.
 """
 
 import hashlib
+import math
 import os
 import pickle
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -32,9 +35,89 @@ from gptkit.pretrained import WeightsUnavailable
 
 BEST = "ckpt.pt"  # the best model so far (by val loss), or the latest with always_save_checkpoint
 LATEST = "latest.pt"  # the latest training state, when it is not also the best
+FORMAT_VERSION = 2  # 1: the files written before checkpoints named their format (see `migrate`)
 
 
-def load(path: str | Path, map_location="cpu") -> dict:
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds. A new field takes a default, which is what older files read as."""
+
+    model: dict  # the weights (a LoRA run's adapters only), without torch.compile's or DDP's prefixes
+    model_args: dict  # the GPTConfig's fields
+    config: dict = field(default_factory=dict)  # the TrainConfig's fields
+    lora: dict | None = None  # a LoRA run's settings and its base (`lora_settings`); None: no adapters
+    dtype: str | None = None  # the precision it was trained in (what --dtype=auto chose); None: not recorded
+    cpu_matmul: dict | None = None  # CPU matmul routes it computed with ({route: bool}); None on a GPU
+    iter_num: int = 0
+    best_val_loss: float = math.inf
+    evals_since_best: int = 0
+    tokens_seen: int = 0
+    rng: list | None = None  # every rank's RNG state, rank 0's first
+    sampler: dict | None = None  # the training batches' position (`Batches.state_dict`)
+    optimizer: dict | None = None
+    scaler: dict | None = None
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        """The plain dict `torch.save` writes (loadable with weights_only=True)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Checkpoint":
+        """A saved dict of any format version, read as this one."""
+        current = migrate(raw)
+        return cls(**{f.name: current[f.name] for f in fields(cls) if f.name in current})
+
+    @property
+    def progress(self) -> dict:
+        """The loop's counters (`TrainState`'s fields)."""
+        return {key: getattr(self, key) for key in PROGRESS}
+
+    def model_config(self, path: str | Path = "checkpoint", dropout: float | None = None) -> GPTConfig:
+        """The architecture it holds (`dropout`: in place of the saved one)."""
+        args = dict(self.model_args)
+        if dropout is not None:
+            args["dropout"] = dropout
+        try:
+            return GPTConfig(**args)
+        except TypeError as e:
+            raise GptkitError(f"{path} has model_args this gptkit does not know ({e})") from None
+
+
+PROGRESS = ("iter_num", "best_val_loss", "evals_since_best", "tokens_seen")
+
+
+def migrate(raw: dict) -> dict:
+    """A saved checkpoint dict of any format version, as the current version writes it.
+
+    Version 1 (no `format_version` key) may lack any of: `dtype` (a resumed `auto` run then
+    measures again), `evals_since_best` and `tokens_seen` (they start from 0), `cpu_matmul` (the
+    process measures its own), `lora`'s `base_fingerprint` (the base is then not compared);
+    it may keep one RNG state rather than one a rank, and one "training" CPU matmul route for
+    training's forward and backward together.
+    """
+    version = raw.get("format_version", 1)
+    if version > FORMAT_VERSION:
+        raise GptkitError(
+            f"this checkpoint has format version {version}, newer than this gptkit's {FORMAT_VERSION}: "
+            "read it with the gptkit that wrote it, or a newer one"
+        )
+    if version == FORMAT_VERSION:
+        return raw
+    out = dict(raw)
+    if isinstance(out.get("rng"), dict):
+        out["rng"] = [out["rng"]]
+    routes = out.get("cpu_matmul")
+    if routes and "training" in routes:
+        training = bool(routes["training"])
+        out["cpu_matmul"] = {"forward": training, "backward": training, "inference": bool(routes.get("inference"))}
+    if out.get("lora"):
+        out["lora"] = {"base_fingerprint": None, **out["lora"]}
+    out["format_version"] = FORMAT_VERSION
+    return out
+
+
+def load(path: str | Path, map_location="cpu") -> Checkpoint:
     """Read a gptkit checkpoint, with one clear error for missing, corrupt or foreign files."""
     path = Path(path)
     if not path.is_file():
@@ -46,7 +129,10 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise GptkitError(f"{path} is truncated or corrupt ({reason}); use another checkpoint or train again") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise GptkitError(f"{path} is not a gptkit checkpoint (no model / model_args); was it saved by another tool?")
-    return ckpt
+    try:
+        return Checkpoint.from_dict(ckpt)
+    except GptkitError as e:
+        raise GptkitError(f"{path}: {e}") from None
 
 
 def clean_state_dict(state: dict) -> dict:
@@ -59,23 +145,16 @@ def clean_state_dict(state: dict) -> dict:
     return out
 
 
-def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint", dropout: float | None = None) -> GPT:
+def model_from_checkpoint(ckpt: Checkpoint, path: str | Path = "checkpoint", dropout: float | None = None) -> GPT:
     """Build the GPT a checkpoint describes and load its weights.
 
     A LoRA run's checkpoint holds only adapters: its base is loaded from where the checkpoint
     says, and the adapters are added, not merged (`gptkit.lora.merge_lora` folds them in).
     """
-    if ckpt.get("lora"):
+    if ckpt.lora:
         return model_from_lora_checkpoint(ckpt, path, dropout)
-    args = dict(ckpt["model_args"])
-    if dropout is not None:
-        args["dropout"] = dropout
-    try:
-        config = GPTConfig(**args)
-    except TypeError as e:
-        raise GptkitError(f"{path} has model_args this gptkit does not know ({e})") from None
-    model = GPT(config)
-    state = clean_state_dict(ckpt["model"])
+    model = GPT(ckpt.model_config(path, dropout))
+    state = clean_state_dict(ckpt.model)
     _check_shapes(model, state, path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]  # tied to wte
@@ -99,40 +178,32 @@ def _check_shapes(model: GPT, state: dict, path) -> None:
 
 def training_checkpoint(
     *, model, optimizer, scaler, model_config, config: dict, dtype, progress: dict, rngs, sampler, lora, cpu_matmul
-) -> dict:
-    """A training run's state as the dict `torch.save` writes; `progress` holds the loop's counters.
+) -> Checkpoint:
+    """A training run's state; `progress` holds the loop's counters (`PROGRESS`).
 
     `rngs` holds every rank's RNG state, rank 0's first; `lora` a LoRA run's settings (None otherwise);
-    `cpu_matmul` the CPU matmul routes it computed with (None on a GPU).
+    `cpu_matmul` the CPU matmul routes it computed with (None on a GPU): a resumed run computes as this one did.
     """
-    return {
-        "model": clean_state_dict(model),
-        "lora": lora,
-        "optimizer": optimizer,
-        "scaler": scaler,
-        "model_args": asdict(model_config),
-        "config": config,
-        "dtype": str(dtype).removeprefix("torch."),  # what --dtype=auto chose
-        "cpu_matmul": cpu_matmul,  # what the measurement chose: a resumed run computes as this one did
-        **progress,
-        "rng": rngs,
-        "sampler": sampler,
-    }
+    return Checkpoint(
+        model=clean_state_dict(model),
+        model_args=asdict(model_config),
+        config=config,
+        lora=lora,
+        dtype=str(dtype).removeprefix("torch."),  # what --dtype=auto chose
+        cpu_matmul=cpu_matmul,
+        **{key: progress[key] for key in PROGRESS},
+        rng=rngs,
+        sampler=sampler,
+        optimizer=optimizer,
+        scaler=scaler,
+    )
 
 
-PROGRESS_DEFAULTS = {"iter_num": 0, "best_val_loss": float("inf"), "evals_since_best": 0, "tokens_seen": 0}
-
-
-def progress(ckpt: dict) -> dict:
-    """The loop's counters in a checkpoint (defaults for those older checkpoints lack)."""
-    return {key: ckpt.get(key, default) for key, default in PROGRESS_DEFAULTS.items()}
-
-
-def write(ckpt: dict, out_dir: str | Path, best: bool) -> Path:
+def write(ckpt: Checkpoint, out_dir: str | Path, best: bool) -> Path:
     """Save `ckpt` as out_dir/ckpt.pt (`best`: latest.pt goes, ckpt.pt is the latest now) or latest.pt."""
     out_dir = Path(out_dir)
     path = out_dir / (BEST if best else LATEST)
-    files.atomic_save(ckpt, path)
+    files.atomic_save(ckpt.to_dict(), path)
     if best:
         (out_dir / LATEST).unlink(missing_ok=True)
     return path
@@ -149,7 +220,7 @@ def best_in(out_dir: str | Path) -> Path:
     raise GptkitError(f"{out} holds no {BEST} or {LATEST}: train a run there first")
 
 
-def _latest(out_dir: Path) -> tuple[Path, dict]:
+def _latest(out_dir: Path) -> tuple[Path, Checkpoint]:
     found = [out_dir / name for name in (LATEST, BEST) if (out_dir / name).is_file()]
     if not found:
         raise GptkitError(
@@ -157,7 +228,7 @@ def _latest(out_dir: Path) -> tuple[Path, dict]:
             "start with --init_from=gpt2 (or scratch), or point --out_dir at an earlier run"
         )
     loaded = [(path, load(path)) for path in found]  # headers only (mmap)
-    return max(loaded, key=lambda pc: pc[1].get("iter_num", -1))  # latest.pt on a tie: listed first
+    return max(loaded, key=lambda pc: pc[1].iter_num)  # latest.pt on a tie: listed first
 
 
 def latest_in(out_dir: str | Path) -> Path:
@@ -179,7 +250,7 @@ class Resume:
 
     out_dir: Path
     path: Path | None
-    ckpt: dict | None
+    ckpt: Checkpoint | None
     error: GptkitError | None
     stamp: tuple | None
 
@@ -248,9 +319,9 @@ def lora_settings(rank: int, alpha: float, dropout: float, targets, init_from: s
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size")
 
 
-def model_from_lora_checkpoint(ckpt: dict, path: str | Path, dropout: float | None = None) -> GPT:
+def model_from_lora_checkpoint(ckpt: Checkpoint, path: str | Path, dropout: float | None = None) -> GPT:
     """The base model a LoRA checkpoint names, with its adapters loaded (not merged)."""
-    settings, args = ckpt["lora"], dict(ckpt["model_args"])
+    settings, args = ckpt.lora, dict(ckpt.model_args)
     base = settings["base"]
     where = f"the LoRA run in {Path(path).parent} was trained on base {base}"
     if Path(base).is_absolute() and not Path(base).is_dir():
@@ -270,7 +341,7 @@ def model_from_lora_checkpoint(ckpt: dict, path: str | Path, dropout: float | No
         differ = ", ".join(f"{k}={got[k]} (was {want[k]})" for k in SHAPE_KEYS if got[k] != want[k])
         differ = differ or f"block_size={model.config.block_size} (was {args['block_size']})"
         raise GptkitError(f"{where}, which now has another shape: {differ}; restore the original base to use this run")
-    saved = settings.get("base_fingerprint")  # runs from before 2026-11-26 have none
+    saved = settings["base_fingerprint"]  # None: an older file that did not record it (see `migrate`)
     if saved is not None and saved != base_fingerprint(model):
         raise GptkitError(
             f"{where}, whose weights have changed since (same shape, other values): "
@@ -280,7 +351,7 @@ def model_from_lora_checkpoint(ckpt: dict, path: str | Path, dropout: float | No
         model.crop_block_size(args["block_size"])
     apply_lora(model, settings["rank"], settings["alpha"], settings["dropout"], settings["targets"])
     adapters = lora_state_dict(model)
-    state = clean_state_dict(ckpt["model"])
+    state = clean_state_dict(ckpt.model)
     if set(state) != set(adapters) or any(state[k].shape != adapters[k].shape for k in adapters):
         raise GptkitError(f"{path} holds adapters that do not fit its LoRA settings; it cannot be loaded")
     with torch.no_grad():

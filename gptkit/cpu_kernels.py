@@ -65,11 +65,10 @@ def _routed_class(cls: type) -> type:
 def route_flags(routes: dict[str, bool]) -> tuple[bool, ...]:
     """One flag for each of ROUTES from `routes` as `measure_routes` (or a checkpoint) gives them.
 
-    A checkpoint that recorded one "training" route for training's forward and backward is read
-    so; on a machine without oneDNN (a checkpoint from one with it) every route is PyTorch's.
+    On a machine without oneDNN (a checkpoint from one with it) every route is PyTorch's.
     """
     works = onednn_works()
-    return tuple(works and bool(routes.get(name, routes.get("training", False))) for name in ROUTES)
+    return tuple(works and bool(routes.get(name, False)) for name in ROUTES)
 
 
 class Linear(nn.Linear):

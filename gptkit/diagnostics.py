@@ -84,7 +84,7 @@ def best_checkpoint(run) -> Recommendation:
     it, val, train = int(run.iters[i]), float(run.val_loss[i]), float(run.train_loss[i])
     ckpt, saved_iter = None, None
     if run.out_dir is not None and (run.out_dir / checkpoint.BEST).is_file():
-        saved_iter = checkpoint.load(run.out_dir / checkpoint.BEST).get("iter_num")
+        saved_iter = checkpoint.load(run.out_dir / checkpoint.BEST).iter_num
         ckpt = run.out_dir / checkpoint.BEST if saved_iter == it else None
     if ckpt is not None:
         note = f"keep {ckpt} (iteration {it}, val loss {val:.4f})"

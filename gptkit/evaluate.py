@@ -29,7 +29,8 @@ from gptkit.device import pick_dtype, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.generation import generate_padded, left_padded
 from gptkit.model import GPT
-from gptkit.sample import load_model, run_dataset
+from gptkit.sample import run_dataset
+from gptkit.sources import load_model
 from gptkit.tokenizer import EOT_ID, EOT_TOKEN, get_encoding
 
 

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-from gptkit import checkpoint
+from gptkit import checkpoint, sources
 from gptkit.data import read_meta
 from gptkit.errors import GptkitError, run_cli
 from gptkit.files import replacing, write_failed
 from gptkit.lora import lora_state_dict, merge_lora
 from gptkit.model import GPT, GPTConfig
-from gptkit.peft_format import is_peft_dir, peft_base_name, read_peft_dir, to_peft_dir
+from gptkit.peft_format import is_peft_dir, peft_base_name, to_peft_dir
 from gptkit.pretrained import GPT2_SIZES, TRANSPOSED
 from gptkit.tokenizer import EOT_ID, EOT_TOKEN, get_encoding, vocab_files
 
@@ -107,12 +107,6 @@ def check_dest(dest: Path) -> None:
         raise GptkitError(f"{dest} exists and is not empty: choose a new folder, or empty it first")
 
 
-def load_merged(out_dir: str | os.PathLike) -> GPT:
-    """The model a run's best checkpoint holds, LoRA adapters merged: a plain GPT."""
-    path = checkpoint.best_in(out_dir)
-    return merge_lora(checkpoint.model_from_checkpoint(checkpoint.load(path), path)).eval()
-
-
 # --- the files beside the weights -------------------------------------------------------------
 def hf_tokenizer(max_length: int):
     """GPT-2's tokenizer for transformers, from gptkit's verified vocabulary files, checked against tiktoken."""
@@ -161,11 +155,11 @@ def describe_base(base: str | None, model: GPT) -> str:
     return f"{name}: GPT-2, {size}"
 
 
-def run_base(ckpt: dict | None, lora: dict | None) -> str | None:
+def run_base(ckpt: checkpoint.Checkpoint | None, lora: dict | None) -> str | None:
     """What the exported model was finetuned from: a GPT-2 size, a folder, "resume", or None (scratch)."""
     if lora:
         return lora["base"]
-    init_from = ((ckpt or {}).get("config") or {}).get("init_from")
+    init_from = ckpt.config.get("init_from") if ckpt is not None else None
     return None if init_from in (None, "scratch") else init_from
 
 
@@ -180,26 +174,28 @@ def describe_data(cfg: dict) -> str:
     )
 
 
-def describe_training(ckpt: dict) -> str:
-    cfg = ckpt.get("config") or {}
+def describe_training(ckpt: checkpoint.Checkpoint) -> str:
+    cfg = ckpt.config
     lr = f"learning rate {cfg.get('learning_rate'):g}"
     if cfg.get("decay_lr"):
         lr += f" (warmup {cfg.get('warmup_iters')}, cosine decay to {cfg.get('min_lr'):g})"
     tokens = cfg.get("batch_size", 0) * cfg.get("gradient_accumulation_steps", 0) * cfg.get("block_size", 0)
     return (
-        f"{ckpt.get('iter_num', 0)} iterations of {cfg.get('batch_size')} x {cfg.get('gradient_accumulation_steps')} "
-        f"x {cfg.get('block_size')} = {tokens:,} tokens ({ckpt.get('tokens_seen', 0):,} tokens seen), {lr}, "
-        f"weight decay {cfg.get('weight_decay')}, dropout {cfg.get('dropout')}, {ckpt.get('dtype', 'float32')}"
+        f"{ckpt.iter_num} iterations of {cfg.get('batch_size')} x {cfg.get('gradient_accumulation_steps')} "
+        f"x {cfg.get('block_size')} = {tokens:,} tokens ({ckpt.tokens_seen:,} tokens seen), {lr}, "
+        f"weight decay {cfg.get('weight_decay')}, dropout {cfg.get('dropout')}, {ckpt.dtype or 'float32'}"
     )
 
 
-def card_facts(ckpt: dict | None, lora: dict | None, model: GPT, source: Path, adapters: bool) -> list[str]:
+def card_facts(
+    ckpt: checkpoint.Checkpoint | None, lora: dict | None, model: GPT, source: Path, adapters: bool
+) -> list[str]:
     """The card's bullet points: base, data, training, LoRA, loss."""
     facts = [f"**Base model:** {describe_base(run_base(ckpt, lora), model)}"]
     if ckpt is None:  # a peft adapter merged: what its config says is all there is
         facts.append(f"**Adapter:** the peft LoRA adapter in `{source}`, merged into the base")
     else:
-        cfg = ckpt.get("config") or {}
+        cfg = ckpt.config
         facts += [f"**Dataset:** {describe_data(cfg)}", f"**Training:** {describe_training(ckpt)}"]
         if lora and is_peft_dir(cfg.get("init_from", "")):
             facts.append(f"**Adapters started from:** the peft adapter in `{cfg['init_from']}`")
@@ -209,7 +205,7 @@ def card_facts(ckpt: dict | None, lora: dict | None, model: GPT, source: Path, a
             f"**LoRA:** rank {lora['rank']}, alpha {lora['alpha']:g}, dropout {lora['dropout']:g} "
             f"on {lora['targets']}, {how}"
         )
-    best = (ckpt or {}).get("best_val_loss")
+    best = ckpt.best_val_loss if ckpt is not None else None
     if best is not None and math.isfinite(best):
         facts.append(f"**Best val loss:** {best:.4f} (perplexity {math.exp(best):.2f})")
     elif ckpt is not None:
@@ -251,20 +247,18 @@ def write_card(staging: Path, text: str) -> None:
 
 
 # --- export -----------------------------------------------------------------------------------
-def load_source(source: Path, adapters: bool) -> tuple[GPT, dict | None, dict | None]:
+def load_source(source: Path, adapters: bool) -> tuple[GPT, checkpoint.Checkpoint | None, dict | None]:
     """The model to export (LoRA unmerged), its checkpoint (None for a peft folder) and LoRA settings."""
-    if is_peft_dir(source):
-        if adapters:
-            raise GptkitError(f"{source} is a peft adapter folder already: export it without --adapters to merge it")
-        model, lora = read_peft_dir(source)
-        return model, None, lora
-    path = checkpoint.best_in(source)
-    ckpt = checkpoint.load(path)
-    if adapters and not ckpt.get("lora"):
+    peft = is_peft_dir(source)
+    if peft and adapters:
+        raise GptkitError(f"{source} is a peft adapter folder already: export it without --adapters to merge it")
+    origin = sources.find(str(source), None) if peft else sources.find("resume", source)
+    if adapters and not origin.lora:
         raise GptkitError(
             f"{source} is a full finetune, not a LoRA run: it has no adapters; export it without --adapters"
         )
-    return checkpoint.model_from_checkpoint(ckpt, path), ckpt, ckpt.get("lora")
+    model, lora = origin.load()
+    return model, origin.ckpt, lora
 
 
 def export(source: str | os.PathLike, dest: str | os.PathLike, adapters: bool = False) -> Path:

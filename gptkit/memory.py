@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from gptkit import checkpoint, peft_format, pretrained
+from gptkit import checkpoint, pretrained, sources
 from gptkit.data import read_meta
 from gptkit.device import available_bytes
 from gptkit.errors import GptkitError
 from gptkit.lora import DEFAULT_TARGETS, TARGETS, count_lora_params, parse_targets
-from gptkit.model import GPTConfig, gpt2_config
+from gptkit.model import GPTConfig
 
 GIB = 2**30
 # in and out width of each Linear of a block, in multiples of n_embd (LoRA's table of targets)
@@ -306,19 +306,6 @@ def estimate(
 # --- a run's settings -> its estimate ---------------------------------------------------------
 
 
-def scratch_config(cfg) -> GPTConfig:
-    """The model `init_from=scratch` builds: the settings' shape, the dataset's vocabulary."""
-    vocab = read_meta(Path(cfg.data_root) / cfg.dataset).get("vocab_size", 50257)
-    return GPTConfig(cfg.block_size, vocab, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
-
-
-def base_config(name_or_dir: str) -> GPTConfig:
-    """A pretrained model's architecture, without its weights: a GPT-2 size, or a HF directory's config."""
-    if name_or_dir in pretrained.GPT2_SIZES:
-        return gpt2_config(name_or_dir)
-    return GPTConfig(**pretrained.read_config(name_or_dir))
-
-
 def sequence_length(cfg, block_size: int) -> int:
     """Tokens per row of a micro-batch: block_size, or for examples the longest one (padded to it), if shorter."""
     meta = read_meta(Path(cfg.data_root) / cfg.dataset)
@@ -329,33 +316,16 @@ def sequence_length(cfg, block_size: int) -> int:
 
 
 def run_shape(cfg, resume: checkpoint.Resume | None = None) -> tuple[GPTConfig, dict] | None:
-    """The architecture `cfg` trains and its LoRA settings ({} for a full finetune), read as training
-    reads them but without loading a weight; None when they cannot be known yet (loading will
-    then say what is wrong). `resume`: the checkpoint a resumed run continues from, already read."""
-    lora = {"rank": cfg.lora_rank, "targets": cfg.lora_targets, "dropout": cfg.lora_dropout} if cfg.lora_rank else {}
+    """The architecture `cfg` trains and its LoRA settings ({} for a full finetune), from where the
+    model comes from (`sources.for_training`) without loading a weight; None when they cannot be
+    known yet (loading will then say what is wrong). `resume`: the checkpoint a resumed run
+    continues from, already read."""
     try:
-        if cfg.init_from == "scratch":
-            config = scratch_config(cfg)
-        elif cfg.init_from == "resume":
-            resume = resume or checkpoint.Resume.find(cfg.out_dir)
-            if resume.ckpt is None:
-                return None
-            config, lora = GPTConfig(**resume.ckpt["model_args"]), resume.ckpt.get("lora") or {}
-        elif peft_format.is_peft_dir(cfg.init_from):  # the base it names, with its adapters
-            path = Path(cfg.init_from)
-            adapter = peft_format.read_config(path)
-            config = base_config(peft_format.base_of(adapter, path))
-            targets = peft_format.resolve_targets(adapter, config.n_layer, path)
-            lora = {"rank": adapter["r"], "targets": ",".join(targets), "dropout": adapter.get("lora_dropout", 0.0)}
-        elif Path(cfg.init_from).is_dir():
-            config = GPTConfig(**pretrained.read_config(cfg.init_from))
-        elif cfg.init_from in pretrained.GPT2_SIZES:
-            config = gpt2_config(cfg.init_from)
-        else:
-            return None
+        source = sources.for_training(cfg, resume)
     except (GptkitError, OSError, KeyError, TypeError, ValueError):
         return None
-    return replace(config, dropout=cfg.dropout, block_size=min(config.block_size, cfg.block_size)), lora
+    config = source.config
+    return replace(config, dropout=cfg.dropout, block_size=min(config.block_size, cfg.block_size)), source.lora or {}
 
 
 def estimate_run(

@@ -23,10 +23,8 @@ from gptkit.config import AT_LEAST_1, DTYPES, SEED, Range, check_ranges, given_s
 from gptkit.data import dataset_kind, read_meta
 from gptkit.device import pick_dtype, resolve_device
 from gptkit.errors import GptkitError, run_cli
-from gptkit.lora import merge_lora
-from gptkit.model import GPT
-from gptkit.peft_format import is_peft_dir, read_peft_dir
 from gptkit.prompts import prompt_for
+from gptkit.sources import load_model
 from gptkit.tokenizer import EOT_ID, get_encoding
 
 
@@ -58,16 +56,6 @@ class SampleConfig:
     dtype: str = setting("auto", "auto, float32, bfloat16, float16", DTYPES)
 
 
-def load_model(init_from: str, out_dir: str) -> GPT:
-    if init_from == "resume":
-        path = checkpoint.best_in(out_dir)
-        model = checkpoint.model_from_checkpoint(checkpoint.load(path), path)
-        return merge_lora(model)  # a LoRA run: its adapters folded into the base's weights
-    if is_peft_dir(init_from):
-        return merge_lora(read_peft_dir(init_from)[0])  # a peft adapter, on the base it names
-    return GPT.from_pretrained(init_from)
-
-
 def run_dataset(out_dir: str | Path) -> Path:
     """The dataset folder a training run read: from OUT_DIR/config.json, or its checkpoint's config."""
     path = Path(out_dir) / "config.json"
@@ -76,7 +64,7 @@ def run_dataset(out_dir: str | Path) -> Path:
     except (OSError, ValueError):
         config = None  # unreadable: the checkpoint has the same settings
     if not isinstance(config, dict) or "dataset" not in config:
-        config = checkpoint.load(checkpoint.best_in(out_dir)).get("config") or {}
+        config = checkpoint.load(checkpoint.best_in(out_dir)).config
     if "dataset" not in config:
         raise GptkitError(f"{out_dir} does not say which dataset it was trained on (no config.json): pass --dataset")
     return Path(config.get("data_root", "data")) / config["dataset"]

@@ -29,21 +29,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint, cpu_kernels, distributed, files, lora, memory, objectives, peft_format, runguard
-from gptkit.config import (
-    FSDP_NO_LORA,
-    TrainConfig,
-    check_resume,
-    describe_resume,
-    given_settings,
-    parse_args,
-    validate,
-)
+from gptkit import checkpoint, cpu_kernels, distributed, files, lora, memory, objectives, peft_format, runguard, sources
+from gptkit.config import FSDP_NO_LORA, TrainConfig, given_settings, parse_args, validate
 from gptkit.data import Batches, ExampleBatches, dataset_kind
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.metrics import MetricsWriter, check_sinks
 from gptkit.model import GPT
+from gptkit.resume import check_resume, describe_resume
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
@@ -162,7 +155,7 @@ def training_precision(cfg: TrainConfig, device: torch.device, resume: checkpoin
     """
     name = cfg.dtype
     if name == "auto" and resume is not None and resume.ckpt is not None:
-        name = resume.ckpt.get("dtype") or "auto"  # checkpoints from before gptkit saved it: measure
+        name = resume.ckpt.dtype or "auto"  # not recorded: measure
     dtype, why = dtype_choice(name, device.type, autocast=True)
     return Precision(dtype, why, device.type)
 
@@ -196,22 +189,7 @@ def claimed_out_dir(cfg: TrainConfig, world: World) -> Iterator[Path]:
 
 def build_model(cfg: TrainConfig, resume: checkpoint.Resume | None, precision: Precision) -> tuple[GPT, dict | None]:
     """The model this run starts from, whole, on the CPU, and its LoRA settings (None: full finetune)."""
-    if resume is not None:
-        model, settings = (
-            checkpoint.model_from_checkpoint(resume.ckpt, resume.path, cfg.dropout),
-            resume.ckpt.get("lora"),
-        )
-    elif cfg.init_from == "scratch":
-        model, settings = GPT(memory.scratch_config(cfg)), None
-    elif peft_format.is_peft_dir(cfg.init_from):  # its base and adapters; the LoRA settings are its config's
-        model, settings = peft_format.read_peft_dir(cfg.init_from, cfg.dropout, cfg.lora_rank)
-    else:
-        model, settings = GPT.from_pretrained(cfg.init_from, {"dropout": cfg.dropout}), None
-        if cfg.lora_rank:
-            settings = checkpoint.lora_settings(
-                cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from, model
-            )
-            lora.apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    model, settings = sources.for_training(cfg, resume).load(cfg.dropout)
     if cfg.block_size > model.config.block_size:
         raise GptkitError(
             f"block_size {cfg.block_size} is larger than the model's context of "
@@ -229,7 +207,7 @@ def placed_model(cfg, resume, precision, world: World, device: torch.device) -> 
     if not world.fsdp:
         model, settings = build_model(cfg, resume, precision)
         return model.to(device), settings
-    if (resume is not None and resume.ckpt.get("lora")) or peft_format.is_peft_dir(cfg.init_from):
+    if (resume is not None and resume.ckpt.lora) or peft_format.is_peft_dir(cfg.init_from):
         raise GptkitError(FSDP_NO_LORA)  # a LoRA run, resumed or started from a peft adapter
     # Before the optimizer, which must hold the shards.
     model = distributed.shard_from_rank0(lambda: build_model(cfg, resume, precision)[0], device, precision.dtype)
@@ -270,7 +248,7 @@ def cpu_matmul_routes(device: torch.device, world: World, resume: checkpoint.Res
     rank 0's for every rank (one set of kernels, so every rank's numbers resume the same)."""
     if device.type != "cpu":
         return None
-    routes = (resume.ckpt.get("cpu_matmul") if resume is not None else None) or cpu_kernels.measure_routes()
+    routes = (resume.ckpt.cpu_matmul if resume is not None else None) or cpu_kernels.measure_routes()
     if world.distributed:
         shared = [routes]
         dist.broadcast_object_list(shared, src=0)
@@ -352,19 +330,19 @@ def save(run: Run, state: TrainState, best: bool) -> None:
     checkpoint.write(ckpt, run.out, best)
 
 
-def restore(run: Run, state: TrainState, ckpt: dict) -> None:
+def restore(run: Run, state: TrainState, ckpt: checkpoint.Checkpoint) -> None:
     """Put a checkpoint's optimizer, scaler, counters, RNG and sampler state back into `run`."""
     if run.world.fsdp:
-        distributed.load_optimizer_state(run.model, run.optimizer, ckpt["optimizer"])
+        distributed.load_optimizer_state(run.model, run.optimizer, ckpt.optimizer)
     else:
-        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.optimizer.load_state_dict(ckpt.optimizer)
     for group in run.optimizer.param_groups:
         group["lr"] = run.cfg.learning_rate  # a resumed run follows the learning rate the config asks for
-    if ckpt.get("scaler"):
-        run.scaler.load_state_dict(ckpt["scaler"])
-    for key, value in checkpoint.progress(ckpt).items():
+    if ckpt.scaler:
+        run.scaler.load_state_dict(ckpt.scaler)
+    for key, value in ckpt.progress.items():
         setattr(state, key, value)
-    rngs = ckpt["rng"]
+    rngs = ckpt.rng
     same_world = len(rngs) == run.world.size
     rng = rngs[run.world.rank] if same_world else rngs[0]
     torch.set_rng_state(rng["torch"].cpu())
@@ -372,7 +350,7 @@ def restore(run: Run, state: TrainState, ckpt: dict) -> None:
         torch.cuda.set_rng_state(rng["cuda"].cpu(), run.device)
     if not same_world and run.world.rank > 0:
         torch.manual_seed(run.cfg.seed + run.world.rank)  # saved with another process count: keep masks distinct
-    run.train_data.load_state_dict(ckpt["sampler"])
+    run.train_data.load_state_dict(ckpt.sampler)
 
 
 # --- one step, one evaluation ----------------------------------------------------------------
@@ -602,7 +580,7 @@ def train(cfg: TrainConfig) -> dict:
         if resume is not None:
             resume = resume.checked()  # its error, if any, comes after the lock's; reread if it changed
             # settings the checkpoint fixes are refused if they differ; the rest is listed as applied
-            applied = check_resume(cfg, resume.ckpt.get("config", {}), resume.path, resume.ckpt.get("dtype"))
+            applied = check_resume(cfg, resume.ckpt.config, resume.path, resume.ckpt.dtype)
         run, state = setup(cfg, world, out, resume, precision, device, estimate)
         if resume is not None and world.master:
             print(describe_resume(resume.path, state.iter_num, applied))

@@ -156,7 +156,7 @@ from torch.nn import functional as F
 
 from gptkit.data import Batches
 from gptkit.model import GPT
-from gptkit.sample import load_model
+from gptkit.sources import load_model
 from gptkit.train import train
 
 one = dataclasses.replace(
@@ -216,7 +216,7 @@ print(f"loss: by hand {sum(losses) / len(losses):.6f}, train() {logged['loss']:.
 assert abs(logged["loss"] - sum(losses) / len(losses)) < 1e-4
 after = load_model("resume", one.out_dir)  # the weights train() saved after its one step
 optimizer = after.configure_optimizers(one.weight_decay, lr, (beta1, beta2), "cpu")
-optimizer.load_state_dict(checkpoint.load(Path(one.out_dir) / checkpoint.BEST)["optimizer"])
+optimizer.load_state_dict(checkpoint.load(Path(one.out_dir) / checkpoint.BEST).optimizer)
 worst = rule = 0.0
 for name, theirs in after.named_parameters():
     ours, start = params[name].detach(), before[name]
@@ -327,9 +327,9 @@ plot_losses(run, steps=True)
 rec = best_checkpoint(run)
 print(rec.note)
 saved = checkpoint.load(Path(cfg.out_dir) / "ckpt.pt")
-print("ckpt.pt holds iteration", saved["iter_num"], "with best val loss", round(saved["best_val_loss"], 4))
-print("it contains:", sorted(saved))
-assert rec.checkpoint is not None and saved["iter_num"] == rec.iter
+print("ckpt.pt holds iteration", saved.iter_num, "with best val loss", round(saved.best_val_loss, 4))
+print("it contains:", sorted(saved.to_dict()))
+assert rec.checkpoint is not None and saved.iter_num == rec.iter
 print("files:", sorted(p.name for p in Path(cfg.out_dir).iterdir()))
 
 # %% [markdown]

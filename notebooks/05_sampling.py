@@ -50,7 +50,8 @@ import gptkit
 from gptkit.config import TrainConfig
 from gptkit.model import KVCache, next_token_probs
 from gptkit.notebook import load_or_standin, prepared_shakespeare, workdir
-from gptkit.sample import SampleConfig, load_model, sample
+from gptkit.sample import SampleConfig, sample
+from gptkit.sources import load_model
 from gptkit.tokenizer import get_encoding
 from gptkit.train import train
 

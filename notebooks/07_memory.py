@@ -54,12 +54,13 @@ import gptkit
 from gptkit import checkpoint
 from gptkit.config import TrainConfig
 from gptkit.diagnostics import plot_losses, read_metrics
-from gptkit.export import export, load_merged
+from gptkit.export import export
 from gptkit.lora import LoRALinear, apply_lora, count_lora_params, lora_state_dict, trainable_params
 from gptkit.model import GPT, gpt2_config
 from gptkit.notebook import preset, shakespeare_text, workdir
 from gptkit.prepare import prepare
 from gptkit.pretrained import GPT2_SIZES
+from gptkit.sources import load_model
 from gptkit.train import train
 
 SMOKE = gptkit.smoke()
@@ -290,13 +291,13 @@ plot_losses(full_run, lora_run, title="same base, same batches: full finetune ag
 # %%
 full_ckpt = checkpoint.load(Path(full_cfg.out_dir) / checkpoint.BEST)
 lora_ckpt = checkpoint.load(Path(lora_cfg.out_dir) / checkpoint.BEST)
-print("LoRA settings and base:", lora_ckpt["lora"])
-print("weights in the LoRA checkpoint:", list(lora_ckpt["model"])[:4], "...")
+print("LoRA settings and base:", lora_ckpt.lora)
+print("weights in the LoRA checkpoint:", list(lora_ckpt.model)[:4], "...")
 sizes = {"full": (Path(full_cfg.out_dir) / checkpoint.BEST).stat().st_size}
 sizes["lora"] = (Path(lora_cfg.out_dir) / checkpoint.BEST).stat().st_size
 print(f"ckpt.pt: full finetune {sizes['full'] / 1e6:.1f} MB, LoRA {sizes['lora'] / 1e6:.2f} MB")
 assert sizes["lora"] < sizes["full"] / 50
-assert all(k.endswith(("lora_A", "lora_B")) for k in lora_ckpt["model"])
+assert all(k.endswith(("lora_A", "lora_B")) for k in lora_ckpt.model)
 
 # %% [markdown]
 # ## Export: adapters merged into the weights
@@ -318,7 +319,7 @@ ids = torch.randint(0, 50257, (1, 32), generator=torch.Generator().manual_seed(0
 unmerged = checkpoint.model_from_checkpoint(lora_ckpt, Path(lora_cfg.out_dir) / checkpoint.BEST).eval()
 with torch.no_grad():
     logits_lora = unmerged(ids)[0]
-    logits_merged = load_merged(lora_cfg.out_dir)(ids)[0]
+    logits_merged = load_model("resume", lora_cfg.out_dir).eval()(ids)[0]  # adapters merged
     logits_hf = GPT2LMHeadModel.from_pretrained(dest).eval()(ids).logits
 print(f"largest difference, merged vs LoRA: {(logits_merged - logits_lora).abs().max().item():.1e}")
 print(f"largest difference, transformers vs LoRA: {(logits_hf - logits_lora).abs().max().item():.1e}")

@@ -1,5 +1,6 @@
 """gptkit.checkpoint: the format, which file a run continues from, and reading it once."""
 
+import math
 import os
 
 import pytest
@@ -34,21 +35,43 @@ def saved(out_dir, name: str, iter_num: int) -> dict:
 def test_a_checkpoint_round_trips_and_rebuilds_its_model(tmp_path):
     ckpt = saved(tmp_path, checkpoint.BEST, 4)
     back = checkpoint.load(tmp_path / checkpoint.BEST)
-    assert back["dtype"] == "bfloat16" and back["model_args"]["n_embd"] == 8
-    assert back["cpu_matmul"] == {"forward": True, "backward": False, "inference": False}
-    assert checkpoint.progress(back) == {"iter_num": 4, "best_val_loss": 2.5, "evals_since_best": 1, "tokens_seen": 640}
+    assert back.dtype == "bfloat16" and back.model_args["n_embd"] == 8
+    assert back.cpu_matmul == {"forward": True, "backward": False, "inference": False}
+    assert back.progress == {"iter_num": 4, "best_val_loss": 2.5, "evals_since_best": 1, "tokens_seen": 640}
     model = checkpoint.model_from_checkpoint(back, tmp_path / checkpoint.BEST)
     for k, v in model.state_dict().items():
-        assert torch.equal(v, ckpt["model"][k]), k  # prefixes stripped, every weight back
+        assert torch.equal(v, ckpt.model[k]), k  # prefixes stripped, every weight back
 
 
 def test_older_checkpoints_get_default_counters():
-    assert checkpoint.progress({"iter_num": 7, "best_val_loss": 1.0}) == {
+    older = {"model": {}, "model_args": {}, "iter_num": 7, "best_val_loss": 1.0}  # no format_version
+    assert checkpoint.Checkpoint.from_dict(older).progress == {
         "iter_num": 7,
         "best_val_loss": 1.0,
         "evals_since_best": 0,
         "tokens_seen": 0,
     }
+
+
+def test_a_version_1_checkpoint_is_migrated_to_the_current_format():
+    """What gptkit wrote before the format had a version, read as the current version says."""
+    rng = {"torch": torch.get_rng_state()}
+    lora = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "targets": "c_attn", "base": "gpt2"}
+    old = {"model": {}, "model_args": {}, "rng": rng, "cpu_matmul": {"training": True, "inference": False}}
+    ckpt = checkpoint.Checkpoint.from_dict(old | {"lora": lora})
+    assert ckpt.format_version == checkpoint.FORMAT_VERSION
+    assert ckpt.rng == [rng]  # one state a rank
+    assert ckpt.cpu_matmul == {"forward": True, "backward": True, "inference": False}
+    assert ckpt.lora == lora | {"base_fingerprint": None} and ckpt.dtype is None
+    assert ckpt.progress == {"iter_num": 0, "best_val_loss": math.inf, "evals_since_best": 0, "tokens_seen": 0}
+    assert "training" in old["cpu_matmul"] and "format_version" not in old  # the file's dict is left as read
+
+
+def test_a_checkpoint_from_a_newer_gptkit_is_one_line(tmp_path):
+    path = tmp_path / checkpoint.BEST
+    torch.save({"model": {}, "model_args": {}, "format_version": checkpoint.FORMAT_VERSION + 1}, path)
+    with pytest.raises(GptkitError, match="newer than this gptkit"):
+        checkpoint.load(path)
 
 
 def test_resume_takes_the_newer_file_and_sampling_the_best(tmp_path):
@@ -64,14 +87,14 @@ def test_resume_takes_the_newer_file_and_sampling_the_best(tmp_path):
 def test_resume_reads_once_and_again_only_if_the_file_changed(tmp_path, monkeypatch):
     saved(tmp_path, checkpoint.BEST, 4)
     resume = checkpoint.Resume.find(tmp_path)
-    assert resume.path == tmp_path / checkpoint.BEST and resume.ckpt["iter_num"] == 4
+    assert resume.path == tmp_path / checkpoint.BEST and resume.ckpt.iter_num == 4
     reads = []
     real_load = checkpoint.load
     monkeypatch.setattr(checkpoint, "load", lambda *a, **k: reads.append(a) or real_load(*a, **k))
     assert resume.checked() is resume and reads == []  # unchanged: not read again
     saved(tmp_path, checkpoint.BEST, 6)  # another run wrote it meanwhile
     fresh = resume.checked()
-    assert fresh.ckpt["iter_num"] == 6 and len(reads) == 1
+    assert fresh.ckpt.iter_num == 6 and len(reads) == 1
 
 
 def test_a_missing_checkpoint_is_reported_when_checked_not_when_found(tmp_path):

@@ -343,4 +343,4 @@ def test_resume_header_and_refused_settings(unchanged):
     assert result.returncode == 0, result.stderr
     changed = "changed: learning_rate 0.0006 -> 0.001, max_iters 2 -> 4"  # in the order of --help
     assert f"resuming from {run / checkpoint.BEST} at iteration 2; {changed}" in result.stdout.splitlines()
-    assert checkpoint.load(run / checkpoint.BEST)["iter_num"] == 4
+    assert checkpoint.load(run / checkpoint.BEST).iter_num == 4

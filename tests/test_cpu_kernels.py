@@ -105,6 +105,7 @@ def test_linear_on_each_route_computes_what_f_linear_does(monkeypatch, forward, 
 def test_given_routes_override_the_measurement(monkeypatch):
     """How a resumed run computes with the kernels it started with, whatever this process measured."""
     import gptkit.cpu_kernels as kernels
+    from gptkit import checkpoint
 
     monkeypatch.setattr(kernels, "_onednn_faster", lambda: (False, False, True))
     monkeypatch.setattr(kernels, "onednn_works", lambda: True)
@@ -118,7 +119,8 @@ def test_given_routes_override_the_measurement(monkeypatch):
     assert routes_of(kernels.speed_up(model, pinned)) == pinned
     assert kernels.measure_routes() == {"forward": False, "backward": False, "inference": True}  # the measurement
     assert routes_of(kernels.speed_up(model, kernels.measure_routes())) == kernels.measure_routes()
-    one_route = {"training": True, "inference": False}  # one route for all of training
+    older = {"model": {}, "model_args": {}, "cpu_matmul": {"training": True, "inference": False}}  # one route
+    one_route = checkpoint.Checkpoint.from_dict(older).cpu_matmul  # for all of training
     assert routes_of(kernels.speed_up(model, one_route)) == {"forward": True, "backward": True, "inference": False}
     monkeypatch.setattr(kernels, "onednn_works", lambda: False)  # a checkpoint from a machine with oneDNN
     everything = {"forward": True, "backward": True, "inference": True}
@@ -375,8 +377,8 @@ def test_bf16_autocast_training_tracks_fp32(tmp_path, shakespeare_bins, capsys):
     assert max(abs(a - b) for a, b in zip(fp32, bf16, strict=True)) < 0.01, (fp32, bf16)
     assert max(abs(a - b) for a, b in zip(fp32, other_batches, strict=True)) > 0.05, (fp32, other_batches)
     ckpt = checkpoint.load(checkpoint.latest_in(tmp_path / "bf16"))
-    assert all(t.dtype == torch.float32 for t in ckpt["model"].values())
-    moments = [t for s in ckpt["optimizer"]["state"].values() for k, t in s.items() if k != "step"]
+    assert all(t.dtype == torch.float32 for t in ckpt.model.values())
+    moments = [t for s in ckpt.optimizer["state"].values() for k, t in s.items() if k != "step"]
     assert moments and all(t.dtype == torch.float32 for t in moments)
     header = capsys.readouterr().out
     assert "| cpu bfloat16\n" in header and "| cpu float32\n" in header  # the run header names the dtype

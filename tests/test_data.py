@@ -59,7 +59,7 @@ def test_parallel_pieces_tokenize_like_the_whole(piece_chars):
 
 def test_prepare_large_file_in_bounded_pieces(tmp_path, monkeypatch):
     """Reading in small chunks (as for a huge file) gives exactly the one-shot tokens."""
-    import gptkit.prepare as prep
+    import gptkit.prepare_text as prep
 
     monkeypatch.setattr(prep, "READ_CHARS", 4096)
     monkeypatch.setattr(prep, "PIECE_CHARS", 1000)

@@ -12,7 +12,7 @@ from gptkit.errors import GptkitError
 from gptkit.evaluate import greedy_responses, score, summarize
 from gptkit.model import GPT
 from gptkit.prompts import ALPACA_NO_INPUT
-from gptkit.sample import load_model
+from gptkit.sources import load_model
 from gptkit.tokenizer import EOT_ID, get_encoding
 from gptkit.train import train
 

@@ -38,7 +38,7 @@ def lora_run(tmp_path_factory, tiny_hf_dir, shakespeare_bins):
             init_from=str(tiny_hf_dir), lora_rank=4, lora_alpha=8.0, out_dir=str(out), data_root=data_root, **RUN
         )
     )
-    assert checkpoint.load(out / checkpoint.BEST)["lora"]
+    assert checkpoint.load(out / checkpoint.BEST).lora
     return out
 
 
@@ -137,12 +137,12 @@ def test_the_export_is_a_complete_hugging_face_directory(lora_run, tmp_path):
     ckpt = checkpoint.load(lora_run / checkpoint.BEST)
     meta = json.loads((DATA_ROOT / "shakespeare" / "meta.json").read_text())
     for fact in (
-        f"`{ckpt['lora']['base']}`",
+        f"`{ckpt.lora['base']}`",
         "`shakespeare`",
         f"{meta['train_tokens']:,} training and {meta['val_tokens']:,} validation tokens",
-        f"{ckpt['best_val_loss']:.4f} (perplexity {math.exp(ckpt['best_val_loss']):.2f})",
+        f"{ckpt.best_val_loss:.4f} (perplexity {math.exp(ckpt.best_val_loss):.2f})",
         "rank 4, alpha 8",
-        f"{ckpt['iter_num']} iterations of 2 x 1 x 32",
+        f"{ckpt.iter_num} iterations of 2 x 1 x 32",
         "learning rate 0.03",
     ):
         assert fact in card, fact
@@ -196,10 +196,11 @@ def test_export_refuses_bad_input_and_writes_nothing(lora_run, full_run, tmp_pat
 
 def test_release_writes_the_same_file_and_frees_the_block_matrices(full_run, tmp_path):
     """`gptkit.export` converts in place (release=True): the same bytes, the originals let go."""
-    from gptkit.export import export_hf, load_merged
+    from gptkit.export import export_hf
     from gptkit.pretrained import TRANSPOSED
+    from gptkit.sources import load_model
 
-    kept, released = load_merged(full_run), load_merged(full_run)
+    kept, released = load_model("resume", full_run).eval(), load_model("resume", full_run).eval()
     export_hf(kept, tmp_path / "kept")
     export_hf(released, tmp_path / "released", release=True)
     for name in ("model.safetensors", "config.json"):

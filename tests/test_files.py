@@ -47,7 +47,7 @@ def test_atomic_save_killed_mid_write_leaves_the_old_checkpoint(tmp_path):
         proc.kill()
         proc.wait()
     ckpt = checkpoint.load(path)
-    assert ckpt["iter_num"] == 0 and torch.equal(ckpt["model"]["w"], torch.zeros(3))
+    assert ckpt.iter_num == 0 and torch.equal(ckpt.model["w"], torch.zeros(3))
 
 
 def test_append_line_adds_whole_lines(tmp_path):

@@ -142,14 +142,14 @@ def test_lora_resume_is_exact_and_checkpoints_hold_only_adapters(tmp_path, tiny_
     assert [r["loss"] for r in records(half, "step")] == losses  # bit for bit
     assert [r["val_loss"] for r in records(half, "eval")] == [r["val_loss"] for r in records(full, "eval")]
     a, b = checkpoint.load(full / checkpoint.BEST), checkpoint.load(half / checkpoint.BEST)
-    assert a["iter_num"] == b["iter_num"] == 8
-    assert a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a.iter_num == b.iter_num == 8
+    assert a.model.keys() == b.model.keys()
+    for key in a.model:
+        assert torch.equal(a.model[key], b.model[key]), key
     # only the adapters, and the reference to the base
-    assert all(k.endswith(("lora_A", "lora_B")) for k in a["model"])
-    assert len(a["model"]) == 2 * 4 * 2  # 2 layers x 4 targets x (A, B)
-    assert a["lora"] == {
+    assert all(k.endswith(("lora_A", "lora_B")) for k in a.model)
+    assert len(a.model) == 2 * 4 * 2  # 2 layers x 4 targets x (A, B)
+    assert a.lora == {
         "rank": 4,
         "alpha": 8.0,
         "dropout": 0.1,
@@ -166,7 +166,7 @@ def test_lora_resume_is_exact_and_checkpoints_hold_only_adapters(tmp_path, tiny_
     for k, v in plain.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
     for k, v in lora_state_dict(model).items():
-        assert torch.equal(v, a["model"][k])
+        assert torch.equal(v, a.model[k])
 
 
 def test_bf16_run_holds_the_frozen_matrices_in_bf16(tmp_path, tiny_hf_dir, shakespeare_bins):
@@ -189,7 +189,7 @@ def test_lora_with_early_stopping_and_the_panel_callback(tmp_path, tiny_hf_dir, 
     )  # fmt: skip
     run = short_finetune(base_cfg, learning_rate=3.0, dropout=0.0)  # far too high: val loss soon rises
     ckpt = checkpoint.load(next((tmp_path).glob("lr*")) / checkpoint.BEST)
-    assert ckpt["lora"]["rank"] == 4 and len(run.evals) < 41
+    assert ckpt.lora["rank"] == 4 and len(run.evals) < 41
     assert run.val_loss[-1] > run.val_loss.min() and run.val_loss[-2] > run.val_loss.min()
 
 

@@ -146,7 +146,7 @@ def test_train_continues_a_peft_adapter_and_resumes(peft_dir, tiny_hf_dir, shake
     train(TrainConfig(init_from=str(peft_dir), max_iters=2, **run))
     ckpt = checkpoint.load(tmp_path / "run" / checkpoint.BEST)
     expected = read_peft_dir(peft_dir)[1]
-    assert ckpt["lora"] == expected  # the run keeps its LoRA settings and base like any LoRA run
+    assert ckpt.lora == expected  # the run keeps its LoRA settings and base like any LoRA run
     # Its first evaluation is the peft model's own loss on the same fixed val batches.
     val = Batches(shakespeare_bins, "val", 2, 32, "cpu", TrainConfig().seed, 50257)
     x, y = next(iter(val.eval_batches(1)))
@@ -160,7 +160,7 @@ def test_train_continues_a_peft_adapter_and_resumes(peft_dir, tiny_hf_dir, shake
     assert first["iter"] == 0 and math.isclose(first["val_loss"], loss, abs_tol=1e-5)
     summary = train(TrainConfig(init_from="resume", max_iters=4, **run))
     resumed = checkpoint.load(checkpoint.latest_in(tmp_path / "run"))
-    assert summary["iter_num"] == resumed["iter_num"] == 4 and resumed["lora"] == expected
+    assert summary["iter_num"] == resumed.iter_num == 4 and resumed.lora == expected
 
 
 def write_adapter(tmp_path, base, config_edit=None, weights=None):

@@ -150,7 +150,7 @@ def test_disk_full_during_training_keeps_the_checkpoint_and_the_log(small_disk, 
     result = small_disk.run(*cli_args(data_root, out, max_iters=4, eval_interval=2, init_from="resume"), room=64 << 10)
     disk_full_line(result, str(out / "ckpt.pt"))
     assert (out / "ckpt.pt").read_bytes() == ckpt_bytes
-    assert checkpoint.load(out / "ckpt.pt")["iter_num"] == 2
+    assert checkpoint.load(out / "ckpt.pt").iter_num == 2
     grown = (out / "metrics.jsonl").read_text()
     assert grown.startswith(log) and grown.endswith("\n")
     assert [r["iter"] for r in records(out, "step")] == [0, 1, 2, 3]  # every line whole
@@ -237,17 +237,17 @@ def test_a_live_run_locks_its_out_dir_and_ctrl_c_saves_a_state_that_resumes_exac
     assert said, err
     it, path = int(said[1]), Path(said[2])
     assert 3 <= it < 16
-    assert path == checkpoint.latest_in(out) and checkpoint.load(path)["iter_num"] == it
+    assert path == checkpoint.latest_in(out) and checkpoint.load(path).iter_num == it
     if (out / checkpoint.BEST).exists():  # ckpt.pt still holds an evaluated model, never the stop's
-        assert checkpoint.load(out / checkpoint.BEST)["iter_num"] % 4 == 0
+        assert checkpoint.load(out / checkpoint.BEST).iter_num % 4 == 0
     assert [r["iter"] for r in records(out, "step")] == list(range(it))
     assert not (out / runguard.LOCK).exists()
 
     # The run never interrupted, computing with the kernels the child measured for itself...
-    routes = checkpoint.load(path)["cpu_matmul"]
+    routes = checkpoint.load(path).cpu_matmul
     monkeypatch.setattr(cpu_kernels, "measure_routes", lambda: routes)
     train(tiny_cfg(data_root, whole, **settings))
-    assert checkpoint.load(checkpoint.latest_in(whole))["cpu_matmul"] == routes
+    assert checkpoint.load(checkpoint.latest_in(whole)).cpu_matmul == routes
     # ...and the resumed one, in a process that would take the other routes: it keeps its own.
     monkeypatch.setattr(cpu_kernels, "measure_routes", lambda: {key: not chosen for key, chosen in routes.items()})
     train(tiny_cfg(data_root, out, **settings, init_from="resume"))
@@ -258,9 +258,9 @@ def test_a_live_run_locks_its_out_dir_and_ctrl_c_saves_a_state_that_resumes_exac
 
     assert evals(out) == evals(whole)
     a, b = checkpoint.load(checkpoint.latest_in(whole)), checkpoint.load(checkpoint.latest_in(out))
-    assert a["iter_num"] == b["iter_num"] == 16
-    for name, value in a["model"].items():
-        assert torch.equal(value, b["model"][name]), name
+    assert a.iter_num == b.iter_num == 16
+    for name, value in a.model.items():
+        assert torch.equal(value, b.model[name]), name
 
 
 HOLD_LOCK = "import sys, time\nfrom gptkit.runguard import OutDirLock\nOutDirLock(sys.argv[1]).acquire()\n"

@@ -1,13 +1,18 @@
-"""The package's shape: no import cycle (function-level imports included), short functions, and a
-model.py that stands alone: plain PyTorch, no CPU kernel chosen or measured by a forward pass."""
+"""The package's shape: no import cycle (function-level imports included), short functions, one owner
+of the checkpoint format, and a model.py that stands alone: plain PyTorch, no CPU kernel chosen or
+measured by a forward pass."""
 
 import ast
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from gptkit import checkpoint
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gptkit"
 LONGEST = 60  # lines, decorators and docstring included
@@ -157,3 +162,51 @@ def test_no_function_is_longer_than_a_screen(path):
         and node.end_lineno - node.lineno + 1 + len(node.decorator_list) > LONGEST
     ]
     assert not long, f"{path.name}: {', '.join(long)}"
+
+
+# Every field of `checkpoint.Checkpoint` is a key the scan looks for. Keys other dicts have too (a
+# sampler's "rng", meta.json's "dtype"; add a new field's name here if other dicts use it) count
+# only when what is read names a checkpoint (ckpt, checkpoint, a `load(...)` call).
+SHARED_KEYS = {"model", "config", "dtype", "rng"}
+CHECKPOINT_NAME = re.compile(r"ckpt|checkpoint", re.IGNORECASE)
+
+
+def names_a_checkpoint(node: ast.AST) -> bool:
+    for sub in ast.walk(node):
+        name = sub.id if isinstance(sub, ast.Name) else sub.attr if isinstance(sub, ast.Attribute) else ""
+        if CHECKPOINT_NAME.search(name) or (isinstance(sub, ast.Call) and ast.unparse(sub.func).endswith("load")):
+            return True
+    return False
+
+
+def checkpoint_key_reads(source: str) -> list[str]:
+    """`x["key"]` and `x.get("key")` of a checkpoint's keys, as `line: code`."""
+    keys = {f.name for f in dataclasses.fields(checkpoint.Checkpoint)}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Subscript):
+            subject, key = node.value, node.slice
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            subject, key = node.func.value, node.args[0] if node.args else None
+        else:
+            continue
+        if not (isinstance(key, ast.Constant) and key.value in keys):
+            continue
+        if key.value not in SHARED_KEYS or names_a_checkpoint(subject):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_checkpoint_key_scan_sees_raw_reads():
+    old = 'def f(resume, run, ckpt):\n    a = resume.ckpt.get("lora")\n    b = ckpt["optimizer"]\n'
+    old += '    c = (ckpt or {}).get("config")\n    d = checkpoint.load(p).get("iter_num")\n    return state["rng"]\n'
+    assert [r.split(":")[0] for r in checkpoint_key_reads(old)] == ["2", "3", "4", "5"]
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
+def test_only_checkpoint_py_indexes_a_checkpoint(path):
+    """The format has one owner: everyone else reads a `checkpoint.Checkpoint`'s fields."""
+    if path.name == "checkpoint.py":
+        return
+    reads = checkpoint_key_reads(path.read_text())
+    assert not reads, f"{path.name} reads checkpoint keys; ask gptkit.checkpoint instead: {reads}"

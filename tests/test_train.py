@@ -6,7 +6,7 @@ import torch
 
 import tiny
 from conftest import run_cli, run_cli_in_process
-from gptkit import checkpoint
+from gptkit import checkpoint, cpu_kernels
 from gptkit.config import TrainConfig
 from gptkit.errors import GptkitError
 from gptkit.train import lr_at, train
@@ -20,7 +20,7 @@ def tiny_cfg(out_dir, **kw) -> TrainConfig:
 
 
 def weights(path):
-    return checkpoint.load(path)["model"]
+    return checkpoint.load(path).model
 
 
 def test_resume_is_exact(tmp_path, shakespeare_bins):
@@ -36,7 +36,38 @@ def test_resume_is_exact(tmp_path, shakespeare_bins):
     assert losses_half == losses_full  # bit for bit: same windows, dropout masks, optimizer state
     assert [r["val_loss"] for r in records(half, "eval")] == [r["val_loss"] for r in records(full, "eval")]
     a, b = checkpoint.latest_in(full), checkpoint.latest_in(half)
-    assert checkpoint.load(a)["iter_num"] == checkpoint.load(b)["iter_num"] == 8
+    assert checkpoint.load(a).iter_num == checkpoint.load(b).iter_num == 8
+    for key, value in weights(a).items():
+        assert torch.equal(value, weights(b)[key]), key
+
+
+def as_written_by_version_1(path) -> None:
+    """Rewrite a checkpoint as gptkit wrote it before checkpoints named their format: no
+    format_version, dtype or newer counters, one RNG state, one "training" CPU matmul route."""
+    raw = torch.load(path, weights_only=True)
+    for key in ("format_version", "dtype", "evals_since_best", "tokens_seen", "lora"):
+        del raw[key]
+    raw["rng"] = raw["rng"][0]
+    routes = raw["cpu_matmul"]
+    assert routes["forward"] == routes["backward"]  # one route can stand for both
+    raw["cpu_matmul"] = {"training": routes["forward"], "inference": routes["inference"]}
+    torch.save(raw, path)
+
+
+def test_a_checkpoint_of_the_older_format_loads_and_resumes_exactly(tmp_path, shakespeare_bins):
+    """A version-1 file resumes as its run would have gone on: same losses, same weights."""
+    full, half = tmp_path / "full", tmp_path / "half"
+    onednn = {"forward": True, "backward": True, "inference": False}  # what the old file can say
+    with cpu_kernels.pinned_matmul_routes(onednn):
+        train(tiny_cfg(full, max_iters=8, eval_interval=2, dtype="float32"))
+        train(tiny_cfg(half, max_iters=4, eval_interval=2, dtype="float32"))
+    as_written_by_version_1(checkpoint.latest_in(half))
+    old = checkpoint.load(checkpoint.latest_in(half))
+    assert old.format_version == checkpoint.FORMAT_VERSION and old.dtype is None and old.tokens_seen == 0
+    assert old.cpu_matmul == onednn and len(old.rng) == 1
+    train(tiny_cfg(half, max_iters=8, eval_interval=2, dtype="float32", init_from="resume"))
+    assert [r["loss"] for r in records(half, "step")] == [r["loss"] for r in records(full, "step")]
+    a, b = checkpoint.latest_in(full), checkpoint.latest_in(half)
     for key, value in weights(a).items():
         assert torch.equal(value, weights(b)[key]), key
 
@@ -50,15 +81,16 @@ def test_checkpoint_contents_and_best_vs_latest(tmp_path, shakespeare_bins):
     evals = records(out, "eval")
     best = min(evals, key=lambda r: r["val_loss"])
     ckpt = checkpoint.load(out / checkpoint.BEST)
-    assert ckpt["iter_num"] == best["iter"] and ckpt["best_val_loss"] == pytest.approx(best["val_loss"])
+    assert ckpt.iter_num == best["iter"] and ckpt.best_val_loss == pytest.approx(best["val_loss"])
     assert summary["best_val_loss"] == pytest.approx(best["val_loss"])
     if best["iter"] != 12:
-        assert checkpoint.load(out / checkpoint.LATEST)["iter_num"] == 12
+        assert checkpoint.load(out / checkpoint.LATEST).iter_num == 12
         assert checkpoint.latest_in(out) == out / checkpoint.LATEST
+    raw = torch.load(out / checkpoint.BEST, weights_only=True)  # loads without unpickling code
     for key in ("model", "optimizer", "scaler", "model_args", "config", "iter_num", "best_val_loss", "rng", "sampler"):
-        assert key in ckpt
-    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
-    torch.load(out / checkpoint.BEST, weights_only=True)  # loads without unpickling code
+        assert key in raw
+    assert raw["format_version"] == checkpoint.FORMAT_VERSION
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt.model)
 
 
 def test_metrics_and_seed_log_format(tmp_path, shakespeare_bins):
@@ -152,7 +184,7 @@ def test_finetune_from_local_hf_checkpoint_end_to_end(tmp_path, tiny_hf_dir, sha
     assert result.returncode == 0, result.stderr
     assert "step 10: train loss" in result.stdout
     ckpt = checkpoint.load(out / checkpoint.BEST)
-    assert ckpt["model_args"]["n_layer"] == 2 and ckpt["config"]["init_from"] == str(tiny_hf_dir)
+    assert ckpt.model_args["n_layer"] == 2 and ckpt.config["init_from"] == str(tiny_hf_dir)
     sample = run_cli(
         "-m",
         "gptkit.sample",
@@ -179,7 +211,7 @@ def test_fp16_grad_scaler_path_trains_and_resumes(tmp_path, shakespeare_bins):
     """float16 autocast with a GradScaler (CUDA's path where bf16 is missing) also runs on CPU."""
     out = tmp_path / "fp16"
     train(tiny_cfg(out, max_iters=4, eval_interval=2, dtype="float16", dropout=0.0, always_save_checkpoint=True))
-    scaler = checkpoint.load(out / checkpoint.BEST)["scaler"]
+    scaler = checkpoint.load(out / checkpoint.BEST).scaler
     assert scaler and scaler["scale"] > 0  # the scaler's state is checkpointed
     summary = train(tiny_cfg(out, max_iters=6, eval_interval=2, dtype="float16", dropout=0.0, init_from="resume"))
     assert summary["iter_num"] == 6
@@ -205,12 +237,12 @@ def test_resumed_auto_run_keeps_the_dtype_it_was_trained_in(tmp_path, shakespear
     monkeypatch.setattr(device_module, "cpu_autocast_dtype", lambda: (torch.float32, "measured: fp32 faster"))
     train(tiny_cfg(full, max_iters=6, eval_interval=3, dtype="auto"))
     train(tiny_cfg(half, max_iters=3, eval_interval=3, dtype="auto"))
-    assert checkpoint.load(checkpoint.latest_in(half))["dtype"] == "float32"
+    assert checkpoint.load(checkpoint.latest_in(half)).dtype == "float32"
     # The resumed process measures bf16 as faster; the run goes on in fp32 all the same.
     monkeypatch.setattr(device_module, "cpu_autocast_dtype", lambda: (torch.bfloat16, "measured: bf16 faster"))
     train(tiny_cfg(half, max_iters=6, eval_interval=3, dtype="auto", init_from="resume"))
     assert [r["loss"] for r in records(half, "step")] == [r["loss"] for r in records(full, "step")]
-    assert checkpoint.load(checkpoint.latest_in(half))["dtype"] == "float32"
+    assert checkpoint.load(checkpoint.latest_in(half)).dtype == "float32"
 
 
 # --- example datasets: whole examples, padded, the loss on the responses ----------------------
