@@ -54,11 +54,12 @@ def as_written_by_version_1(path) -> None:
     torch.save(raw, path)
 
 
-def test_a_checkpoint_of_the_older_format_loads_and_resumes_exactly(tmp_path, shakespeare_bins):
+def test_a_checkpoint_of_the_older_format_loads_and_resumes_exactly(tmp_path, shakespeare_bins, monkeypatch):
     """A version-1 file resumes as its run would have gone on: same losses, same weights."""
     full, half = tmp_path / "full", tmp_path / "half"
     onednn = {"forward": True, "backward": True, "inference": False}  # what the old file can say
-    with cpu_kernels.pinned_matmul_routes(onednn):
+    with monkeypatch.context() as measured:
+        measured.setattr(cpu_kernels, "measure_routes", lambda: onednn)
         train(tiny_cfg(full, max_iters=8, eval_interval=2, dtype="float32"))
         train(tiny_cfg(half, max_iters=4, eval_interval=2, dtype="float32"))
     as_written_by_version_1(checkpoint.latest_in(half))
