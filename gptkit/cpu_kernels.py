@@ -88,12 +88,14 @@ IGNORE_INDEX = -1  # a target that is no target: padding, and the prompt of an e
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction=...) for (N, vocab)
-    logits and (N,) targets; `reduction` is "mean" (over the targets not ignored) or "sum".
+    logits and (N,) targets; `reduction` is "mean" (over the targets not ignored), "sum" or "none".
 
     The loss is fp32 also for bf16 logits, as under autocast (which computes it in fp32).
     """
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    if reduction == "none":  # one loss a row (a sequence's log-probability, for preference tuning)
+        return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
     if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.bfloat16) and not _compiling():
         return _BlockwiseCrossEntropy.apply(logits, targets, reduction == "sum")
     return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction=reduction)

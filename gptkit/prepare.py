@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gptkit import files
+from gptkit import files, prepare_pairs
 from gptkit.data import BIN_DTYPE, MASK_DTYPE, Examples
 from gptkit.errors import GptkitError, run_cli
 from gptkit.files import write_failed
@@ -280,6 +280,9 @@ def prepare(
     source = Path(source)
     if not source.exists():
         raise GptkitError(f"{source} does not exist: pass a text file, a folder of .txt files, or a .jsonl/.json file")
+    if is_example_file(source) and prepare_pairs.is_preference_file(source):
+        val_fraction = _example_fractions(val, val_fraction, test, test_fraction)
+        return prepare_pairs.prepare_pairs(source, out_dir, val, test, val_fraction, test_fraction, seed)
     if is_example_file(source):
         return prepare_examples(source, out_dir, val, test, val_fraction, test_fraction, seed, block_size)
     if val is not None or test is not None or test_fraction:
@@ -609,6 +612,10 @@ def print_counts(meta: dict) -> None:
     if meta.get("kind") == "examples":
         print_example_counts(meta)
         return
+    if meta.get("kind") == "preference":
+        for split, c in meta["splits"].items():
+            print(f"{split} has {c['pairs']:,} pairs, {c['tokens']:,} tokens; the longest row {c['longest']:,} tokens")
+        return
     print(f"train has {meta['train_tokens']:,} tokens")
     print(f"val has {meta['val_tokens']:,} tokens")
     if "val_share" in meta:
@@ -648,7 +655,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     print_counts(meta)
-    names = ",".join(meta["splits"]) if meta["kind"] == "examples" else "train,val"
+    names = ",".join(meta["splits"]) if meta["kind"] in ("examples", "preference") else "train,val"
     print(f"wrote {out}/{{{names}}}.bin and meta.json")
 
 

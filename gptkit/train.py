@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -39,7 +40,7 @@ from gptkit.config import (
     parse_args,
     validate,
 )
-from gptkit.data import Batches, ExampleBatches, dataset_kind
+from gptkit.data import Batches, ExampleBatches, PairBatches, dataset_kind
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.metrics import MetricsWriter, check_sinks
@@ -127,7 +128,7 @@ class Run:
     train_data: Batches | ExampleBatches  # windows of a token stream, or whole examples
     val_data: Batches | ExampleBatches
     out: Path
-    objective: objectives.LanguageModelling  # the loss of a batch and the metrics of an evaluation
+    objective: objectives.LanguageModelling | objectives.Preference  # a batch's loss; an evaluation's metrics
     lora: dict | None = None  # a LoRA run's settings and base reference (checkpoint.lora_settings)
     peak_flops: float = 0.0  # of all ranks together, for MFU (0: unknown)
     estimate: memory.MemoryEstimate | None = None
@@ -247,9 +248,21 @@ def build_optimizer(cfg: TrainConfig, model: GPT, device: torch.device, precisio
     return optimizer, scaler(device.type, enabled=precision.dtype == torch.float16)
 
 
+SPLITS = ("train", "val")
+REFERENCE_FILE = "reference_logps.npz"  # a DPO run's precomputed reference, kept for --init_from=resume
+
+
 def build_data(cfg: TrainConfig, model: GPT, device: torch.device):
     """The train and val batches: random windows of a token stream, or whole examples (padded)."""
     data_dir, vocab = Path(cfg.data_root) / cfg.dataset, model.config.vocab_size
+    if dataset_kind(data_dir) == "preference":
+        if cfg.init_from == "scratch":
+            raise GptkitError(
+                f"{data_dir} holds preference pairs, and DPO tunes a model against the one it starts from: "
+                "a random model is no reference worth keeping; start from a finetuned model (--init_from=gpt2, "
+                "a HF directory, or an SFT run's export)"
+            )
+        return tuple(PairBatches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab) for s in SPLITS)
     if dataset_kind(data_dir) != "examples":
         if "mask_prompt" in given_settings(cfg):
             raise GptkitError(
@@ -263,6 +276,37 @@ def build_data(cfg: TrainConfig, model: GPT, device: torch.device):
         ExampleBatches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, cfg.mask_prompt, vocab)
         for s in ("train", "val")
     )
+
+
+def build_objective(cfg: TrainConfig, model: GPT, settings: dict | None):
+    """The run's objective; DPO's reference is the LoRA model with adapters off, or (None) precomputed."""
+    kind = dataset_kind(Path(cfg.data_root) / cfg.dataset)
+    use_adapters = cfg.dpo_reference == "adapters" or (cfg.dpo_reference == "auto" and settings)
+    if kind == "preference" and cfg.dpo_reference == "adapters" and not settings:
+        raise GptkitError("dpo_reference=adapters needs a LoRA run (--lora_rank=8, ...): use precompute")
+    reference = objectives.AdaptersOff(model) if kind == "preference" and use_adapters else None
+    return objectives.for_dataset(kind, cfg.dpo_beta, cfg.dpo_average_logps, reference)
+
+
+def attach_reference(run: "Run", resume: checkpoint.Resume | None) -> None:
+    """A precomputed DPO reference: the starting model's log-probabilities of every pair, computed
+    once and written to out_dir, so a resumed run (whose model has moved) reads them back."""
+    if not isinstance(run.train_data, PairBatches) or run.objective.reference_model is not None:
+        return
+    path = run.out / REFERENCE_FILE
+    if resume is not None:
+        if not path.is_file():
+            raise GptkitError(f"{path} is missing: a DPO run resumes with the reference it began with")
+        with np.load(path) as saved:
+            stored = {split: saved[split] for split in SPLITS}
+    else:
+        average, autocast = run.cfg.dpo_average_logps, run.precision.autocast
+        datasets = dict(zip(SPLITS, (run.train_data, run.val_data), strict=True))
+        stored = {s: objectives.reference_logps(run.model, d, average, autocast) for s, d in datasets.items()}
+        if run.world.master and not run.cfg.eval_only:
+            files.atomic_write(path, lambda f: np.savez(f, **stored))
+    run.train_data.set_reference(stored["train"])
+    run.val_data.set_reference(stored["val"])
 
 
 def cpu_matmul_routes(device: torch.device, world: World, resume: checkpoint.Resume | None) -> dict | None:
@@ -294,7 +338,7 @@ def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, 
     model.grad_checkpoint = cfg.grad_checkpoint
     optimizer, scaler = build_optimizer(cfg, model, device, precision, world)
     train_data, val_data = build_data(cfg, model, device)
-    objective = objectives.for_dataset(dataset_kind(Path(cfg.data_root) / cfg.dataset))
+    objective = build_objective(cfg, model, settings)
     run = Run(
         cfg, world, device, precision, model, model, optimizer, scaler, train_data, val_data, out, objective, settings
     )
@@ -302,6 +346,7 @@ def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, 
     run.cpu_matmul = cpu_matmul_routes(device, world, resume)
     # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
     run.peak_flops = peak_flops(device.type, cfg.mfu_peak_flops) * world.size
+    attach_reference(run, resume)
     state = TrainState()
     if resume is not None:
         restore(run, state, resume.ckpt)
@@ -515,7 +560,12 @@ def print_header(run: Run) -> None:
         f"{f', over {world.size} processes' if world.size > 1 else ''}) | {run.device} {str(precision.dtype)[6:]}"
         f"{f' (auto: {precision.why})' if precision.why else ''}"
     )
-    if run.examples:
+    if isinstance(run.train_data, PairBatches):
+        reference = "adapters off" if run.objective.reference_model else f"precomputed, {REFERENCE_FILE}"
+        print(
+            f"{run.train_data.num_examples:,} training pairs, 2 rows each | DPO beta {cfg.dpo_beta}, reference {reference}"
+        )
+    elif run.examples:
         data, mask = run.train_data, "on responses only" if cfg.mask_prompt else "on whole examples"
         cut = f"; {data.num_cut:,} longer than block_size + 1 are cut" if data.num_cut else ""
         print(f"{data.num_examples:,} training examples, {int(data.targets.sum()):,} target tokens ({mask}){cut}")
