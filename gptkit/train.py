@@ -563,7 +563,8 @@ def print_header(run: Run) -> None:
     if isinstance(run.train_data, PairBatches):
         reference = "adapters off" if run.objective.reference_model else f"precomputed, {REFERENCE_FILE}"
         print(
-            f"{run.train_data.num_examples:,} training pairs, 2 rows each | DPO beta {cfg.dpo_beta}, reference {reference}"
+            f"{run.train_data.num_examples:,} training pairs, 2 rows each | "
+            f"DPO beta {cfg.dpo_beta}, reference {reference}"
         )
     elif run.examples:
         data, mask = run.train_data, "on responses only" if cfg.mask_prompt else "on whole examples"
