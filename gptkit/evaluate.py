@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gptkit import files
+from gptkit import choices, files
 from gptkit.config import AT_LEAST_1, DTYPES, check_ranges, given_settings, parse_args, setting
 from gptkit.data import dataset_kind, open_examples, read_meta
 from gptkit.device import pick_dtype, resolve_device
@@ -170,6 +170,9 @@ class EvaluateConfig:
     batch_size: int = setting(16, "prompts generated together", AT_LEAST_1)
     device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     dtype: str = setting("auto", "auto, float32, bfloat16, float16", DTYPES)
+    choices: str = setting(
+        "", "a multiple-choice .jsonl (HellaSwag's ctx/endings/label, or prompt/choices/answer) to score by likelihood"
+    )
 
 
 def data_dir_of(cfg: EvaluateConfig) -> Path:
@@ -191,6 +194,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         raise GptkitError("say where: python -m gptkit.evaluate OUT_DIR (a run), or --out_dir=DEST with --init_from")
     device = resolve_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device.type)
+    if cfg.choices:
+        return evaluate_choices(cfg, device, dtype)
     data_dir = data_dir_of(cfg)
     check_split(data_dir, cfg.split)
     model = load_model(cfg.init_from, cfg.out_dir).eval().to(device=device, dtype=dtype)
@@ -207,8 +212,27 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     return summary
 
 
+def evaluate_choices(cfg: EvaluateConfig, device: torch.device, dtype: torch.dtype) -> dict:
+    """Score the model on a multiple-choice file; writes OUT_DIR/choices_NAME.jsonl (one record a question)."""
+    questions = choices.read_choices(cfg.choices)  # checked before a model loads or a file is written
+    model = load_model(cfg.init_from, cfg.out_dir).eval().to(device=device, dtype=dtype)
+    out = files.check_writable_dir(cfg.out_dir, "--out_dir")
+    summary, records = choices.score_choices(model, questions, cfg.batch_size)
+    path = out / f"choices_{Path(cfg.choices).stem}.jsonl"
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    files.atomic_write(path, lambda f: f.write(text.encode()))
+    print(
+        f"{cfg.choices}: acc {summary['acc']:.1%} (summed log-probability), acc_norm {summary['acc_norm']:.1%} "
+        f"(mean per token) over {summary['questions']} questions -> {path}"
+    )
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if "--choices" in argv[:-1]:  # `--choices FILE` as well as `--choices=FILE`
+        i = argv.index("--choices")
+        argv = [*argv[:i], f"--choices={argv[i + 1]}", *argv[i + 2 :]]
     runs = [a for a in argv if not a.startswith("-")]  # OUT_DIR may come first, without --out_dir=
     if len(runs) > 1:
         raise GptkitError(f"give one run folder, not {len(runs)}: {' '.join(runs)}")
