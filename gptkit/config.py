@@ -97,6 +97,11 @@ class TrainConfig:
         "log-probabilities of every pair, computed once), adapters (LoRA runs only)",
         ("auto", "precompute", "adapters"),
     )
+    watch_choices: str = setting(
+        "",
+        "a multiple-choice .jsonl (gptkit.choices) scored at every evaluation and logged as val_choices_acc(_norm): "
+        "does the finetune erode what the base knew?",
+    )
     # model (used by init_from=scratch)
     n_layer: int = setting(12, "transformer blocks (scratch only)", AT_LEAST_1)
     n_head: int = setting(12, "attention heads (scratch only)", AT_LEAST_1)

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint, cpu_kernels, distributed, files, lora, memory, objectives, peft_format, runguard
+from gptkit import checkpoint, choices, cpu_kernels, distributed, files, lora, memory, objectives, peft_format, runguard
 from gptkit.config import (
     FSDP_NO_LORA,
     TrainConfig,
@@ -134,6 +134,7 @@ class Run:
     estimate: memory.MemoryEstimate | None = None
     resumed_from: Path | None = None
     cpu_matmul: dict | None = None  # the CPU matmul routes it computes with (cpu_kernels.matmul_routes)
+    watch: list[choices.Question] | None = None  # --watch_choices: scored at every evaluation
 
     @property
     def examples(self) -> bool:
@@ -347,6 +348,7 @@ def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, 
     # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
     run.peak_flops = peak_flops(device.type, cfg.mfu_peak_flops) * world.size
     attach_reference(run, resume)
+    run.watch = choices.read_choices(cfg.watch_choices) if cfg.watch_choices else None
     state = TrainState()
     if resume is not None:
         restore(run, state, resume.ckpt)
@@ -480,6 +482,9 @@ def evaluate(run: Run) -> dict[str, dict[str, float]]:
         if world.distributed:
             dist.all_reduce(total)
         metrics[split] = run.objective.metrics(dict(zip(names, total.tolist(), strict=True)))
+    if run.watch:  # every rank scores the whole file: the same forwards in step, under FSDP too
+        watched = choices.score_choices(run.model, run.watch, cfg.batch_size)[0]
+        metrics["val"] |= {"choices_acc": watched["acc"], "choices_acc_norm": watched["acc_norm"]}
     run.model.train()
     return metrics
 
@@ -514,7 +519,8 @@ class RunLog:
             self.bar.write(text)
 
     def eval(self, run: Run, it: int, metrics: dict, lr: float, state: TrainState) -> None:
-        self.print(f"step {it}: {run.objective.eval_line(metrics)}")
+        watched = f", choices acc_norm {metrics['val']['choices_acc_norm']:.1%}" if run.watch else ""
+        self.print(f"step {it}: {run.objective.eval_line(metrics)}{watched}")
         if not self.master:
             return
         record = {f"{split}_{name}": value for split in ("train", "val") for name, value in metrics[split].items()}

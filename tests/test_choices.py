@@ -1,5 +1,6 @@
 """Scoring by likelihood: `gptkit.evaluate --choices` against transformers' log-probabilities."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -96,3 +97,28 @@ def test_bad_choices_files_are_one_line_and_write_nothing(tiny_hf_dir, tmp_path,
     )
     assert_user_error(result, str(source), fragment)
     assert not out.exists()
+
+
+def test_watch_choices_logs_the_score_beside_val_loss(tiny_hf_dir, shakespeare_bins, tmp_path):
+    import tiny
+    from gptkit.choices import read_choices, score_choices
+    from gptkit.diagnostics import plot_losses
+    from gptkit.model import GPT
+    from gptkit.sample import load_model
+    from gptkit.train import train
+
+    questions = write_jsonl(tmp_path / "q.jsonl", HELLASWAG + [dict(r, label=0) for r in HELLASWAG])
+    out = tmp_path / "run"
+    settings = dict(init_from=str(tiny_hf_dir), data_root=str(shakespeare_bins.parent), dataset="shakespeare")
+    cfg = tiny.tiny_cfg(out, tiny.TINY_RUN | settings, block_size=32, max_iters=4, eval_interval=2, dtype="float32")
+    train(dataclasses.replace(cfg, watch_choices=str(questions), learning_rate=1e-2, decay_lr=False))
+    evals = tiny.records(out, "eval")
+    assert [e["iter"] for e in evals] == [0, 2, 4] and all("val_loss" in e for e in evals)
+    parsed = read_choices(questions)
+    base = score_choices(GPT.from_pretrained(str(tiny_hf_dir)).eval(), parsed)[0]
+    final = score_choices(load_model("resume", str(out)).eval(), parsed)[0]
+    assert (evals[0]["val_choices_acc"], evals[0]["val_choices_acc_norm"]) == (base["acc"], base["acc_norm"])
+    assert (evals[-1]["val_choices_acc"], evals[-1]["val_choices_acc_norm"]) == (final["acc"], final["acc_norm"])
+    fig = plot_losses(out, choices=True)
+    right = fig.axes[-1]
+    assert list(right.lines[0].get_ydata()) == [e["val_choices_acc_norm"] for e in evals]
