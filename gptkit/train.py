@@ -40,7 +40,7 @@ from gptkit.config import (
     parse_args,
     validate,
 )
-from gptkit.data import Batches, ExampleBatches, PairBatches, dataset_kind
+from gptkit.data import Batches, ExampleBatches, PairBatches, dataset_kind, read_meta
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.metrics import MetricsWriter, check_sinks
@@ -301,8 +301,11 @@ def attach_reference(run: "Run", resume: checkpoint.Resume | None) -> None:
         with np.load(path) as saved:
             stored = {split: saved[split] for split in SPLITS}
     else:
-        average, autocast = run.cfg.dpo_average_logps, run.precision.autocast
+        average, autocast, cfg = run.cfg.dpo_average_logps, run.precision.autocast, run.cfg
         datasets = dict(zip(SPLITS, (run.train_data, run.val_data), strict=True))
+        data_dir = Path(cfg.data_root) / cfg.dataset
+        if "test" in read_meta(data_dir).get("splits", {}):  # for gptkit.evaluate's held-out reward accuracy
+            datasets["test"] = PairBatches(data_dir, "test", cfg.batch_size, cfg.block_size, run.device)
         stored = {s: objectives.reference_logps(run.model, d, average, autocast) for s, d in datasets.items()}
         if run.world.master and not run.cfg.eval_only:
             files.atomic_write(path, lambda f: np.savez(f, **stored))

@@ -50,7 +50,8 @@ def pairs_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("pairs")
     train_file = write_jsonl(root / "train.jsonl", date_pairs(0, 24))
     val_file = write_jsonl(root / "val.jsonl", date_pairs(100, 6))
-    prepare(train_file, root / "data" / "dates_pref", val=val_file)
+    test_file = write_jsonl(root / "test.jsonl", date_pairs(200, 5))
+    prepare(train_file, root / "data" / "dates_pref", val=val_file, test=test_file)
     return root
 
 
@@ -213,6 +214,30 @@ def test_val_dpo_loss_equals_transformers(dpo_run, tiny_hf_dir, tmp_path):
         assert last[f"val_{key}"] == pytest.approx(expected[key], abs=TOL), key
     assert last["val_margin"] == pytest.approx(expected["chosen_reward"] - expected["rejected_reward"], abs=TOL)
     assert (dpo_run / "reference_logps.npz").is_file()
+
+
+def test_evaluate_reports_held_out_reward_and_preference_accuracy(dpo_run, tiny_hf_dir, tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    result = run_cli_in_process(
+        "-m", "gptkit.evaluate", str(dpo_run), "--split=test", "--device=cpu", "--dtype=float32"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in (dpo_run / "eval_test.jsonl").read_text().splitlines()]
+    rows = date_pairs(200, 5)
+    policy = GPT2LMHeadModel.from_pretrained(export(dpo_run, tmp_path / "policy")).eval()
+    base = GPT2LMHeadModel.from_pretrained(tiny_hf_dir).eval()
+    prefers, ranked = [], []
+    for row, record in zip(rows, records, strict=True):
+        pc, pr = (hf_logps(policy, row["prompt"], row[k]) for k in ("chosen", "rejected"))
+        rc, rr = (hf_logps(base, row["prompt"], row[k]) for k in ("chosen", "rejected"))
+        assert [record[k] for k in ("policy_chosen", "policy_rejected", "ref_chosen", "ref_rejected")] == pytest.approx(
+            [pc, pr, rc, rr], abs=1e-4
+        )
+        prefers.append(pc > pr)
+        ranked.append((pc - rc) - (pr - rr) > 0)
+    assert f"prefers the chosen response in {np.mean(prefers):.1%} of 5 pairs" in result.stdout
+    assert f"reward accuracy {np.mean(ranked):.1%}" in result.stdout
 
 
 def test_lora_reference_is_the_model_with_adapters_off(pairs_dir, tiny_hf_dir, tmp_path):
