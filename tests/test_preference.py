@@ -346,3 +346,20 @@ def test_bad_dpo_settings_are_one_line_and_write_nothing(pairs_dir, tiny_hf_dir,
     args = [f"--{k}={v}" for k, v in dataclasses.asdict(cfg).items()]
     assert_user_error(run_cli_in_process("-m", "gptkit.train", *args), fragment)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_dates_preference_task_ships_rebuilds_and_prepares(tmp_path):
+    """Its pairs are the dates task's prompts and right answers, against a wrong answer each."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_pairs", ROOT / "data/dates_preference/build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    for split, path in build.build(tmp_path).items():
+        assert path.read_bytes() == (ROOT / "data/dates_preference" / f"{split}.jsonl").read_bytes()
+        pairs = [json.loads(line) for line in path.read_text().splitlines()]
+        dates = [json.loads(line) for line in (ROOT / "data/dates" / f"{split}.jsonl").read_text().splitlines()]
+        assert [(p["prompt"], p["chosen"]) for p in pairs] == [(d["prompt"], d["completion"]) for d in dates]
+        assert all(p["rejected"] != p["chosen"] for p in pairs)
+    meta = prepare(ROOT / "data/dates_preference/train.jsonl", tmp_path / "prepared", val=tmp_path / "val.jsonl")
+    assert meta["kind"] == "preference" and meta["splits"]["train"]["pairs"] == 2000
