@@ -240,6 +240,22 @@ def test_evaluate_reports_held_out_reward_and_preference_accuracy(dpo_run, tiny_
     assert f"reward accuracy {np.mean(ranked):.1%}" in result.stdout
 
 
+def test_sample_treats_the_policy_as_a_language_model(dpo_run, tmp_path):
+    """--prompt fills the preference dataset's template, and the policy writes the same greedy
+    answer as its export does from the same text."""
+    args = ["--max_new_tokens=6", "--temperature=0", "--device=cpu", "--dtype=float32"]
+    run = run_cli_in_process(
+        "-m", "gptkit.sample", f"--out_dir={dpo_run}", "--prompt=Write 1999-01-02 in words:", *args
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    exported = export(dpo_run, tmp_path / "policy")
+    start = "--start=Write 1999-01-02 in words:"
+    plain = run_cli_in_process("-m", "gptkit.sample", f"--init_from={exported}", start, "--stop_at_eot=True", *args)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert run.stdout.splitlines()[0].startswith("Write 1999-01-02 in words:")
+    assert run.stdout == plain.stdout
+
+
 def test_lora_reference_is_the_model_with_adapters_off(pairs_dir, tiny_hf_dir, tmp_path):
     out = tmp_path / "lora"
     train(dpo_cfg(out, pairs_dir, tiny_hf_dir, lora_rank=4, learning_rate=2e-2))
