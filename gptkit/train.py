@@ -350,8 +350,8 @@ def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, 
     run.cpu_matmul = cpu_matmul_routes(device, world, resume)
     # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
     run.peak_flops = peak_flops(device.type, cfg.mfu_peak_flops) * world.size
+    run.watch = choices.read_choices(cfg.watch_choices) if cfg.watch_choices else None  # before anything is written
     attach_reference(run, resume)
-    run.watch = choices.read_choices(cfg.watch_choices) if cfg.watch_choices else None
     state = TrainState()
     if resume is not None:
         restore(run, state, resume.ckpt)

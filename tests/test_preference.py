@@ -75,25 +75,28 @@ def dpo_cfg(out, pairs_dir, hf_dir, **kw):
     return tiny.tiny_cfg(out, tiny.TINY_RUN | settings | kw)
 
 
-def hf_logps(model, prompt: str, response: str) -> float:
-    """log p(response <|endoftext|> | prompt), summed, by transformers."""
+def hf_logps(model, prompt: str, response: str, average: bool = False) -> float:
+    """log p(response <|endoftext|> | prompt), summed (or averaged per token), by transformers."""
     enc = get_encoding()
     p, r = enc.encode_ordinary(prompt), enc.encode_ordinary(response) + [EOT_ID]
     ids = torch.tensor([p + r])
     with torch.no_grad():
         logp = model(ids).logits[0, :-1].double().log_softmax(-1)
-    return logp[len(p) - 1 :].gather(1, ids[0, len(p) :, None]).sum().item()
+    picked = logp[len(p) - 1 :].gather(1, ids[0, len(p) :, None])
+    return (picked.mean() if average else picked.sum()).item()
 
 
-def hf_dpo(policy_dir, reference_dir, rows, beta=BETA) -> dict:
+def hf_dpo(policy_dir, reference_dir, rows, beta=BETA, average=False) -> dict:
     """The DPO loss, reward accuracy and rewards of `rows`, computed with transformers alone."""
     from transformers import GPT2LMHeadModel
 
     policy, ref = (GPT2LMHeadModel.from_pretrained(d).eval() for d in (policy_dir, reference_dir))
     losses, chosen_r, rejected_r = [], [], []
     for row in rows:
-        c = beta * (hf_logps(policy, row["prompt"], row["chosen"]) - hf_logps(ref, row["prompt"], row["chosen"]))
-        r = beta * (hf_logps(policy, row["prompt"], row["rejected"]) - hf_logps(ref, row["prompt"], row["rejected"]))
+        c, r = (
+            beta * (hf_logps(policy, row["prompt"], row[k], average) - hf_logps(ref, row["prompt"], row[k], average))
+            for k in ("chosen", "rejected")
+        )
         losses.append(-F.logsigmoid(torch.tensor(c - r, dtype=torch.float64)).item())
         chosen_r.append(c)
         rejected_r.append(r)
@@ -214,6 +217,17 @@ def test_val_dpo_loss_equals_transformers(dpo_run, tiny_hf_dir, tmp_path):
         assert last[f"val_{key}"] == pytest.approx(expected[key], abs=TOL), key
     assert last["val_margin"] == pytest.approx(expected["chosen_reward"] - expected["rejected_reward"], abs=TOL)
     assert (dpo_run / "reference_logps.npz").is_file()
+
+
+def test_the_per_token_mean_option_equals_transformers(pairs_dir, tiny_hf_dir, tmp_path):
+    out = tmp_path / "mean"
+    train(dpo_cfg(out, pairs_dir, tiny_hf_dir, dpo_average_logps=True, max_iters=3, learning_rate=1e-2))
+    last = tiny.records(out, "eval")[-1]
+    expected = hf_dpo(export(out, tmp_path / "policy"), tiny_hf_dir, date_pairs(100, 6), average=True)
+    summed = hf_dpo(tmp_path / "policy", tiny_hf_dir, date_pairs(100, 6))
+    assert abs(expected["loss"] - summed["loss"]) > 100 * TOL  # the option changes what is computed
+    assert last["val_loss"] == pytest.approx(expected["loss"], abs=TOL)
+    assert last["val_margin"] == pytest.approx(expected["chosen_reward"] - expected["rejected_reward"], abs=TOL)
 
 
 def test_evaluate_reports_held_out_reward_and_preference_accuracy(dpo_run, tiny_hf_dir, tmp_path):
