@@ -34,7 +34,7 @@ def read_meta(data_dir: str | Path) -> dict:
 
 
 def dataset_kind(data_dir: str | Path) -> str:
-    """ "stream" or "examples"; a dataset prepared before meta.json said is a stream."""
+    """ "stream", "examples" or "preference"; a dataset prepared before meta.json said is a stream."""
     return read_meta(data_dir).get("kind", "stream")
 
 

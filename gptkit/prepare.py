@@ -669,7 +669,7 @@ def _parser() -> argparse.ArgumentParser:
         "path",
         help="a UTF-8 text file, a folder of .txt files (one document each), or examples: a .jsonl file (one "
         "JSON object a line) or a .json list, with keys prompt/completion, instruction/input/output (Alpaca) "
-        "or messages (chat)",
+        "or messages (chat); or preference pairs, prompt/chosen/rejected (gptkit.prepare_pairs)",
     )
     parser.add_argument("--name", required=True, help="dataset name: writes data/NAME/ (use --dataset=NAME to train)")
     parser.add_argument(
