@@ -292,6 +292,14 @@ def test_lora_reference_is_the_model_with_adapters_off(pairs_dir, tiny_hf_dir, t
     assert last["val_loss"] == pytest.approx(
         hf_dpo(export(out, tmp_path / "merged"), tiny_hf_dir, rows)["loss"], abs=TOL
     )
+    # gptkit.evaluate's reward accuracy of a LoRA run uses the same reference: the adapters-off model
+    result = run_cli_in_process("-m", "gptkit.evaluate", str(out), "--split=val", "--device=cpu", "--dtype=float32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "eval_val.jsonl").read_text().splitlines()]
+    refs = [r[k] for k in ("ref_chosen", "ref_rejected") for r in records]
+    assert refs == pytest.approx(expected, abs=1e-4)
+    policy = [r[k] for k in ("policy_chosen", "policy_rejected") for r in records]
+    assert policy == pytest.approx(on.tolist(), abs=1e-4)
 
 
 def test_adapters_off_leaves_them_on_afterwards(tiny_hf_dir):
