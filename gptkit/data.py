@@ -11,6 +11,9 @@ as uint16). Its `kind` says how to read them:
   `SPLIT.offsets.npy` (where each starts) and `SPLIT.mask.bin` (1 on response tokens). A batch
   holds whole examples, right-padded to its longest; the targets of padding, and with
   `mask_prompt` of the prompts, are IGNORE_INDEX, so the loss is on the responses only.
+- `preference` (`PairBatches`): prompt / chosen / rejected segments with `SPLIT.offsets.npy`
+  (`gptkit.prepare_pairs`); a batch of pairs is their chosen rows, then their rejected rows,
+  with targets on the responses only.
 """
 
 import json
