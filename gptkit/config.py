@@ -84,6 +84,24 @@ class TrainConfig:
         "example datasets: loss on the responses only, as the prompts are given at use and need no learning "
         "(False: on whole examples)",
     )
+    # preference datasets (kind: preference): DPO
+    dpo_beta: float = setting(
+        0.1, "DPO's beta: how far the policy may move from the reference (higher: less)", POSITIVE
+    )
+    dpo_average_logps: bool = setting(
+        False, "DPO on the mean log-probability per response token (LLMs-from-scratch), not the sum (TRL)"
+    )
+    dpo_reference: str = setting(
+        "auto",
+        "auto (LoRA: the model with adapters off; else precompute), precompute (the starting model's "
+        "log-probabilities of every pair, computed once), adapters (LoRA runs only)",
+        ("auto", "precompute", "adapters"),
+    )
+    watch_choices: str = setting(
+        "",
+        "a multiple-choice .jsonl (gptkit.choices) scored at every evaluation and logged as val_choices_acc(_norm): "
+        "does the finetune erode what the base knew?",
+    )
     # model (used by init_from=scratch)
     n_layer: int = setting(12, "transformer blocks (scratch only)", AT_LEAST_1)
     n_head: int = setting(12, "attention heads (scratch only)", AT_LEAST_1)

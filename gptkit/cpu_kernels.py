@@ -130,12 +130,14 @@ def cross_entropy(
     logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100, reduction: str = "mean"
 ) -> torch.Tensor:
     """F.cross_entropy(logits, targets, ignore_index=..., reduction=...) for (N, vocab) logits and
-    (N,) targets; `reduction` is "mean" (over the targets not ignored) or "sum".
+    (N,) targets; `reduction` is "mean" (over the targets not ignored), "sum" or "none".
 
     The loss is fp32 also for bf16 logits, as under autocast (which computes it in fp32).
     """
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    if reduction == "none":  # one loss a row (a sequence's log-probability, for preference tuning)
+        return F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="none")
     if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.bfloat16) and not _compiling():
         return _BlockwiseCrossEntropy.apply(logits, targets, ignore_index, reduction == "sum")
     return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)

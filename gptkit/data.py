@@ -11,6 +11,9 @@ as uint16). Its `kind` says how to read them:
   `SPLIT.offsets.npy` (where each starts) and `SPLIT.mask.bin` (1 on response tokens). A batch
   holds whole examples, right-padded to its longest; the targets of padding, and with
   `mask_prompt` of the prompts, are IGNORE_INDEX, so the loss is on the responses only.
+- `preference` (`PairBatches`): prompt / chosen / rejected segments with `SPLIT.offsets.npy`
+  (`gptkit.prepare_pairs`); a batch of pairs is their chosen rows, then their rejected rows,
+  with targets on the responses only.
 """
 
 import json
@@ -34,7 +37,7 @@ def read_meta(data_dir: str | Path) -> dict:
 
 
 def dataset_kind(data_dir: str | Path) -> str:
-    """ "stream" or "examples"; a dataset prepared before meta.json said is a stream."""
+    """ "stream", "examples" or "preference"; a dataset prepared before meta.json said is a stream."""
     return read_meta(data_dir).get("kind", "stream")
 
 
@@ -344,3 +347,92 @@ class ExampleBatches:
     def load_state_dict(self, state: dict) -> None:
         self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
         self.order = self._permutation(self.epoch)
+
+
+# --- preference pairs -------------------------------------------------------------------------
+def open_pairs(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, offsets) of one split of a preference dataset: pair i is the segments 3i (prompt),
+    3i + 1 (chosen) and 3i + 2 (rejected), segment j being tokens[offsets[j]:offsets[j + 1]]."""
+    data_dir = Path(data_dir)
+    paths = [data_dir / f"{split}{suffix}" for suffix in (".bin", ".offsets.npy")]
+    for path in paths:
+        if not path.is_file():
+            raise _missing(path, data_dir)
+    tokens, offsets = np.memmap(paths[0], dtype=BIN_DTYPE, mode="r"), np.load(paths[1])
+    if len(offsets) < 4 or (len(offsets) - 1) % 3 or offsets[0] != 0 or offsets[-1] != len(tokens):
+        raise GptkitError(f"the files of {data_dir / split} do not agree with each other: prepare the dataset again")
+    return tokens, offsets
+
+
+class PairBatches(ExampleBatches):
+    """Micro-batches of preference pairs, as `(x, y, reference)`.
+
+    A batch of B pairs is 2B rows: prompt + chosen in rows 0..B-1, prompt + rejected in rows
+    B..2B-1 (so the policy scores both in one forward pass), right-padded to the longest and cut
+    to block_size + 1 tokens. `y` is IGNORE_INDEX except on response tokens (each response's
+    `<|endoftext|>` included): a row's log-probability is the sum over its response. `reference`
+    is the reference model's log-probabilities of those 2B rows when they were computed ahead
+    (`set_reference`), else None. Drawing, evaluation order and exact resume are ExampleBatches'.
+    A step's unit is the pair: `num_targets` counts pairs.
+    """
+
+    def __init__(self, data_dir, split, batch_size, block_size, device="cpu", seed=1337, vocab_size=None):
+        self.data_dir, self.split = Path(data_dir), split
+        self.batch_size, self.block_size, self.mask_prompt = batch_size, block_size, True
+        self.device, self.seed = torch.device(device), seed
+        self.tokens, self.offsets = open_pairs(data_dir, split)
+        self.segments = np.diff(self.offsets).reshape(-1, 3)  # prompt, chosen, rejected lengths
+        rows = self.segments[:, :1] + self.segments[:, 1:]
+        self.lengths = np.minimum(rows.max(axis=1), block_size + 1)  # the pair's longer row, as cut
+        self.num_examples = len(self.segments)
+        self.num_cut = int((rows > block_size + 1).any(axis=1).sum())
+        self.targets = np.ones(self.num_examples, dtype=np.int64)  # what a step counts: pairs
+        self.reference = None
+        self._check_pairs(vocab_size)
+        self.epoch, self.position = 0, 0
+        self.order = self._permutation(0)
+
+    def _check_pairs(self, vocab_size: int | None) -> None:
+        where = self.data_dir / self.split
+        full = int((self.segments[:, 0] >= self.block_size + 1).sum())
+        if full:
+            raise GptkitError(
+                f"{full} pair(s) of {where} have prompts of block_size + 1 = {self.block_size + 1} tokens or more, "
+                "leaving no response to compare: raise --block_size or shorten the prompts"
+            )
+        if vocab_size is not None and len(self.tokens) and int(self.tokens.max()) >= vocab_size:
+            raise GptkitError(
+                f"{where}.bin holds token id {int(self.tokens.max())}, but the model's vocab_size is "
+                f"{vocab_size}: the data was prepared with another tokenizer; prepare it again"
+            )
+
+    def set_reference(self, logps: np.ndarray) -> None:
+        """The reference model's (chosen, rejected) log-probabilities of every pair, (num_pairs, 2)."""
+        if logps.shape != (self.num_examples, 2):
+            raise GptkitError(
+                f"the reference log-probabilities hold {logps.shape[0]} pairs, but {self.data_dir / self.split} "
+                f"has {self.num_examples}: the dataset changed since the run began; start a new run"
+            )
+        self.reference = logps
+
+    def num_targets(self, indices: np.ndarray) -> int:
+        return len(indices)
+
+    def batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The `(x, y, reference)` micro-batch of these pairs: chosen rows first, then rejected."""
+        rows = [(i, 1) for i in indices] + [(i, 2) for i in indices]
+        width = int(self.lengths[indices].max()) - 1
+        x = np.full((len(rows), width), EOT_ID, dtype=np.int64)  # any id: a pad is never a target
+        y = np.full((len(rows), width), IGNORE_INDEX, dtype=np.int64)
+        for row, (i, part) in enumerate(rows):
+            prompt = self.tokens[self.offsets[3 * i] : self.offsets[3 * i + 1]]
+            response = self.tokens[self.offsets[3 * i + part] : self.offsets[3 * i + part + 1]]
+            ids = np.concatenate([prompt, response]).astype(np.int64)[: self.block_size + 1]
+            n = len(ids)
+            x[row, : n - 1] = ids[:-1]
+            y[row, len(prompt) - 1 : n - 1] = ids[len(prompt) :]
+        x, y = _to_device(torch.from_numpy(x), torch.from_numpy(y), self.device)
+        if self.reference is None:
+            return x, y, None
+        ref = torch.from_numpy(np.ascontiguousarray(self.reference[indices].T).reshape(-1)).to(self.device)
+        return x, y, ref

@@ -196,10 +196,13 @@ def _perplexity_axis(ax) -> None:
     right.set_ylabel("perplexity (exp of loss)")
 
 
-def plot_losses(*runs, title: str | None = None, steps: bool = False, mark: bool = True, ax=None) -> Figure:
+def plot_losses(
+    *runs, title: str | None = None, steps: bool = False, mark: bool = True, ax=None, choices: bool = False
+) -> Figure:
     """Train (dashed) and val (solid) loss per run, one colour each; the turn-up and the best
     evaluation marked; perplexity on the right-hand axis. `steps=True` adds the per-step training
-    loss, faint."""
+    loss, faint. `choices=True` puts a `--watch_choices` run's multiple-choice acc_norm on the
+    right-hand axis instead (squares, dotted): what the finetune keeps of the base's knowledge."""
     runs = [_as_run(r) for r in runs]
     fig = ax.figure if ax is not None else _figure((8, 4.5))
     ax = ax if ax is not None else fig.add_subplot()
@@ -218,11 +221,25 @@ def plot_losses(*runs, title: str | None = None, steps: bool = False, mark: bool
                 ax.axvline(turn.iter, color=color, ls=":", lw=1.5)
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (nats per token)")
-    _perplexity_axis(ax)
+    if choices:
+        _choices_axis(ax, runs)
+    else:
+        _perplexity_axis(ax)
     ax.set_title(title or "train (dashed) and val (solid) loss; * best val, dotted line: val turns up")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def _choices_axis(ax, runs) -> None:
+    """Each run's val_choices_acc_norm (from --watch_choices) on a right-hand axis."""
+    right = ax.twinx()
+    for run, color in zip(runs, _colors(len(runs)), strict=True):
+        points = [(r["iter"], r["val_choices_acc_norm"]) for r in run.evals if "val_choices_acc_norm" in r]
+        if points:
+            right.plot(*zip(*points, strict=True), "s:", color=color, ms=4, label=f"{run.name} choices acc_norm")
+    right.set_ylabel("multiple-choice acc_norm (squares)")
+    right.set_ylim(0, 1)
 
 
 def plot_gap(*runs, title: str | None = None, ax=None) -> Figure:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gptkit import cpu_kernels, files
+from gptkit import checkpoint, choices, cpu_kernels, files, lora, objectives
 from gptkit.config import AT_LEAST_1, DTYPES, check_ranges, given_settings, parse_args, setting
-from gptkit.data import dataset_kind, open_examples, read_meta
+from gptkit.data import PairBatches, dataset_kind, open_examples, read_meta
 from gptkit.device import pick_dtype, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.generation import generate_padded, left_padded
@@ -170,6 +170,9 @@ class EvaluateConfig:
     batch_size: int = setting(16, "prompts generated together", AT_LEAST_1)
     device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     dtype: str = setting("auto", "auto, float32, bfloat16, float16", DTYPES)
+    choices: str = setting(
+        "", "a multiple-choice .jsonl (HellaSwag's ctx/endings/label, or prompt/choices/answer) to score by likelihood"
+    )
 
 
 def data_dir_of(cfg: EvaluateConfig) -> Path:
@@ -191,7 +194,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         raise GptkitError("say where: python -m gptkit.evaluate OUT_DIR (a run), or --out_dir=DEST with --init_from")
     device = resolve_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device.type)
+    if cfg.choices:
+        return evaluate_choices(cfg, device, dtype)
     data_dir = data_dir_of(cfg)
+    if (data_dir / "meta.json").is_file() and dataset_kind(data_dir) == "preference":
+        return evaluate_pairs(cfg, data_dir, device, dtype)
     check_split(data_dir, cfg.split)
     model = load_model(cfg.init_from, cfg.out_dir).eval().to(device=device, dtype=dtype)
     if device.type == "cpu":  # oneDNN matmuls where they measured faster on this CPU
@@ -209,8 +216,94 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     return summary
 
 
+REFERENCE_FILE = "reference_logps.npz"  # gptkit.train's precomputed DPO reference, per split
+
+
+def run_settings(out_dir: str) -> dict:
+    path = Path(out_dir) / "config.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+@torch.no_grad()
+def pair_scores(model: GPT, data: PairBatches, average: bool, stored: np.ndarray | None) -> list[tuple]:
+    """(policy chosen, policy rejected, reference chosen, reference rejected) log-probabilities per
+    pair; the reference is the LoRA model with adapters off, or `stored` (None: no reference)."""
+    out = []
+    for indices in data.eval_indices():
+        x, y, _ = data.batch(indices)
+        policy = objectives.sequence_logps(model, x, y, average).view(2, -1).T.tolist()
+        if lora.has_lora(model):
+            ref = objectives.AdaptersOff(model)(x, y, average).view(2, -1).T.tolist()
+        else:
+            ref = stored[indices].tolist() if stored is not None else [[None, None]] * len(indices)
+        out += [(*p, *r) for p, r in zip(policy, ref, strict=True)]
+    return out
+
+
+def evaluate_pairs(cfg: EvaluateConfig, data_dir: Path, device: torch.device, dtype: torch.dtype) -> dict:
+    """A preference split: the policy's own preference accuracy (chosen more likely than rejected)
+    and, for a run, the reward accuracy against its DPO reference; records in OUT_DIR/eval_SPLIT.jsonl."""
+    splits = read_meta(data_dir).get("splits", {})
+    if cfg.split not in splits:
+        raise GptkitError(f"{data_dir} has no {cfg.split} split, only {', '.join(splits)}")
+    settings = run_settings(cfg.out_dir) if cfg.init_from == "resume" else {}
+    if cfg.init_from == "resume":  # unmerged: a LoRA run's reference is its model with adapters off
+        path = checkpoint.best_in(cfg.out_dir)
+        model = checkpoint.model_from_checkpoint(checkpoint.load(path), path)
+    else:
+        model = load_model(cfg.init_from, cfg.out_dir)
+    model = model.eval().to(device=device, dtype=dtype)
+    stored = None
+    if (Path(cfg.out_dir) / REFERENCE_FILE).is_file() and cfg.init_from == "resume":
+        with np.load(Path(cfg.out_dir) / REFERENCE_FILE) as saved:
+            stored = saved[cfg.split] if cfg.split in saved else None
+    data = PairBatches(data_dir, cfg.split, cfg.batch_size, model.config.block_size, device)
+    rows = pair_scores(model, data, bool(settings.get("dpo_average_logps")), stored)
+    records = [
+        {"policy_chosen": pc, "policy_rejected": pr, "ref_chosen": rc, "ref_rejected": rr}
+        | {"policy_prefers_chosen": pc > pr}
+        | ({"reward_margin": (pc - rc) - (pr - rr)} if rc is not None else {})
+        for pc, pr, rc, rr in rows
+    ]
+    summary = {"preference_accuracy": float(np.mean([r["policy_prefers_chosen"] for r in records]))}
+    if all("reward_margin" in r for r in records):
+        summary["reward_accuracy"] = float(np.mean([r["reward_margin"] > 0 for r in records]))
+    out = files.check_writable_dir(cfg.out_dir, "--out_dir")
+    path = out / f"eval_{cfg.split}.jsonl"
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    files.atomic_write(path, lambda f: f.write(text.encode()))
+    reward = f", reward accuracy {summary['reward_accuracy']:.1%}" if "reward_accuracy" in summary else ""
+    print(
+        f"{cfg.split} of {data_dir}: the policy prefers the chosen response in "
+        f"{summary['preference_accuracy']:.1%} of {len(records)} pairs{reward} -> {path}"
+    )
+    return summary | {"pairs": len(records)}
+
+
+def evaluate_choices(cfg: EvaluateConfig, device: torch.device, dtype: torch.dtype) -> dict:
+    """Score the model on a multiple-choice file; writes OUT_DIR/choices_NAME.jsonl (one record a question)."""
+    questions = choices.read_choices(cfg.choices)  # checked before a model loads or a file is written
+    model = load_model(cfg.init_from, cfg.out_dir).eval().to(device=device, dtype=dtype)
+    out = files.check_writable_dir(cfg.out_dir, "--out_dir")
+    summary, records = choices.score_choices(model, questions, cfg.batch_size)
+    path = out / f"choices_{Path(cfg.choices).stem}.jsonl"
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    files.atomic_write(path, lambda f: f.write(text.encode()))
+    print(
+        f"{cfg.choices}: acc {summary['acc']:.1%} (summed log-probability), acc_norm {summary['acc_norm']:.1%} "
+        f"(mean per token) over {summary['questions']} questions -> {path}"
+    )
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if "--choices" in argv[:-1]:  # `--choices FILE` as well as `--choices=FILE`
+        i = argv.index("--choices")
+        argv = [*argv[:i], f"--choices={argv[i + 1]}", *argv[i + 2 :]]
     runs = [a for a in argv if not a.startswith("-")]  # OUT_DIR may come first, without --out_dir=
     if len(runs) > 1:
         raise GptkitError(f"give one run folder, not {len(runs)}: {' '.join(runs)}")

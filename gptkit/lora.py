@@ -28,6 +28,7 @@ Choices, and why:
   anyway, so the result is the same as with an fp32 base up to rounding of W itself.
 """
 
+import contextlib
 import math
 
 import torch
@@ -65,8 +66,11 @@ class LoRALinear(nn.Linear):
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=device))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.adapters_on = True  # False: the base layer alone (`adapters_off`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.adapters_on:
+            return super().forward(x)
         update = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
         return super().forward(x) + self.scaling * update
 
@@ -131,6 +135,20 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
 
 def has_lora(model: nn.Module) -> bool:
     return bool(lora_layers(model))
+
+
+@contextlib.contextmanager
+def adapters_off(model: nn.Module):
+    """Within the block, `model` computes as its frozen base: the adapters are skipped (not zeroed,
+    not copied). DPO's reference for a LoRA run is this same model with its adapters off."""
+    layers = list(lora_layers(model).values())
+    for layer in layers:
+        layer.adapters_on = False
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.adapters_on = True
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

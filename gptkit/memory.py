@@ -309,10 +309,18 @@ def estimate(
 def sequence_length(cfg, block_size: int) -> int:
     """Tokens per row of a micro-batch: block_size, or for examples the longest one (padded to it), if shorter."""
     meta = read_meta(Path(cfg.data_root) / cfg.dataset)
-    if meta.get("kind") != "examples":
+    if meta.get("kind") not in ("examples", "preference"):
         return block_size
     longest = max((split.get("longest", block_size + 1) for split in meta.get("splits", {}).values()), default=0)
     return max(1, min(block_size, longest - 1))
+
+
+def rows_per_batch(cfg) -> int:
+    """Rows of a micro-batch: batch_size, twice that for preference pairs (chosen and rejected in one pass).
+    DPO's reference adds no weights: a LoRA run's is its own base (adapters off), a full run's is
+    precomputed log-probabilities (a few bytes a pair)."""
+    kind = read_meta(Path(cfg.data_root) / cfg.dataset).get("kind")
+    return cfg.batch_size * (2 if kind == "preference" else 1)
 
 
 def run_shape(cfg, resume: checkpoint.Resume | None = None) -> tuple[GPTConfig, dict] | None:
@@ -337,6 +345,7 @@ def estimate_run(
         return None
     model, lora = shape
     seq = sequence_length(cfg, model.block_size)
+    cfg = replace(cfg, batch_size=rows_per_batch(cfg))
     if cfg.eval_only:  # no gradients, no optimizer state, nothing kept for a backward pass
         est = estimate(model, cfg.batch_size, seq, device_type=device_type, dtype=dtype, shards=shards)
         b, t, c = cfg.batch_size, seq, model.n_embd

@@ -14,12 +14,19 @@ the run's objective, `terms = objective(net, batch)`, and gets back:
 After an evaluation, `objective.metrics(sums)` turns the added-up sums into the figures a run
 prints and logs (`{"loss": ..., "ppl": ...}` for a language model), and `objective.score(metrics)`
 says which of them picks the best checkpoint (lower is better).
+
+An objective that needs more than the batch (DPO's reference model) is given it when it is made.
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
+from torch.nn import functional as F
 
+from gptkit import lora
+from gptkit.data import PairBatches
 from gptkit.metrics import perplexity
 from gptkit.model import IGNORE_INDEX
 
@@ -57,6 +64,114 @@ class LanguageModelling:
         return f"train loss {train['loss']:.4f}, val loss {val['loss']:.4f} (perplexity {val['ppl']:.2f})"
 
 
-def for_dataset(kind: str) -> LanguageModelling:
-    """The objective a dataset of this `kind` (its meta.json) trains with."""
+# --- preference tuning: DPO ------------------------------------------------------------------
+def sequence_logps(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, average: bool = False) -> torch.Tensor:
+    """log p(response | prompt) of each row of `x`: summed over its targets (those of `y` that are
+    not IGNORE_INDEX), or with `average` their mean. The forward pass computes logits for those
+    positions only: prompts and padding cost no output layer."""
+    _, token_losses = net(x, y, reduction="none")  # -log p of each target, in row-major order
+    keep = y != IGNORE_INDEX
+    rows = keep.nonzero()[:, 0]
+    logps = torch.zeros(len(x), device=x.device, dtype=torch.float32).index_add(0, rows, -token_losses.float())
+    return logps / keep.sum(1).clamp(min=1) if average else logps
+
+
+class AdaptersOff:
+    """A LoRA run's reference: its own model with the adapters skipped, without dropout; no copy."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, average: bool) -> torch.Tensor:
+        training = self.model.training
+        self.model.eval()
+        try:
+            with lora.adapters_off(self.model):
+                return sequence_logps(self.model, x, y, average)
+        finally:
+            self.model.train(training)
+
+
+@torch.no_grad()
+def reference_logps(model: torch.nn.Module, data: PairBatches, average: bool, autocast: Callable) -> np.ndarray:
+    """(num_pairs, 2): `model`'s log-probabilities of every pair's chosen and rejected response,
+    without dropout: the reference computed once, before the first step changes the model."""
+    training = model.training
+    model.eval()
+    out = np.zeros((data.num_examples, 2), dtype=np.float32)
+    for indices in data.eval_indices():
+        x, y, _ = data.batch(indices)
+        with autocast():
+            logps = sequence_logps(model, x, y, average)
+        out[indices] = logps.view(2, -1).T.cpu().numpy()
+    model.train(training)
+    return out
+
+
+class Preference:
+    """DPO (Rafailov et al. 2023), per pair:
+    -log sigmoid(beta * ((log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x)))).
+
+    A batch is `(x, y, reference)`: chosen rows then rejected rows, one forward pass for both.
+    `reference` holds the reference model's log-probabilities of those rows when they were
+    computed ahead; otherwise `reference_model(x, y, average)` computes them (AdaptersOff).
+    The rewards are beta * (log pi - log ref); a pair is ranked right when the chosen one's is the
+    higher (a tie, as at the first step, is not). Each pair weighs the same: the unit is the pair.
+    """
+
+    name = "preference (DPO)"
+    unit = "pairs"
+    SUMS = ("loss", "count", "correct", "chosen_reward", "rejected_reward")
+
+    def __init__(self, beta: float = 0.1, average: bool = False, reference_model: Callable | None = None):
+        self.beta, self.average, self.reference_model = beta, average, reference_model
+
+    def __call__(self, net: torch.nn.Module, batch: tuple) -> Terms:
+        x, y, ref = batch
+        logps = sequence_logps(net, x, y, self.average)
+        if ref is None:
+            ref = self.reference_model(x, y, self.average)
+        chosen, rejected = (self.beta * (logps - ref.float())).chunk(2)
+        loss = -F.logsigmoid(chosen - rejected).sum()
+        sums = {
+            "loss": loss.detach(),
+            "count": torch.tensor(float(len(chosen)), device=x.device),
+            "correct": (chosen > rejected).sum(),
+            "chosen_reward": chosen.detach().sum(),
+            "rejected_reward": rejected.detach().sum(),
+        }
+        return Terms(loss, sums, x.numel())
+
+    def metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        n = sums["count"]
+        chosen, rejected = sums["chosen_reward"] / n, sums["rejected_reward"] / n
+        return {
+            "loss": sums["loss"] / n,
+            "reward_accuracy": sums["correct"] / n,
+            "chosen_reward": chosen,
+            "rejected_reward": rejected,
+            "margin": chosen - rejected,
+        }
+
+    def score(self, metrics: dict[str, float]) -> float:
+        """The best checkpoint is the one of the lowest val DPO loss."""
+        return metrics["loss"]
+
+    def eval_line(self, metrics: dict[str, dict[str, float]]) -> str:
+        train, val = metrics["train"], metrics["val"]
+        return (
+            f"train DPO loss {train['loss']:.4f}, val DPO loss {val['loss']:.4f} (reward accuracy "
+            f"{val['reward_accuracy']:.1%}, chosen {val['chosen_reward']:+.4f}, "
+            f"rejected {val['rejected_reward']:+.4f}, margin {val['margin']:.4f})"
+        )
+
+
+def for_dataset(
+    kind: str, beta: float = 0.1, average: bool = False, reference_model: Callable | None = None
+) -> LanguageModelling | Preference:
+    """The objective a dataset of this `kind` (its meta.json) trains with; a preference dataset's
+    DPO objective takes beta, the per-token-mean option and (LoRA) its reference model."""
+    if kind == "preference":
+        return Preference(beta, average, reference_model)
     return LanguageModelling()

@@ -14,12 +14,14 @@ import argparse
 import re
 from pathlib import Path
 
+from gptkit import prepare_pairs
 from gptkit.dataset_files import _BinWriter, _check_fraction, _commit, _tokenizer_meta, source_sha256  # noqa: F401
 from gptkit.errors import GptkitError, run_cli
 from gptkit.prepare_examples import (  # noqa: F401  (the readers other example pipelines build on)
     EXAMPLE_SUFFIXES,
     LENGTH_BUCKETS,
     SPLITS,
+    _example_fractions,
     _read_utf8,
     _write_examples,
     is_example_file,
@@ -53,6 +55,9 @@ def prepare(
     source = Path(source)
     if not source.exists():
         raise GptkitError(f"{source} does not exist: pass a text file, a folder of .txt files, or a .jsonl/.json file")
+    if is_example_file(source) and prepare_pairs.is_preference_file(source):
+        val_fraction = _example_fractions(val, val_fraction, test, test_fraction)
+        return prepare_pairs.prepare_pairs(source, out_dir, val, test, val_fraction, test_fraction, seed)
     if is_example_file(source):
         return prepare_examples(source, out_dir, val, test, val_fraction, test_fraction, seed, block_size)
     if val is not None or test is not None or test_fraction:
@@ -68,6 +73,10 @@ def prepare(
 def print_counts(meta: dict) -> None:
     if meta.get("kind") == "examples":
         print_example_counts(meta)
+        return
+    if meta.get("kind") == "preference":
+        for split, c in meta["splits"].items():
+            print(f"{split} has {c['pairs']:,} pairs, {c['tokens']:,} tokens; the longest row {c['longest']:,} tokens")
         return
     print(f"train has {meta['train_tokens']:,} tokens")
     print(f"val has {meta['val_tokens']:,} tokens")
@@ -108,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     print_counts(meta)
-    names = ",".join(meta["splits"]) if meta["kind"] == "examples" else "train,val"
+    names = ",".join(meta["splits"]) if meta["kind"] in ("examples", "preference") else "train,val"
     print(f"wrote {out}/{{{names}}}.bin and meta.json")
 
 
@@ -122,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         "path",
         help="a UTF-8 text file, a folder of .txt files (one document each), or examples: a .jsonl file (one "
         "JSON object a line) or a .json list, with keys prompt/completion, instruction/input/output (Alpaca) "
-        "or messages (chat)",
+        "or messages (chat); or preference pairs, prompt/chosen/rejected (gptkit.prepare_pairs)",
     )
     parser.add_argument("--name", required=True, help="dataset name: writes data/NAME/ (use --dataset=NAME to train)")
     parser.add_argument(

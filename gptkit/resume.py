@@ -26,6 +26,8 @@ RESUME_FIXED = (
     "lora_targets",
     "dtype",
     "dataset",
+    "dpo_average_logps",
+    "dpo_reference",
     "seed",
     "weight_decay",
     "beta1",

@@ -74,7 +74,7 @@ def example_format(data_dir: Path, out_dir: str) -> str:
     """The format (template) of the example dataset `data_dir`; one line when it is a text stream."""
     if not (data_dir / "meta.json").is_file():
         raise GptkitError(f"{out_dir} was trained on {data_dir}, which is not there any more: prepare it again")
-    if dataset_kind(data_dir) != "examples":
+    if dataset_kind(data_dir) not in ("examples", "preference"):  # a preference run's prompts share the templates
         raise GptkitError(
             f"{out_dir} was trained on the text stream {data_dir}, which has no prompt template: "
             "use --start=TEXT to continue raw text"

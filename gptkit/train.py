@@ -25,13 +25,26 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gptkit import checkpoint, cpu_kernels, distributed, files, lora, memory, objectives, peft_format, runguard, sources
+from gptkit import (
+    checkpoint,
+    choices,
+    cpu_kernels,
+    distributed,
+    files,
+    lora,
+    memory,
+    objectives,
+    peft_format,
+    runguard,
+    sources,
+)
 from gptkit.config import FSDP_NO_LORA, TrainConfig, given_settings, parse_args, validate
-from gptkit.data import Batches, ExampleBatches, dataset_kind
+from gptkit.data import Batches, ExampleBatches, PairBatches, dataset_kind, read_meta
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.metrics import MetricsWriter, check_sinks
@@ -120,12 +133,13 @@ class Run:
     train_data: Batches | ExampleBatches  # windows of a token stream, or whole examples
     val_data: Batches | ExampleBatches
     out: Path
-    objective: objectives.LanguageModelling  # the loss of a batch and the metrics of an evaluation
+    objective: objectives.LanguageModelling | objectives.Preference  # a batch's loss; an evaluation's metrics
     lora: dict | None = None  # a LoRA run's settings and base reference (checkpoint.lora_settings)
     peak_flops: float = 0.0  # of all ranks together, for MFU (0: unknown)
     estimate: memory.MemoryEstimate | None = None
     resumed_from: Path | None = None
     cpu_matmul: dict | None = None  # the CPU matmul routes it computes with (cpu_kernels.measure_routes)
+    watch: list[choices.Question] | None = None  # --watch_choices: scored at every evaluation
 
     @property
     def examples(self) -> bool:
@@ -225,9 +239,21 @@ def build_optimizer(cfg: TrainConfig, model: GPT, device: torch.device, precisio
     return optimizer, scaler(device.type, enabled=precision.dtype == torch.float16)
 
 
+SPLITS = ("train", "val")
+REFERENCE_FILE = "reference_logps.npz"  # a DPO run's precomputed reference, kept for --init_from=resume
+
+
 def build_data(cfg: TrainConfig, model: GPT, device: torch.device):
     """The train and val batches: random windows of a token stream, or whole examples (padded)."""
     data_dir, vocab = Path(cfg.data_root) / cfg.dataset, model.config.vocab_size
+    if dataset_kind(data_dir) == "preference":
+        if cfg.init_from == "scratch":
+            raise GptkitError(
+                f"{data_dir} holds preference pairs, and DPO tunes a model against the one it starts from: "
+                "a random model is no reference worth keeping; start from a finetuned model (--init_from=gpt2, "
+                "a HF directory, or an SFT run's export)"
+            )
+        return tuple(PairBatches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab) for s in SPLITS)
     if dataset_kind(data_dir) != "examples":
         if "mask_prompt" in given_settings(cfg):
             raise GptkitError(
@@ -241,6 +267,40 @@ def build_data(cfg: TrainConfig, model: GPT, device: torch.device):
         ExampleBatches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, cfg.mask_prompt, vocab)
         for s in ("train", "val")
     )
+
+
+def build_objective(cfg: TrainConfig, model: GPT, settings: dict | None):
+    """The run's objective; DPO's reference is the LoRA model with adapters off, or (None) precomputed."""
+    kind = dataset_kind(Path(cfg.data_root) / cfg.dataset)
+    use_adapters = cfg.dpo_reference == "adapters" or (cfg.dpo_reference == "auto" and settings)
+    if kind == "preference" and cfg.dpo_reference == "adapters" and not settings:
+        raise GptkitError("dpo_reference=adapters needs a LoRA run (--lora_rank=8, ...): use precompute")
+    reference = objectives.AdaptersOff(model) if kind == "preference" and use_adapters else None
+    return objectives.for_dataset(kind, cfg.dpo_beta, cfg.dpo_average_logps, reference)
+
+
+def attach_reference(run: "Run", resume: checkpoint.Resume | None) -> None:
+    """A precomputed DPO reference: the starting model's log-probabilities of every pair, computed
+    once and written to out_dir, so a resumed run (whose model has moved) reads them back."""
+    if not isinstance(run.train_data, PairBatches) or run.objective.reference_model is not None:
+        return
+    path = run.out / REFERENCE_FILE
+    if resume is not None:
+        if not path.is_file():
+            raise GptkitError(f"{path} is missing: a DPO run resumes with the reference it began with")
+        with np.load(path) as saved:
+            stored = {split: saved[split] for split in SPLITS}
+    else:
+        average, autocast, cfg = run.cfg.dpo_average_logps, run.precision.autocast, run.cfg
+        datasets = dict(zip(SPLITS, (run.train_data, run.val_data), strict=True))
+        data_dir = Path(cfg.data_root) / cfg.dataset
+        if "test" in read_meta(data_dir).get("splits", {}):  # for gptkit.evaluate's held-out reward accuracy
+            datasets["test"] = PairBatches(data_dir, "test", cfg.batch_size, cfg.block_size, run.device)
+        stored = {s: objectives.reference_logps(run.model, d, average, autocast) for s, d in datasets.items()}
+        if run.world.master and not run.cfg.eval_only:
+            files.atomic_write(path, lambda f: np.savez(f, **stored))
+    run.train_data.set_reference(stored["train"])
+    run.val_data.set_reference(stored["val"])
 
 
 def cpu_matmul_routes(device: torch.device, world: World, resume: checkpoint.Resume | None) -> dict | None:
@@ -272,7 +332,7 @@ def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, 
     model.grad_checkpoint = cfg.grad_checkpoint
     optimizer, scaler = build_optimizer(cfg, model, device, precision, world)
     train_data, val_data = build_data(cfg, model, device)
-    objective = objectives.for_dataset(dataset_kind(Path(cfg.data_root) / cfg.dataset))
+    objective = build_objective(cfg, model, settings)
     run = Run(
         cfg, world, device, precision, model, model, optimizer, scaler, train_data, val_data, out, objective, settings
     )
@@ -282,6 +342,8 @@ def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, 
         cpu_kernels.speed_up(model, run.cpu_matmul)
     # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
     run.peak_flops = peak_flops(device.type, cfg.mfu_peak_flops) * world.size
+    run.watch = choices.read_choices(cfg.watch_choices) if cfg.watch_choices else None  # before anything is written
+    attach_reference(run, resume)
     state = TrainState()
     if resume is not None:
         restore(run, state, resume.ckpt)
@@ -415,6 +477,9 @@ def evaluate(run: Run) -> dict[str, dict[str, float]]:
         if world.distributed:
             dist.all_reduce(total)
         metrics[split] = run.objective.metrics(dict(zip(names, total.tolist(), strict=True)))
+    if run.watch:  # every rank scores the whole file: the same forwards in step, under FSDP too
+        watched = choices.score_choices(run.model, run.watch, cfg.batch_size)[0]
+        metrics["val"] |= {"choices_acc": watched["acc"], "choices_acc_norm": watched["acc_norm"]}
     run.model.train()
     return metrics
 
@@ -449,7 +514,8 @@ class RunLog:
             self.bar.write(text)
 
     def eval(self, run: Run, it: int, metrics: dict, lr: float, state: TrainState) -> None:
-        self.print(f"step {it}: {run.objective.eval_line(metrics)}")
+        watched = f", choices acc_norm {metrics['val']['choices_acc_norm']:.1%}" if run.watch else ""
+        self.print(f"step {it}: {run.objective.eval_line(metrics)}{watched}")
         if not self.master:
             return
         record = {f"{split}_{name}": value for split in ("train", "val") for name, value in metrics[split].items()}
@@ -495,7 +561,13 @@ def print_header(run: Run) -> None:
         f"{f', over {world.size} processes' if world.size > 1 else ''}) | {run.device} {str(precision.dtype)[6:]}"
         f"{f' (auto: {precision.why})' if precision.why else ''}"
     )
-    if run.examples:
+    if isinstance(run.train_data, PairBatches):
+        reference = "adapters off" if run.objective.reference_model else f"precomputed, {REFERENCE_FILE}"
+        print(
+            f"{run.train_data.num_examples:,} training pairs, 2 rows each | "
+            f"DPO beta {cfg.dpo_beta}, reference {reference}"
+        )
+    elif run.examples:
         data, mask = run.train_data, "on responses only" if cfg.mask_prompt else "on whole examples"
         cut = f"; {data.num_cut:,} longer than block_size + 1 are cut" if data.num_cut else ""
         print(f"{data.num_examples:,} training examples, {int(data.targets.sum()):,} target tokens ({mask}){cut}")

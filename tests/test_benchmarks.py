@@ -108,3 +108,11 @@ def test_bench_task_tiny():
     assert ratios(out)["gptkit/transformers"] == pytest.approx(
         float(tps["gptkit"]) / float(tps["transformers fp32"]), rel=0.01
     )
+
+
+def test_bench_dpo_tiny():
+    out = run_ok("benchmarks/bench_dpo.py", *TINY_MODEL, "--batch_size=2", "--steps=2")
+    pps = dict(re.findall(r"^ *(gptkit|transformers): +([0-9.]+) pairs/s", out, re.MULTILINE))
+    assert ratios(out)["gptkit/transformers"] == pytest.approx(
+        float(pps["gptkit"]) / float(pps["transformers"]), rel=0.01
+    )
