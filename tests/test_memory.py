@@ -217,6 +217,18 @@ def test_estimate_is_within_15_percent_of_the_measured_peak(tmp_path, measured_h
     assert lora["added"] < min(full["added"], ckpt["added"]), (full, ckpt, lora)
 
 
+def test_loading_keeps_the_weights_file_out_of_resident_memory(tmp_path, measured_hf_dir, shakespeare_bins):
+    """Where a run's peak lies: the weights are read into anonymous memory (counted by the estimate),
+    and the weights file is never mapped, so its pages never add to the peak (benchmarks/README.md,
+    gpt2-xl: its 6.2 GB file would otherwise be resident beside the model)."""
+    run = measure(measured_hf_dir, tmp_path / "lora", "--lora_rank=8", "--grad_checkpoint=True")
+    file_bytes = (measured_hf_dir / "model.safetensors").stat().st_size
+    files_grew, anon_grew = run["file_peak"] - run["file_baseline"], run["anon_peak"] - run["anon_baseline"]
+    assert files_grew < 0.25 * file_bytes, (files_grew, file_bytes)  # libraries' code pages only, a few MB
+    assert anon_grew > file_bytes and anon_grew >= 0.85 * run["tensors"], run  # the model and the run's tensors
+    assert run["anon_peak"] + run["file_peak"] <= run["peak"] + 2**20  # the split adds up to at most ru_maxrss
+
+
 ALL = "c_attn,attn.c_proj,c_fc,mlp.c_proj"
 
 
