@@ -105,7 +105,7 @@ def main() -> None:
         "--overwrite_out_dir=True",
         "--device=cpu",
     ]
-    result = run(["benchmarks/peak_rss.py", *lora_args])
+    result = run(["benchmarks/peak_rss.py", *lora_args], timeout=4 * 3600)  # ~20 min quiet, an hour shared
     if result.returncode != 0 or not result.stdout.strip():
         raise SystemExit(f"the LoRA run failed:\n{result.stderr[-3000:]}")
     lora = json.loads(result.stdout.splitlines()[-1])
@@ -117,6 +117,13 @@ def main() -> None:
         f"peak RSS {lora['peak'] / GB:.2f} GB in all, {lora['added'] / GB:.2f} GB over the baseline "
         f"of {lora['baseline'] / GB:.2f} GB; estimate {lora['estimate'] / GB:.2f} GB, of which tensors "
         f"{lora['tensors'] / GB:.2f} GB ({parts})"
+    )
+    print(
+        f"where it is: anonymous memory (tensors, the allocator's heap) peaked {lora['anon_peak'] / GB:.2f} GB "
+        f"({(lora['anon_peak'] - lora['anon_baseline']) / GB:.2f} over its baseline), mapped files "
+        f"{lora['file_peak'] / GB:.2f} GB ({(lora['file_peak'] - lora['file_baseline']) / GB:.2f} over theirs); "
+        f"sampled every 20 ms, (s, anon GB, files GB) by 64 MB moves: "
+        + " ".join(f"({t:.0f}, {a / GB:.2f}, {f / GB:.2f})" for t, a, f in lora["timeline"])
     )
     print(f"ratio estimate/measured (LoRA + checkpointing): {lora['estimate'] / lora['added']:.2f}x")
     tensors_ratio = lora["tensors"] / lora["added"]

@@ -10,11 +10,18 @@ alive at once for the same settings, `estimate` that plus its allowance for the 
 `added`, `peak - baseline` less the growth of mapped files (`files_added`, see `mapped_files`),
 is the memory the run itself added: the figure the estimate stands for. Run
 it in a fresh process each time: ru_maxrss never goes down.
+
+`anon_peak` and `file_peak` split the peak by kind, sampled every 20 ms from /proc/self/status
+(ru_maxrss cannot): anonymous memory (tensors, the allocator's heap) and resident pages of
+mapped files (libraries' code, and a weights file if one were mapped); `timeline` gives
+(seconds, RssAnon, RssFile) in bytes each time either moved by 64 MB, to see which stage holds
+the peak.
 """
 
 import json
 import resource
 import sys
+import threading
 import time
 
 import torch
@@ -42,6 +49,46 @@ def mapped_files() -> int:
     return rss_now("RssFile") + rss_now("RssShmem")
 
 
+class ResidentSampler(threading.Thread):
+    """Samples RssAnon and RssFile until stopped; keeps the peak of each and of their sum."""
+
+    def __init__(self, interval: float = 0.02, step: int = 64 * 2**20):
+        super().__init__(daemon=True)
+        self.interval, self.step, self.stopped = interval, step, threading.Event()
+        self.anon_peak = self.file_peak = self.sum_peak = 0
+        self.at_sum_peak, self.timeline, self.start_time = (0, 0), [], time.perf_counter()
+        self.weights_mapped = False  # whether a .safetensors file was ever seen mapped into the process
+
+    def run(self) -> None:
+        last = (0, 0)
+        while not self.stopped.wait(self.interval):
+            anon, files = rss_now("RssAnon"), rss_now("RssFile") + rss_now("RssShmem")
+            self.anon_peak, self.file_peak = max(self.anon_peak, anon), max(self.file_peak, files)
+            if anon + files > self.sum_peak:
+                self.sum_peak, self.at_sum_peak = anon + files, (anon, files)
+            self.weights_mapped = self.weights_mapped or weights_file_mapped()
+            if abs(anon - last[0]) >= self.step or abs(files - last[1]) >= self.step:
+                self.timeline.append((round(time.perf_counter() - self.start_time, 1), anon, files))
+                last = (anon, files)
+
+    def stop(self) -> dict:
+        self.stopped.set()
+        self.join()
+        return dict(
+            anon_peak=self.anon_peak,
+            file_peak=self.file_peak,
+            at_peak=self.at_sum_peak,
+            timeline=self.timeline,
+            weights_mapped=self.weights_mapped,
+        )
+
+
+def weights_file_mapped() -> bool:
+    """Whether a safetensors file is mapped into this process now (its pages would count as resident)."""
+    with open("/proc/self/maps") as f:
+        return any(line.rstrip().endswith(".safetensors") for line in f)
+
+
 def warm_up() -> None:
     """One training step of a tiny model: loads what every run loads, so the baseline holds it."""
     model = GPT(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=1, n_embd=8))
@@ -55,7 +102,9 @@ def main(argv: list[str]) -> None:
     device = resolve_device(cfg.device)
     est = memory.estimate_run(cfg, device.type, pick_dtype(cfg.dtype, device.type, autocast=True))
     warm_up()
-    baseline, files_before = rss_now(), mapped_files()
+    baseline, files_before, anon_baseline = rss_now(), mapped_files(), rss_now("RssAnon")
+    sampler = ResidentSampler()
+    sampler.start()
     start = time.perf_counter()
     error = None
     try:
@@ -63,6 +112,7 @@ def main(argv: list[str]) -> None:
     except Exception as e:  # the memory check's stop is a result here, not a crash
         error = f"{type(e).__name__}: {e}"
     seconds = time.perf_counter() - start
+    sampled = sampler.stop()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(
         json.dumps(
@@ -76,6 +126,9 @@ def main(argv: list[str]) -> None:
                 parts=est.__dict__ if est else None,
                 seconds=seconds,
                 error=error,
+                anon_baseline=anon_baseline,
+                file_baseline=files_before,
+                **sampled,
             )
         )
     )

@@ -7,6 +7,7 @@ it are ignored; any other name must be a setting, and values are type-checked, s
 an error that names the closest valid key instead of a silently ignored line.
 """
 
+import argparse
 import ast
 import dataclasses
 import difflib
@@ -156,13 +157,42 @@ class TrainConfig:
     mfu_peak_flops: float = setting(0.0, "peak FLOP/s for MFU (0: known GPUs' bf16 peak, none on CPU)", NON_NEGATIVE)
 
 
-def doc_of(cls) -> str:
+# --- --help: every CLI in the same two columns --------------------------------------------------
+HELP_COLUMN_MAX = 40  # a longer `--setting=default` puts its meaning on the next line, in the column
+
+
+def help_table(rows: list[tuple[str, str]]) -> str:
+    """(setting and default, meaning) rows in two aligned columns, indented by two spaces."""
+    width = max((len(left) for left, _ in rows if len(left) <= HELP_COLUMN_MAX), default=0) + 2
     lines = []
+    for left, meaning in rows:
+        if len(left) + 2 > width:
+            lines += [f"  {left}", f"  {'':<{width}}{meaning}"]
+        else:
+            lines.append(f"  {left:<{width}}{meaning}")
+    return "\n".join(lines)
+
+
+def doc_of(cls) -> str:
+    rows = []
     for f in dataclasses.fields(cls):
         check = f.metadata.get("check")
         where = f"; {check.words}" if isinstance(check, Range) else ""
-        lines.append(f"  --{f.name}={f.default!r:<16} {f.metadata.get('doc', '')}{where}")
-    return "\n".join(lines)
+        rows.append((f"--{f.name}={f.default!r}", f"{f.metadata.get('doc', '')}{where}"))
+    return help_table(rows)
+
+
+class AlignedHelpFormatter(argparse.HelpFormatter):
+    """argparse's --help in the columns of the settings' help: `--option=default`, then the meaning."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=HELP_COLUMN_MAX + 4)
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        shown = action.metavar or action.dest.upper() if action.required or action.metavar else repr(action.default)
+        return f"{action.option_strings[-1]}={shown}"
 
 
 # --- validation: each setting against its range, then settings against each other -------------

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from gptkit import checkpoint, sources
+from gptkit.config import help_table
 from gptkit.data import read_meta
 from gptkit.errors import GptkitError, run_cli
 from gptkit.files import replacing, write_failed
@@ -39,6 +40,12 @@ USAGE = (
     "usage: python -m gptkit.export OUT_DIR DEST [--adapters]  (a run's folder or a peft adapter folder, "
     "and a new folder for the Hugging Face model; --adapters: a LoRA run's adapters as a peft folder)"
 )
+
+HELP_ROWS = [
+    ("OUT_DIR", "a run's folder (its best checkpoint) or a peft adapter folder"),
+    ("DEST", "a new folder for the Hugging Face model (config.json, model.safetensors, tokenizer files)"),
+    ("--adapters", "write only a LoRA run's adapters, as a peft folder, instead of the merged model"),
+]
 
 
 def hf_config(config: GPTConfig):
@@ -295,7 +302,7 @@ def export(source: str | os.PathLike, dest: str | os.PathLike, adapters: bool = 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if set(argv) & {"-h", "--help"}:
-        print(USAGE)
+        print(f"{USAGE.split('  (')[0]}\n\narguments:\n{help_table(HELP_ROWS)}")
         return
     adapters = "--adapters" in argv
     args = [a for a in argv if a != "--adapters"]

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from gptkit import prepare_pairs
+from gptkit.config import AlignedHelpFormatter
 from gptkit.dataset_files import _BinWriter, _check_fraction, _commit, _tokenizer_meta, source_sha256  # noqa: F401
 from gptkit.errors import GptkitError, run_cli
 from gptkit.prepare_examples import (  # noqa: F401  (the readers other example pipelines build on)
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gptkit.prepare",
+        formatter_class=AlignedHelpFormatter,
         description="Tokenize a text file, a folder of .txt files, or a file of prompt -> response examples "
         "(.jsonl / .json) into data/NAME/.",
     )
@@ -138,10 +140,13 @@ def _parser() -> argparse.ArgumentParser:
         "--val-fraction",
         type=float,
         default=None,
-        help="share kept for validation (default 0.1): of the text, or of the examples (whole ones, seeded)",
+        help="share kept for validation (None: 0.1, or 0 with --val): of the text, or of the examples "
+        "(whole ones, seeded)",
     )
-    parser.add_argument("--val", help="examples: a separate validation file instead of --val-fraction")
-    parser.add_argument("--test", help="examples: a test file (held out from training, for gptkit.evaluate)")
+    parser.add_argument("--val", metavar="FILE", help="examples: a separate validation file instead of --val-fraction")
+    parser.add_argument(
+        "--test", metavar="FILE", help="examples: a test file (held out from training, for gptkit.evaluate)"
+    )
     parser.add_argument("--test-fraction", type=float, default=0.0, help="examples: share of PATH kept for test")
     parser.add_argument("--seed", type=int, default=1337, help="examples: which ones validate and test")
     parser.add_argument(
@@ -150,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         default=1024,
         help="text: the val split must hold at least one block; examples: count those that training will cut",
     )
-    parser.add_argument("--out-root", default="data", help="folder that holds the datasets (default: data)")
+    parser.add_argument("--out-root", default="data", help="folder that holds the datasets")
     return parser
 
 

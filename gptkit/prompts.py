@@ -16,8 +16,13 @@ one per assistant turn for chat. `gptkit.prepare` tokenizes each prompt and each
 its own (so the boundary between them is exact) and puts `<|endoftext|>` after each response:
 the model learns where an answer ends. A user's mistake raises a GptkitError whose message
 `gptkit.prepare` prefixes with the file and line.
+
+`prompt_for(fmt, text)` is the prompt of a new example, for generating its response: plain
+text fills the template's main field; a JSON object with the template's `PROMPT_FIELDS` (an
+example without its response) fills them all, as `render` would.
 """
 
+import json
 from typing import NamedTuple
 
 from gptkit.errors import GptkitError
@@ -25,6 +30,8 @@ from gptkit.errors import GptkitError
 PLAIN, ALPACA, CHAT = "prompt/completion", "alpaca", "chat"
 FORMATS = (PLAIN, ALPACA, CHAT)
 KEYS = {PLAIN: ("prompt", "completion"), ALPACA: ("instruction", "input", "output"), CHAT: ("messages",)}
+# What a new example gives to be answered: its keys less the response
+PROMPT_FIELDS = {PLAIN: ("prompt",), ALPACA: ("instruction", "input"), CHAT: ("messages",)}
 
 ALPACA_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -90,26 +97,72 @@ def render(example: dict, fmt: str | None = None) -> list[Piece]:
 
 
 def prompt_for(fmt: str, text: str) -> str:
-    """A user's text as the prompt of a new example (to generate its response): the instruction
-    for alpaca, the user turn for chat, verbatim for prompt/completion."""
+    """The prompt of a new example, whose response the model is to write.
+
+    `text` is plain text (the instruction for alpaca, the user's turn for chat, verbatim for
+    prompt/completion) or a JSON object of the format's PROMPT_FIELDS, as in the dataset
+    (`{"instruction": ..., "input": ...}`, `{"messages": [system, user, ...]}`).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    example = _json_object(text, fmt)
+    if example is None:
+        example = {PROMPT_FIELDS[fmt][0]: [{"role": "user", "content": text}] if fmt == CHAT else text}
+    wrong = [k for k in example if k not in PROMPT_FIELDS[fmt]]
+    if wrong:
+        raise GptkitError(
+            f"the {fmt} template has no field {_short(wrong[0])} in a prompt: give {_fields(fmt)} "
+            f"(the response, {KEYS[fmt][-1]!r}, is what the model writes)"
+        )
     if fmt == PLAIN:
-        return text
+        return _text(example, "prompt")
     if fmt == ALPACA:
-        return ALPACA_NO_INPUT.format(instruction=text)
+        return _alpaca_prompt(example)
+    return _chat_prompt(example)
+
+
+def _json_object(text: str, fmt: str) -> dict | None:
+    """`text` as a JSON object, or None when it is plain text."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        if fmt == PLAIN:
+            return None  # a verbatim prompt may well start with a brace
+        raise GptkitError(f"the prompt starts with '{{' but is not valid JSON ({e}): give {_fields(fmt)}") from None
+    return value if isinstance(value, dict) else None
+
+
+def _fields(fmt: str) -> str:
     if fmt == CHAT:
-        return CHAT_MESSAGE.format(role=ROLES["user"], content=text) + "### Assistant:\n"
-    raise ValueError(f"unknown format {fmt!r}")
+        return '{"messages": [{"role": "system", "content": ...}, {"role": "user", "content": ...}]} or plain text'
+    return "{" + ", ".join(f'"{k}": ...' for k in PROMPT_FIELDS[fmt]) + "} or plain text"
 
 
 def _alpaca(example: dict) -> Piece:
+    return Piece(_alpaca_prompt(example), _text(example, "output", response=True))
+
+
+def _alpaca_prompt(example: dict) -> str:
     instruction = _text(example, "instruction")
-    output = _text(example, "output", response=True)
     extra = example.get("input")
     if extra is None or extra == "":
-        return Piece(ALPACA_NO_INPUT.format(instruction=instruction), output)
+        return ALPACA_NO_INPUT.format(instruction=instruction)
     if not isinstance(extra, str):
         raise GptkitError(f"'input' must be a string, not {_type(extra)}")
-    return Piece(ALPACA_WITH_INPUT.format(instruction=instruction, input=extra), output)
+    return ALPACA_WITH_INPUT.format(instruction=instruction, input=extra)
+
+
+def _chat_prompt(example: dict) -> str:
+    """The conversation so far, laid out as `_chat` lays out a dataset's, up to the assistant's heading."""
+    messages = example.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise GptkitError(f"'messages' must be a non-empty list of {{role, content}} objects, not {_short(messages)}")
+    if isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+        raise GptkitError("the last message is the assistant's: end with the user's turn the model is to answer")
+    *answered, last = _chat({"messages": [*messages, {"role": "assistant", "content": "(to write)"}]})
+    return "".join(p.prompt + p.response + "<|endoftext|>" for p in answered) + last.prompt
 
 
 def _chat(example: dict) -> list[Piece]:

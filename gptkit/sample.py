@@ -6,9 +6,14 @@ All samples are drawn in one batch with the KV cache. `--start=FILE:prompt.txt` 
 prompt from a file; `--stop_at_eot=True` ends each sample at `<|endoftext|>`.
 
 A run finetuned on examples answers in its template: `--prompt=TEXT` wraps TEXT in the template
-of the run's dataset (as the instruction, or the user's turn) and ends at `<|endoftext|>`:
+of the run's dataset (as the instruction, or the user's turn) and ends at `<|endoftext|>`. A JSON
+object in the dataset's own form, less the response, fills every field of the template (an
+Alpaca input, a chat's system message and earlier turns):
 
     python -m gptkit.sample --out_dir=out-dates --prompt="Write 2001-02-03 in words:" --temperature=0
+    python -m gptkit.sample --out_dir=out-alpaca --prompt='{"instruction": "Translate.", "input": "the red cat"}'
+    python -m gptkit.sample --out_dir=out-chat --prompt='{"messages": [{"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"}]}'
 """
 
 import json
@@ -37,7 +42,9 @@ class SampleConfig:
     )
     start: str = setting("\n", "the prompt, or FILE:path to read it from a file")
     prompt: str = setting(
-        "", "TEXT in the template of the run's example dataset (instead of --start); ends at <|endoftext|>"
+        "",
+        "TEXT, or a JSON example less its response, in the template of the run's example dataset "
+        "(instead of --start); ends at <|endoftext|>",
     )
     num_samples: int = setting(10, "samples to draw (one batch)", AT_LEAST_1)
     max_new_tokens: int = setting(500, "tokens generated per sample", AT_LEAST_1)
@@ -93,7 +100,11 @@ def templated_prompt(cfg: SampleConfig) -> str:
             "--prompt wraps TEXT in the template of a finetuned run: use it with --out_dir=RUN "
             "(init_from=resume), or --start=TEXT with a pretrained model"
         )
-    return prompt_for(example_format(run_dataset(cfg.out_dir), cfg.out_dir), cfg.prompt)
+    fmt = example_format(run_dataset(cfg.out_dir), cfg.out_dir)
+    try:
+        return prompt_for(fmt, cfg.prompt)
+    except GptkitError as e:
+        raise GptkitError(f"--prompt: {e}") from None
 
 
 def read_prompt(start: str) -> str:

@@ -64,6 +64,37 @@ def lr_at(it: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
 
 
+def describe_schedule(cfg: TrainConfig) -> list[str]:
+    """The learning-rate schedule in one line; a second when max_iters cuts it short of its peak or its end.
+
+    nanoGPT's defaults (warmup 2000, decay to 600000) are made for long pretraining runs: a run of
+    a few hundred iterations would otherwise never see the rate it asked for, and nothing said so.
+    """
+    if not cfg.decay_lr:
+        return [f"learning rate: constant {cfg.learning_rate:.3g}"]
+    lines = [
+        f"learning rate: warmup to {cfg.learning_rate:.3g} at iteration {cfg.warmup_iters}, "
+        f"cosine down to min_lr {cfg.min_lr:.3g} at {cfg.lr_decay_iters}"
+    ]
+    last = max(0, cfg.max_iters - 1)  # the last iteration that steps
+    highest = lr_at(min(cfg.warmup_iters, last), cfg)  # warmup rises to its peak, the cosine falls from it
+    if cfg.warmup_iters > cfg.max_iters:
+        lines.append(
+            f"  max_iters={cfg.max_iters} stops inside the warmup: the highest rate this run reaches is "
+            f"{highest:.3g}, not {cfg.learning_rate:.3g}; set --warmup_iters and --lr_decay_iters below "
+            "max_iters, or --decay_lr=False for a constant rate"
+        )
+    elif cfg.lr_decay_iters > cfg.max_iters:
+        end = lr_at(last, cfg)
+        share = (cfg.learning_rate - end) / max(cfg.learning_rate - cfg.min_lr, 1e-30)
+        lines.append(
+            f"  max_iters={cfg.max_iters} stops before the decay ends: the rate reaches {highest:.3g} and ends at "
+            f"{end:.3g}, {100 * share:.0f}% of the way down to min_lr; --lr_decay_iters={cfg.max_iters} "
+            "decays it fully"
+        )
+    return lines
+
+
 # --- the objects a run is made of ------------------------------------------------------------
 @dataclass(frozen=True)
 class World:
@@ -561,6 +592,8 @@ def print_header(run: Run) -> None:
         f"{f', over {world.size} processes' if world.size > 1 else ''}) | {run.device} {str(precision.dtype)[6:]}"
         f"{f' (auto: {precision.why})' if precision.why else ''}"
     )
+    for line in describe_schedule(cfg):
+        print(line)
     if isinstance(run.train_data, PairBatches):
         reference = "adapters off" if run.objective.reference_model else f"precomputed, {REFERENCE_FILE}"
         print(

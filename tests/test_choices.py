@@ -104,7 +104,7 @@ def test_watch_choices_logs_the_score_beside_val_loss(tiny_hf_dir, shakespeare_b
     from gptkit.choices import read_choices, score_choices
     from gptkit.diagnostics import plot_losses
     from gptkit.model import GPT
-    from gptkit.sample import load_model
+    from gptkit.sources import load_model
     from gptkit.train import train
 
     questions = write_jsonl(tmp_path / "q.jsonl", HELLASWAG + [dict(r, label=0) for r in HELLASWAG])

@@ -1,4 +1,6 @@
+import contextlib
 import dataclasses
+import re
 import typing
 from dataclasses import replace
 
@@ -6,6 +8,7 @@ import pytest
 
 from conftest import ROOT
 from gptkit.config import (
+    HELP_COLUMN_MAX,
     Range,
     TrainConfig,
     check_ranges,
@@ -107,6 +110,55 @@ def test_help_lists_every_setting_with_a_doc(capsys):
     for name in TrainConfig.__dataclass_fields__:
         assert f"--{name}=" in out
     assert all(f.metadata.get("doc") for f in TrainConfig.__dataclass_fields__.values())
+
+
+def help_of(module: str, capsys) -> str:
+    import importlib
+
+    with pytest.raises(SystemExit) if module != "export" else contextlib.nullcontext():
+        importlib.import_module(f"gptkit.{module}").main(["--help"])
+    return capsys.readouterr().out
+
+
+def meaning_columns(table: list[str]) -> set[int]:
+    """Where the meaning starts on each line of a --help table: one column when it is aligned."""
+    columns = set()
+    for line in table:
+        row = re.match(r"  (\S.*?\S|\S)( {2,})\S", line)  # setting and default, then the meaning
+        if row:
+            columns.add(row.end() - 1)
+        elif line.startswith("   "):  # the meaning of a long setting, or a wrapped one, goes on below
+            columns.add(len(line) - len(line.lstrip()))
+        else:  # a setting too long for the column stands alone, its meaning on the next line
+            assert line.startswith("  --") and len(line.strip()) > HELP_COLUMN_MAX, line
+    return columns
+
+
+@pytest.mark.parametrize("module", ["train", "sample", "evaluate", "prepare", "export"])
+def test_help_is_two_aligned_columns_for_every_cli(module, capsys):
+    out = help_of(module, capsys)
+    sections = re.split(r"\n(?:settings \(default, meaning\)|options|positional arguments|arguments):\n", out)
+    tables = [section.split("\n\n")[0].splitlines() for section in sections[1:]]
+    assert tables and all(tables)
+    columns = set().union(*(meaning_columns(t) for t in tables))
+    assert len(columns) == 1, (columns, out)
+    assert "--help" in out or module != "prepare"
+
+
+def test_help_rows_show_each_setting_with_its_default(capsys):
+    from gptkit.sample import SampleConfig
+
+    out = help_of("sample", capsys)
+    for f in dataclasses.fields(SampleConfig):
+        assert re.search(rf"^  --{f.name}={re.escape(repr(f.default))}  +\S", out, re.M), f.name
+    prepare = help_of("prepare", capsys)
+    for row in ("--name=NAME", "--val=FILE", "--test-fraction=0.0", "--seed=1337", "--out-root='data'"):
+        assert re.search(rf"^  {re.escape(row)}  +\S", prepare, re.M), row
+    # a setting longer than the column: its meaning on the next line, in the column
+    train = help_of("train", capsys).splitlines()
+    at = train.index("  --lora_targets='c_attn,attn.c_proj,c_fc,mlp.c_proj'")
+    column = meaning_columns([ln for ln in train if ln.startswith("  --out_dir=")]).pop()
+    assert train[at + 1].startswith(" " * column + "comma-separated")
 
 
 def test_sample_config_optional_values():

@@ -11,7 +11,7 @@ from conftest import assert_user_error, run_cli, run_cli_in_process
 from gptkit.errors import GptkitError
 from gptkit.evaluate import greedy_responses, score, summarize
 from gptkit.model import GPT
-from gptkit.prompts import ALPACA_NO_INPUT
+from gptkit.prompts import ALPACA_NO_INPUT, ALPACA_WITH_INPUT
 from gptkit.sources import load_model
 from gptkit.tokenizer import EOT_ID, get_encoding
 from gptkit.train import train
@@ -167,6 +167,21 @@ def test_sample_prompt_wraps_text_in_the_run_template(alpaca_run):
     assert text.startswith(templated)
     model = load_model("resume", str(alpaca_run)).eval()
     assert text == templated + greedy_responses(model, [templated], 6)[0]  # and it stopped at <|endoftext|>
+
+
+def test_sample_prompt_takes_an_example_in_the_datasets_form(alpaca_run):
+    """A JSON object fills the template's input section too; a response field is one line naming the fields."""
+    example = '{"instruction": "Say 7.", "input": "the red cat"}'
+    args = ["-m", "gptkit.sample", f"--out_dir={alpaca_run}", f"--prompt={example}", "--temperature=0"]
+    result = run_cli_in_process(*args, "--num_samples=1", "--max_new_tokens=6", "--device=cpu")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.split("\n---------------\n")[0]
+    templated = ALPACA_WITH_INPUT.format(instruction="Say 7.", input="the red cat")
+    model = load_model("resume", str(alpaca_run)).eval()
+    assert text == templated + greedy_responses(model, [templated], 6)[0]
+
+    wrong = run_cli_in_process(*args[:3], '--prompt={"instruction": "Say 7.", "output": "7"}', "--device=cpu")
+    assert_user_error(wrong, "--prompt: the alpaca template has no field 'output'", '"instruction"', '"input"')
 
 
 def test_sample_prompt_bad_input(alpaca_run, stream_run):

@@ -4,6 +4,7 @@ against measured peaks, and the check that stops a run before it starts."""
 import pytest
 import torch
 
+from gptkit import cpu_kernels
 from gptkit.memory import activation_bytes, param_counts, saved_for_backward
 from gptkit.model import GPT, GPTConfig
 
@@ -25,13 +26,19 @@ def recompute_bytes(model: GPT, idx, targets, bf16: bool) -> int:
     return kept + recomputed
 
 
+def cpu_training_model(model: GPT) -> GPT:
+    """The model as a CPU training run computes with it: gptkit.train applies the CPU kernels
+    (the blockwise loss keeps a log-sum-exp per row, F.cross_entropy none), and so does the formula."""
+    return cpu_kernels.speed_up(model, cpu_kernels.measure_routes())
+
+
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 @pytest.mark.parametrize("grad_checkpoint", [False, True], ids=["plain", "checkpointed"])
 def test_activation_formula_equals_what_pytorch_saves(bf16, dropout, grad_checkpoint):
     cfg = GPTConfig(block_size=48, vocab_size=160, n_layer=2, n_head=4, n_embd=32, dropout=dropout)
     torch.manual_seed(0)
-    model = GPT(cfg).train()
+    model = cpu_training_model(GPT(cfg).train())
     model.grad_checkpoint = grad_checkpoint
     idx, targets = (torch.randint(0, cfg.vocab_size, (3, cfg.block_size)) for _ in range(2))  # as Batches
     measure = recompute_bytes if grad_checkpoint else saved_bytes
@@ -163,13 +170,14 @@ def measure(hf_dir, out_dir, *extra: str) -> dict:
     """
     import json
 
-    from conftest import run_cli
+    from conftest import DATA_ROOT, run_cli
 
     result = run_cli(
         "benchmarks/peak_rss.py",
         *MEASURED_RUN,
         f"--init_from={hf_dir}",
         f"--out_dir={out_dir}",
+        f"--data_root={DATA_ROOT}",
         *extra,
         env={"MALLOC_MMAP_THRESHOLD_": "131072"},
         timeout=240,
@@ -218,6 +226,19 @@ def test_estimate_is_within_15_percent_of_the_measured_peak(tmp_path, measured_h
     assert lora["added"] < min(full["added"], ckpt["added"]), (full, ckpt, lora)
 
 
+@pytest.mark.quiet_process  # measures a child's memory: alone, as the test above
+def test_loading_keeps_the_weights_file_out_of_resident_memory(tmp_path, measured_hf_dir, shakespeare_bins):
+    """Where a run's peak lies: the weights are read into anonymous memory (counted by the estimate),
+    and the weights file is never mapped, so its pages never add to the peak (benchmarks/README.md,
+    gpt2-xl: its 6.2 GB file would otherwise be resident beside the model)."""
+    run = measure(measured_hf_dir, tmp_path / "lora", "--lora_rank=8", "--grad_checkpoint=True")
+    file_bytes = (measured_hf_dir / "model.safetensors").stat().st_size
+    assert not run["weights_mapped"], run  # sampled every 20 ms from /proc/self/maps
+    anon_grew = run["anon_peak"] - run["anon_baseline"]
+    assert anon_grew > file_bytes and anon_grew >= 0.85 * run["tensors"], run  # the model and the run's tensors
+    assert run["anon_peak"] + run["file_peak"] <= run["peak"] + 2**20  # the split adds up to at most ru_maxrss
+
+
 ALL = "c_attn,attn.c_proj,c_fc,mlp.c_proj"
 
 
@@ -229,7 +250,7 @@ def test_lora_activation_formula_equals_what_pytorch_saves(bf16, targets, lora_d
 
     cfg = GPTConfig(block_size=48, vocab_size=160, n_layer=2, n_head=4, n_embd=32, dropout=dropout)
     torch.manual_seed(0)
-    model = apply_lora(GPT(cfg), rank=4, alpha=8, dropout=lora_dropout, targets=targets).train()
+    model = cpu_training_model(apply_lora(GPT(cfg), rank=4, alpha=8, dropout=lora_dropout, targets=targets).train())
     if bf16:
         hold_base_in(model, torch.bfloat16)  # as gptkit.train does for a LoRA run under autocast
     idx, targets_ = (torch.randint(0, cfg.vocab_size, (3, cfg.block_size)) for _ in range(2))  # as Batches

@@ -86,3 +86,101 @@ def test_bad_examples_are_one_clear_line(example, message):
     with pytest.raises(GptkitError) as e:
         render(example)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+# --- a prompt given in the dataset's own form -------------------------------------------------
+FORM_EXAMPLES = {
+    PLAIN: [{"prompt": "Q: what is 2+2?\nA:", "completion": " 4"}],
+    ALPACA: [
+        {"instruction": "Translate to French.", "input": "the red cat", "output": "le chat rouge"},
+        {"instruction": "Say hi.", "output": "hi"},
+    ],
+    CHAT: [
+        {
+            "messages": [
+                {"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": "Colour of the sky?"},
+                {"role": "assistant", "content": "Blue."},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "Bye"},
+                {"role": "assistant", "content": "Bye!"},
+            ]
+        },
+    ],
+}
+
+
+def prepared_prompts(tmp_path, fmt: str) -> list[list[int]]:
+    """What `gptkit.prepare` writes for each example of FORM_EXAMPLES[fmt], up to its last response."""
+    import json
+
+    import numpy as np
+
+    from gptkit.data import open_examples
+    from gptkit.prepare import prepare
+
+    source = tmp_path / f"{fmt.replace('/', '-')}.jsonl"
+    source.write_text("".join(json.dumps(e) + "\n" for e in FORM_EXAMPLES[fmt]))
+    prepare(source, tmp_path / "data", val=source, progress=False)
+    examples, out = open_examples(tmp_path / "data", "train"), []
+    for start, end in zip(examples.offsets[:-1], examples.offsets[1:], strict=True):
+        mask = np.asarray(examples.mask[start:end])
+        last_response = int(np.flatnonzero(np.diff(np.concatenate([[0], mask])) == 1)[-1])
+        out.append(examples.tokens[start : start + last_response].tolist())
+    return out
+
+
+def without_response(example: dict) -> dict:
+    if "messages" in example:
+        return {"messages": example["messages"][:-1]}
+    return {k: v for k, v in example.items() if k not in ("completion", "output")}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_prompt_in_the_datasets_form_gives_the_tokens_prepare_writes(tmp_path, fmt):
+    import json
+
+    from gptkit.tokenizer import EOT_TOKEN, get_encoding
+
+    enc = get_encoding()
+    prepared = prepared_prompts(tmp_path, fmt)
+    assert len(prepared) == len(FORM_EXAMPLES[fmt])
+    for example, tokens in zip(FORM_EXAMPLES[fmt], prepared, strict=True):
+        text = prompt_for(fmt, json.dumps(without_response(example)))
+        assert enc.encode(text, allowed_special={EOT_TOKEN}) == tokens, text  # as gptkit.sample encodes it
+    # plain text is the template's main field, as a one-field example gives it
+    first = FORM_EXAMPLES[fmt][-1 if fmt == ALPACA else 0]
+    main = {PLAIN: "prompt", ALPACA: "instruction"}.get(fmt)
+    plain = first[main] if main else first["messages"][1]["content"]
+    one_field = {main: plain} if main else {"messages": [{"role": "user", "content": plain}]}
+    assert prompt_for(fmt, plain) == prompt_for(fmt, json.dumps(one_field))
+
+
+@pytest.mark.parametrize(
+    "fmt,text,fragment",
+    [
+        (ALPACA, '{"instruction": "a", "output": "b"}', "the alpaca template has no field 'output' in a prompt: give"),
+        (ALPACA, '{"question": "a"}', '{"instruction": ..., "input": ...} or plain text'),
+        (ALPACA, '{"instruction": "a", "input": 3}', "'input' must be a string"),
+        (ALPACA, '{"instruction": "a",', "starts with '{' but is not valid JSON"),
+        (PLAIN, '{"prompt": "a", "completion": "b"}', "has no field 'completion'"),
+        (CHAT, '{"messages": [{"role": "user", "content": "a"}], "system": "b"}', "has no field 'system'"),
+        (CHAT, '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}', "last"),
+        (CHAT, '{"messages": []}', "non-empty list"),
+        (CHAT, '{"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]}', "system"),
+    ],
+)
+def test_a_prompt_with_a_wrong_field_is_one_line(fmt, text, fragment):
+    with pytest.raises(GptkitError, match=None) as e:
+        prompt_for(fmt, text)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_plain_prompt_that_starts_with_a_brace_stays_verbatim():
+    assert prompt_for(PLAIN, "{x: 1} means") == "{x: 1} means"

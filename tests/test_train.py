@@ -208,6 +208,37 @@ def test_lr_schedule():
     assert lr_at(5, TrainConfig(learning_rate=0.3, decay_lr=False)) == 0.3
 
 
+def header_of(cfg: TrainConfig, capsys) -> list[str]:
+    """The learning-rate lines a real run prints before its first step (its metrics checked beside)."""
+    train(cfg)
+    return [ln for ln in capsys.readouterr().out.splitlines() if "learning rate" in ln or "max_iters=" in ln]
+
+
+def test_header_says_when_max_iters_cuts_the_schedule_short(tmp_path, shakespeare_bins, capsys):
+    # nanoGPT's defaults on a short run: the warmup (2000) outlasts the run; the rate never reaches 3e-3
+    cfg = tiny_cfg(tmp_path / "short", max_iters=4, eval_interval=4, warmup_iters=2000, lr_decay_iters=600000)
+    schedule, cut = header_of(cfg, capsys)
+    assert schedule == "learning rate: warmup to 0.003 at iteration 2000, cosine down to min_lr 0.0003 at 600000"
+    highest = max(r["lr"] for r in records(tmp_path / "short", "step"))  # what the run really used
+    assert highest == pytest.approx(lr_at(3, cfg)) and highest < cfg.learning_rate / 100
+    assert cut.startswith("  max_iters=4 stops inside the warmup: the highest rate this run reaches is ")
+    assert f" {highest:.3g}, not 0.003; " in cut and "--decay_lr=False" in cut
+
+    # warmup done, but the cosine cut off: where the rate ends, and which setting decays it fully
+    cfg = tiny_cfg(tmp_path / "decay", max_iters=4, eval_interval=4, warmup_iters=1, lr_decay_iters=20)
+    _, cut = header_of(cfg, capsys)
+    last = records(tmp_path / "decay", "step")[-1]["lr"]
+    assert last == pytest.approx(lr_at(3, cfg)) and last > 2 * cfg.min_lr
+    assert f"the rate reaches 0.003 and ends at {last:.3g}," in cut
+    assert cut.endswith("--lr_decay_iters=4 decays it fully")
+
+    # a schedule that fits the run, and a constant rate: one line each
+    fits = header_of(tiny_cfg(tmp_path / "fits", max_iters=10, eval_interval=10), capsys)
+    assert fits == ["learning rate: warmup to 0.003 at iteration 2, cosine down to min_lr 0.0003 at 10"]
+    constant = header_of(tiny_cfg(tmp_path / "constant", max_iters=2, eval_interval=2, decay_lr=False), capsys)
+    assert constant == ["learning rate: constant 0.003"]
+
+
 def test_fp16_grad_scaler_path_trains_and_resumes(tmp_path, shakespeare_bins):
     """float16 autocast with a GradScaler (CUDA's path where bf16 is missing) also runs on CPU."""
     out = tmp_path / "fp16"
