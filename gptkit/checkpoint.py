@@ -98,12 +98,25 @@ def _check_shapes(model: GPT, state: dict, path) -> None:
 
 
 def training_checkpoint(
-    *, model, optimizer, scaler, model_config, config: dict, dtype, progress: dict, rngs, sampler, lora, cpu_matmul
+    *,
+    model,
+    optimizer,
+    scaler,
+    model_config,
+    config: dict,
+    dtype,
+    progress: dict,
+    rngs,
+    sampler,
+    lora,
+    cpu_matmul,
+    labels: list | None = None,
 ) -> dict:
     """A training run's state as the dict `torch.save` writes; `progress` holds the loop's counters.
 
     `rngs` holds every rank's RNG state, rank 0's first; `lora` a LoRA run's settings (None otherwise);
-    `cpu_matmul` the CPU matmul routes it computed with (None on a GPU).
+    `cpu_matmul` the CPU matmul routes it computed with (None on a GPU); `labels` a classifier's
+    label names, in the order of its head's outputs (None for a language model).
     """
     return {
         "model": clean_state_dict(model),
@@ -117,7 +130,13 @@ def training_checkpoint(
         **progress,
         "rng": rngs,
         "sampler": sampler,
+        "labels": labels,
     }
+
+
+def labels(ckpt: dict) -> list | None:
+    """A classifier's label names (its head's outputs, in order), or None for a language model."""
+    return ckpt.get("labels") or None
 
 
 PROGRESS_DEFAULTS = {"iter_num": 0, "best_val_loss": float("inf"), "evals_since_best": 0, "tokens_seen": 0}
@@ -278,6 +297,8 @@ def model_from_lora_checkpoint(ckpt: dict, path: str | Path, dropout: float | No
         )
     if args["block_size"] < model.config.block_size:
         model.crop_block_size(args["block_size"])
+    if args.get("n_labels"):  # a classifier: its head is in the checkpoint beside the adapters
+        model.add_classifier(args["n_labels"])
     apply_lora(model, settings["rank"], settings["alpha"], settings["dropout"], settings["targets"])
     adapters = lora_state_dict(model)
     state = clean_state_dict(ckpt["model"])

@@ -30,6 +30,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # GPT-2 has biases in Linear and LayerNorm layers
+    n_labels: int = 0  # a classifier's number of labels (0: a language model only)
 
 
 def gpt2_config(name: str, **overrides) -> GPTConfig:
@@ -127,6 +128,9 @@ class GPT(nn.Module):
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying: reading a token in and writing it out use the same vectors.
         self.transformer.wte.weight = self.lm_head.weight
+        # A classifier's head scores the labels from the same hidden state the LM head reads;
+        # named as in Hugging Face's GPT2ForSequenceClassification (`score`, no bias).
+        self.score = nn.Linear(config.n_embd, config.n_labels, bias=False) if config.n_labels else None
         self.apply(self._init_weights)
         # GPT-2 scales the projections into the residual stream by 1/sqrt(2 * n_layer).
         for name, p in self.named_parameters():
@@ -184,6 +188,13 @@ class GPT(nn.Module):
             self.load_state_dict(taken, strict=False, assign=True)
             self.lm_head.weight = self.transformer.wte.weight  # assign=True replaced the tied tensor
 
+    def add_classifier(self, n_labels: int) -> None:
+        """Give a language model (pretrained, or from scratch) a new classification head, randomly
+        initialised as GPT-2 initialises its layers (seed torch first for a repeatable head)."""
+        self.config.n_labels = n_labels
+        self.score = nn.Linear(self.config.n_embd, n_labels, bias=False, device=self.lm_head.weight.device)
+        self._init_weights(self.score)
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -229,10 +240,17 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        reduction: str = "mean",
+        last: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, vocab_size) for every position; with `targets`, the cross-entropy and the
         logits of the positions that have a target only, (N, vocab_size) in row order.
+
+        With `last` (B,), the position of each row's last real token, the model classifies: the
+        label logits (B, n_labels) and, with `targets` (B,) label ids, their cross-entropy.
 
         Targets equal to IGNORE_INDEX (-1: padding, a prompt under mask_prompt) count for nothing,
         and get no logits: the head is about a third of GPT-2 small's compute, and on example data
@@ -241,6 +259,12 @@ class GPT(nn.Module):
         the whole step's count of targets, so every token weighs the same.
         """
         h = self.hidden_states(idx)
+        if last is not None:
+            # Rows are right-padded. Attention is causal, so a text's last real token is the only
+            # position that has seen all of it (the first has seen only itself), and no real
+            # token ever sees the padding after it: the padding changes nothing that is read.
+            logits = self.score(h[torch.arange(idx.size(0), device=idx.device), last])
+            return logits, None if targets is None else F.cross_entropy(logits.float(), targets, reduction=reduction)
         if targets is None:
             return self.lm_head(h), None
         keep = targets != IGNORE_INDEX

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gptkit import files
+from gptkit import files, prepare_labels
 from gptkit.data import BIN_DTYPE, MASK_DTYPE, Examples
 from gptkit.errors import GptkitError, run_cli
 from gptkit.files import write_failed
@@ -280,6 +280,10 @@ def prepare(
     source = Path(source)
     if not source.exists():
         raise GptkitError(f"{source} does not exist: pass a text file, a folder of .txt files, or a .jsonl/.json file")
+    if prepare_labels.is_labelled(source):  # {"text", "label"} rows, or a .csv / .tsv table
+        return prepare_labels.prepare_labelled(
+            source, out_dir, val, test, val_fraction, test_fraction, seed, block_size
+        )
     if is_example_file(source):
         return prepare_examples(source, out_dir, val, test, val_fraction, test_fraction, seed, block_size)
     if val is not None or test is not None or test_fraction:
@@ -606,6 +610,9 @@ def _write_examples(out_dir: Path, splits: dict[str, Examples], meta: dict) -> N
 
 # --- the command line -------------------------------------------------------------------------
 def print_counts(meta: dict) -> None:
+    if meta.get("kind") == "classification":
+        prepare_labels.print_counts(meta)
+        return
     if meta.get("kind") == "examples":
         print_example_counts(meta)
         return
@@ -648,7 +655,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     print_counts(meta)
-    names = ",".join(meta["splits"]) if meta["kind"] == "examples" else "train,val"
+    names = ",".join(meta["splits"]) if "splits" in meta else "train,val"
     print(f"wrote {out}/{{{names}}}.bin and meta.json")
 
 

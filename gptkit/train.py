@@ -39,7 +39,7 @@ from gptkit.config import (
     parse_args,
     validate,
 )
-from gptkit.data import Batches, ExampleBatches, dataset_kind
+from gptkit.data import Batches, ExampleBatches, LabelledBatches, dataset_kind, read_meta
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.metrics import MetricsWriter, check_sinks
@@ -127,12 +127,19 @@ class Run:
     train_data: Batches | ExampleBatches  # windows of a token stream, or whole examples
     val_data: Batches | ExampleBatches
     out: Path
-    objective: objectives.LanguageModelling  # the loss of a batch and the metrics of an evaluation
+    objective: (
+        objectives.LanguageModelling | objectives.Classification
+    )  # the loss of a batch and the metrics of an evaluation
     lora: dict | None = None  # a LoRA run's settings and base reference (checkpoint.lora_settings)
     peak_flops: float = 0.0  # of all ranks together, for MFU (0: unknown)
     estimate: memory.MemoryEstimate | None = None
     resumed_from: Path | None = None
     cpu_matmul: dict | None = None  # the CPU matmul routes it computes with (cpu_kernels.matmul_routes)
+
+    @property
+    def labels(self) -> list | None:
+        """A classifier's label names, in the order of its head's outputs (None: a language model)."""
+        return read_meta(self.train_data.data_dir).get("labels") if self.objective.name == "classification" else None
 
     @property
     def examples(self) -> bool:
@@ -211,7 +218,11 @@ def build_model(cfg: TrainConfig, resume: checkpoint.Resume | None, precision: P
             settings = checkpoint.lora_settings(
                 cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.init_from, model
             )
+            add_classifier(cfg, model)  # before the adapters: the head trains in full beside them
             lora.apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    add_classifier(cfg, model)
+    if not settings:
+        choose_trained_layers(cfg, model)
     if cfg.block_size > model.config.block_size:
         raise GptkitError(
             f"block_size {cfg.block_size} is larger than the model's context of "
@@ -222,6 +233,34 @@ def build_model(cfg: TrainConfig, resume: checkpoint.Resume | None, precision: P
     if settings and precision.dtype != torch.float32:
         lora.hold_base_in(model, precision.dtype)  # frozen: autocast's dtype is precision enough
     return model, settings
+
+
+def add_classifier(cfg: TrainConfig, model: GPT) -> None:
+    """On a classification dataset, a model without a head (pretrained, scratch) gets one, seeded."""
+    labels = read_meta(Path(cfg.data_root) / cfg.dataset).get("labels") or []
+    if model.score is None and dataset_kind(Path(cfg.data_root) / cfg.dataset) == "classification":
+        model.add_classifier(len(labels))
+    elif model.score is not None and model.config.n_labels != len(labels):
+        raise GptkitError(
+            f"the model has a head for {model.config.n_labels} labels, but {cfg.dataset} has {len(labels)}: "
+            "train on the dataset it was trained on, or start from a language model"
+        )
+
+
+def choose_trained_layers(cfg: TrainConfig, model: GPT) -> None:
+    """A classifier trains `train_layers`: all, the last block with the final LayerNorm and the head,
+    or the head alone. The frozen layers below get no backward pass at all: autograd stops at the
+    first layer whose input needs no gradient."""
+    if model.score is None or cfg.train_layers == "all":
+        return
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trained = [model.score] + (
+        [model.transformer.h[-1], model.transformer.ln_f] if cfg.train_layers == "last_block" else []
+    )
+    for module in trained:
+        for p in module.parameters():
+            p.requires_grad_(True)
 
 
 def placed_model(cfg, resume, precision, world: World, device: torch.device) -> tuple[GPT, dict | None]:
@@ -250,7 +289,13 @@ def build_optimizer(cfg: TrainConfig, model: GPT, device: torch.device, precisio
 def build_data(cfg: TrainConfig, model: GPT, device: torch.device):
     """The train and val batches: random windows of a token stream, or whole examples (padded)."""
     data_dir, vocab = Path(cfg.data_root) / cfg.dataset, model.config.vocab_size
-    if dataset_kind(data_dir) != "examples":
+    kind = dataset_kind(data_dir)
+    if kind == "classification":
+        return tuple(
+            LabelledBatches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab)
+            for s in ("train", "val")
+        )
+    if kind != "examples":
         if "mask_prompt" in given_settings(cfg):
             raise GptkitError(
                 f"mask_prompt applies to example datasets, but {data_dir} is a text stream (no prompts to mask): "
@@ -294,7 +339,7 @@ def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, 
     model.grad_checkpoint = cfg.grad_checkpoint
     optimizer, scaler = build_optimizer(cfg, model, device, precision, world)
     train_data, val_data = build_data(cfg, model, device)
-    objective = objectives.for_dataset(dataset_kind(Path(cfg.data_root) / cfg.dataset))
+    objective = objectives.for_dataset(dataset_kind(Path(cfg.data_root) / cfg.dataset), cfg.best_by)
     run = Run(
         cfg, world, device, precision, model, model, optimizer, scaler, train_data, val_data, out, objective, settings
     )
@@ -346,6 +391,7 @@ def save(run: Run, state: TrainState, best: bool) -> None:
         sampler=run.train_data.state_dict(),
         lora=run.lora,
         cpu_matmul=run.cpu_matmul,
+        labels=run.labels,
     )
     checkpoint.write(ckpt, run.out, best)
 
@@ -515,7 +561,13 @@ def print_header(run: Run) -> None:
         f"{f', over {world.size} processes' if world.size > 1 else ''}) | {run.device} {str(precision.dtype)[6:]}"
         f"{f' (auto: {precision.why})' if precision.why else ''}"
     )
-    if run.examples:
+    if run.labels is not None:
+        data, trainable = run.train_data, lora.trainable_params(model)
+        cut = f"; {data.num_cut:,} longer than block_size {cfg.block_size} are cut" if data.num_cut else ""
+        print(f"{data.num_examples:,} training examples, {len(run.labels)} labels{cut}")
+        what = "LoRA adapters and head" if run.lora else f"train_layers={cfg.train_layers}"
+        print(f"{trainable:,} parameters train ({what}, {100 * trainable / model.num_params(False):.2f}%)")
+    elif run.examples:
         data, mask = run.train_data, "on responses only" if cfg.mask_prompt else "on whole examples"
         cut = f"; {data.num_cut:,} longer than block_size + 1 are cut" if data.num_cut else ""
         print(f"{data.num_examples:,} training examples, {int(data.targets.sum()):,} target tokens ({mask}){cut}")
