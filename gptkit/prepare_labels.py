@@ -142,19 +142,26 @@ def _check_row(path: Path, at: str, row, table: bool) -> tuple[str, str | int]:
 
 # --- splitting --------------------------------------------------------------------------------
 def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
-    """Indices per split: each label's examples, shuffled by `seed`, give round(n * fraction) to each
-    held-out split and the rest to train; every split in file order."""
+    """Indices per split: each held-out split takes max(1, round(n * fraction)) examples, shared out
+    among the labels in proportion to their counts (largest remainders), each label's drawn by
+    `seed`; train keeps the rest, at least one of every label. Every split in file order."""
     rng = np.random.default_rng(seed)
-    picked = {s: [] for s in ("train", *fractions)}
-    for label in np.unique(labels):
-        mine = rng.permutation(np.flatnonzero(labels == label))
-        start = 0
-        for split, fraction in fractions.items():
-            n = int(round(len(mine) * fraction))
-            picked[split].append(mine[start : start + n])
-            start += n
-        picked["train"].append(mine[start:])
-    return {s: np.sort(np.concatenate(p)).astype(np.int64) for s, p in picked.items()}
+    names = np.unique(labels)
+    pools = {label: list(rng.permutation(np.flatnonzero(labels == label))) for label in names}
+    counts = np.array([len(pools[label]) for label in names])
+    picked = {}
+    for split, fraction in fractions.items():
+        quota = counts * fraction
+        take = np.floor(quota).astype(int)
+        want = max(1, int(round(len(labels) * fraction)))
+        for i in np.argsort(-(quota - take), kind="stable")[: max(0, want - take.sum())]:
+            take[i] += 1
+        take = np.minimum(take, np.array([len(pools[label]) - 1 for label in names]))  # train keeps one of each
+        picked[split] = [pools[label][:n] for label, n in zip(names, take, strict=True)]
+        for label, n in zip(names, take, strict=True):
+            pools[label] = pools[label][n:]
+    picked["train"] = list(pools.values())
+    return {s: np.sort(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])) for s, parts in picked.items()}
 
 
 def label_ids(labels: list, names: list, path: Path, where: list[str]) -> np.ndarray:
@@ -194,7 +201,6 @@ def prepare_labelled(
             f"the held-out fractions {fractions} must each be between 0 and 1 and leave examples to train"
         )
     texts, labels, where = read_labelled(source)
-    names = sorted(set(labels))
     sources = {"train": source, "val": Path(val) if val else None, "test": Path(test) if test else None}
     picked = stratified_split(np.array(labels), fractions, seed) if fractions else {"train": np.arange(len(labels))}
     splits = {
