@@ -149,10 +149,16 @@ class GPT(nn.Module):
                 f"only dropout can be overridden on a pretrained model, not {sorted(set(override_args) - {'dropout'})}"
             )
         directory = pretrained.find_weights(name_or_dir)
-        config = GPTConfig(**pretrained.read_config(directory), dropout=float(override_args.get("dropout", 0.0)))
+        hf_state = pretrained.read_weights(directory)
+        score = hf_state.get("score.weight")  # a GPT2ForSequenceClassification: its head comes too
+        config = GPTConfig(
+            **pretrained.read_config(directory),
+            dropout=float(override_args.get("dropout", 0.0)),
+            n_labels=0 if score is None else score.size(0),
+        )
         with torch.device("meta"):
             model = cls(config)  # shapes only: a random init would be a second full copy of the weights
-        model.load_hf_weights(pretrained.read_weights(directory), str(directory))
+        model.load_hf_weights(hf_state, str(directory))
         return model
 
     def load_hf_weights(self, hf_state: dict[str, torch.Tensor], source: str) -> None:
@@ -180,7 +186,8 @@ class GPT(nn.Module):
                 if src.shape != target.shape:
                     raise GptkitError(f"{source}: {key} has shape {tuple(src.shape)}, expected {tuple(target.shape)}")
                 if on_meta:
-                    taken["transformer." + key] = src.to(target.dtype).contiguous()
+                    name = key if key == "score.weight" else "transformer." + key  # the head sits beside `transformer`
+                    taken[name] = src.to(target.dtype).contiguous()
                     hf_state.clear()  # drop the caller's references: the model now holds the only copy
                 else:
                     target.copy_(src)
