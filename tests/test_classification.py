@@ -159,3 +159,37 @@ def test_lora_trains_adapters_and_head_and_resumes(tmp_path, colours, hf_classif
     assert torch.equal(model.score.weight, ckpt["model"]["score.weight"])
     train(cfg(run, colours, **settings | dict(init_from="resume")))
     assert len(records(run, "step")) == 6
+
+
+def test_two_processes_match_one(tmp_path, colours):
+    """scripts/ddp_finetune.py under torchrun, 2 gloo processes: the same losses, accuracies and weights."""
+    import sys
+
+    from test_ddp import check_ok, launch_together, torchrun_cmd
+
+    settings = BASE | dict(data_root=str(colours), batch_size=2, gradient_accumulation_steps=4, eval_iters=5)
+    settings |= dict(dtype="float32", train_layers="last_block")
+    config = tmp_path / "cls.py"
+    config.write_text("".join(f"{k} = {v!r}\n" for k, v in settings.items()))
+    one, two = tmp_path / "one", tmp_path / "two"
+    procs = launch_together(
+        [sys.executable, "-m", "gptkit.train", str(config), f"--out_dir={one}"],
+        [*torchrun_cmd(2), str(config), f"--out_dir={two}"],
+    )
+    for proc in procs:
+        check_ok(proc)
+    assert "over 2 processes" in procs[1].stdout and procs[1].stdout.count("step 3: train loss") == 1
+    a, b = records(one, "step"), records(two, "step")
+    assert len(a) == 6 and [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-5)
+    for key in ("val_loss", "val_accuracy", "train_accuracy"):
+        assert [r[key] for r in records(one, "eval")] == pytest.approx([r[key] for r in records(two, "eval")], abs=1e-6)
+    wa, wb = weights(one / checkpoint.BEST), weights(two / checkpoint.BEST)
+    assert wa.keys() == wb.keys()
+    for k, v in wa.items():
+        diff = (v - wb[k]).abs()
+        if k.endswith("c_attn.bias"):
+            # The key bias's gradient is zero but for rounding (softmax ignores a shift shared by all
+            # keys), and AdamW moves a weight by up to lr whatever its gradient's size: it may part.
+            assert diff.max() <= 6 * BASE["learning_rate"], k
+            diff = torch.cat([diff[:32], diff[64:]])  # the query and value biases
+        assert diff.max() <= 1e-5, k
