@@ -105,3 +105,68 @@ def test_classifier_commands_on_the_wrong_kind_of_run(tmp_path, classifier, colo
     assert_user_error(result, f"{classifier} is a classifier: it labels texts")
     assert_user_error(run_cli_in_process("-m", "gptkit.classify", str(classifier)), "give a text to classify")
     assert not (lm / "eval_val.jsonl").exists()
+
+
+# --- export: where Hugging Face users look for a classifier -----------------------------------
+def pipeline_probabilities(dest, texts: list[str]) -> list[dict]:
+    from transformers import pipeline
+
+    classifier = pipeline("text-classification", model=str(dest), top_k=None, device="cpu")
+    return [{d["label"]: d["score"] for d in row} for row in classifier(texts, batch_size=4)]  # padded batches
+
+
+def gptkit_probabilities(run, texts: list[str]) -> list[dict]:
+    from gptkit.classify import load_classifier, probabilities
+
+    model, labels = load_classifier(run)
+    probs = probabilities(model.eval(), [get_encoding().encode_ordinary(t) for t in texts], batch_size=3)
+    return [dict(zip(labels, p.tolist(), strict=True)) for p in probs]
+
+
+def assert_same_answers(ours: list[dict], theirs: list[dict]) -> None:
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.keys() == b.keys() and max(a, key=a.get) == max(b, key=b.get)
+        assert [a[k] for k in a] == pytest.approx([b[k] for k in a], abs=1e-5)
+
+
+def texts_of(root, n: int = 10) -> list[str]:
+    lines = (root / "c.jsonl").read_text().splitlines()[:n]
+    return [json.loads(line)["text"] for line in lines]
+
+
+def test_export_gives_a_pipeline_with_gptkits_labels_and_probabilities(tmp_path, classifier, colours):  # noqa: F811
+    dest = tmp_path / "hf"
+    result = run_cli_in_process("-m", "gptkit.export", str(classifier), str(dest))
+    assert result.returncode == 0, result.stderr
+    config = json.loads((dest / "config.json").read_text())
+    assert config["architectures"] == ["GPT2ForSequenceClassification"] and config["pad_token_id"] == 50256
+    assert config["id2label"] == {"0": "blue", "1": "green", "2": "red"}
+    texts = texts_of(colours)
+    assert len({len(get_encoding().encode_ordinary(t)) for t in texts}) > 2  # batches really padded
+    assert_same_answers(gptkit_probabilities(classifier, texts), pipeline_probabilities(dest, texts))
+    assert "pipeline_tag: text-classification" in (dest / "README.md").read_text()
+
+
+def test_a_lora_classifier_exports_merged_and_as_peft_adapters(tmp_path, classifier, colours, tiny_hf_dir):  # noqa: F811
+    from peft import PeftModel
+    from transformers import AutoTokenizer, GPT2ForSequenceClassification
+
+    run = tmp_path / "lora"
+    settings = BASE | dict(data_root=str(colours), init_from=str(tiny_hf_dir), lora_rank=2, max_iters=4)
+    train(tiny.tiny_cfg(run, settings, learning_rate=1e-2))
+    texts = texts_of(colours)
+    ours = gptkit_probabilities(run, texts)
+    merged, adapters = tmp_path / "merged", tmp_path / "adapters"
+    assert run_cli_in_process("-m", "gptkit.export", str(run), str(merged)).returncode == 0
+    assert_same_answers(ours, pipeline_probabilities(merged, texts))
+    assert run_cli_in_process("-m", "gptkit.export", str(run), str(adapters), "--adapters").returncode == 0
+    config = json.loads((adapters / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_CLS" and config["modules_to_save"] == ["score"]
+    base = GPT2ForSequenceClassification.from_pretrained(tiny_hf_dir, num_labels=3, pad_token_id=50256)
+    model = PeftModel.from_pretrained(base, adapters).eval()
+    tok = AutoTokenizer.from_pretrained(adapters)
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        probs = model(**batch).logits.softmax(-1)
+    labels = ["blue", "green", "red"]
+    assert_same_answers(ours, [dict(zip(labels, p.tolist(), strict=True)) for p in probs])
