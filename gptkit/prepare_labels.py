@@ -161,7 +161,8 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int)
         for label, n in zip(names, take, strict=True):
             pools[label] = pools[label][n:]
     picked["train"] = list(pools.values())
-    return {s: np.sort(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])) for s, parts in picked.items()}
+    order = ("train", *fractions)  # train first, as meta.json lists the splits
+    return {s: np.sort(np.concatenate([np.asarray(p, dtype=np.int64) for p in picked[s]])) for s in order}
 
 
 def label_ids(labels: list, names: list, path: Path, where: list[str]) -> np.ndarray:
