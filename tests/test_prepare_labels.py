@@ -125,3 +125,26 @@ def test_a_label_only_val_has_is_named_and_the_old_dataset_stays(tmp_path):
     assert {p.name: p.read_bytes() for p in (data / "x").iterdir()} == before
     result = run_cli_in_process("-m", "gptkit.prepare", str(good), "--name", "y", "--out-root", str(data))
     assert result.returncode == 0 and "2 labels: a, b" in result.stdout
+
+
+def test_the_plays_task_ships_rebuilds_and_prepares(tmp_path):
+    import importlib.util
+
+    from conftest import ROOT, run_cli
+
+    spec = importlib.util.spec_from_file_location("build_plays", ROOT / "data/plays/build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert build.build(tmp_path).read_bytes() == (ROOT / "data/plays/speeches.jsonl").read_bytes()
+    rows = [json.loads(line) for line in (ROOT / "data/plays/speeches.jsonl").read_text().splitlines()]
+    source = (ROOT / "data/shakespeare/input.txt").read_text()
+    assert all(f"\n{r['text']}\n" in source for r in rows[:50])  # speeches as they are, without the speaker
+    result = run_cli(str(ROOT / "data/plays/prepare.py"))
+    assert result.returncode == 0, result.stderr
+    meta = read_meta(ROOT / "data/plays")
+    assert meta["kind"] == "classification" and len(meta["labels"]) == 5
+    counts = {s: c["examples"] for s, c in meta["splits"].items()}
+    assert counts["train"] >= 1000 and counts["val"] >= 300 and counts["test"] >= 300
+    for label, n in meta["splits"]["train"]["per_label"].items():  # stratified: 10% of each play
+        whole = sum(r["label"] == label for r in rows)
+        assert abs(meta["splits"]["val"]["per_label"][label] - 0.1 * whole) <= 1 and n > 0.75 * whole

@@ -80,12 +80,17 @@ def speeches(text: str) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def build(out_dir: Path = HERE) -> Path:
+    """Write out_dir/speeches.jsonl; returns its path."""
     rows = speeches(SOURCE.read_text(encoding="utf-8"))
-    (HERE / "speeches.jsonl").write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
-    )
-    print(f"wrote {len(rows):,} speeches to {HERE / 'speeches.jsonl'}")
+    path = Path(out_dir) / "speeches.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def main() -> None:
+    path = build()
+    print(f"wrote {len(path.read_text(encoding='utf-8').splitlines()):,} speeches to {path}")
 
 
 if __name__ == "__main__":
