@@ -418,6 +418,13 @@ class LabelledBatches(ExampleBatches):
         """How many examples: each is one target."""
         return len(indices)
 
+    def eval_indices(self, num_batches: int | None = None) -> list[np.ndarray]:
+        """The fixed evaluation pass: all the examples, or `num_batches` micro-batches of them spread
+        evenly over the split (a file grouped by label would otherwise be scored on its first labels)."""
+        n = self.num_examples if num_batches is None else min(self.num_examples, num_batches * self.batch_size)
+        picked = np.linspace(0, self.num_examples - 1, n).round().astype(np.int64)  # distinct: n <= num_examples
+        return np.split(picked, range(self.batch_size, n, self.batch_size))
+
     def batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`(x, last, labels)` for these texts: right-padded to the longest, moved to the device."""
         lengths = self.lengths[indices]

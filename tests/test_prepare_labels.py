@@ -148,3 +148,14 @@ def test_the_plays_task_ships_rebuilds_and_prepares(tmp_path):
     for label, n in meta["splits"]["train"]["per_label"].items():  # stratified: 10% of each play
         whole = sum(r["label"] == label for r in rows)
         assert abs(meta["splits"]["val"]["per_label"][label] - 0.1 * whole) <= 1 and n > 0.75 * whole
+
+
+def test_a_partial_evaluation_spreads_over_the_split(tmp_path):
+    """A file grouped by label: evaluating a few batches must not score its first label only."""
+    src = write_jsonl(tmp_path / "x.jsonl", rows({"a": 40, "b": 40, "c": 40}))
+    prepare(src, tmp_path / "x", val_fraction=0.1)
+    data = LabelledBatches(tmp_path / "x", "train", batch_size=4, block_size=16)
+    picked = np.concatenate(data.eval_indices(3))
+    assert len(set(picked.tolist())) == 12 and set(data.examples.labels[picked].tolist()) == {0, 1, 2}
+    assert np.array_equal(np.concatenate(data.eval_indices()), np.arange(data.num_examples))
+    assert [len(b) for b in data.eval_indices(100)][-1] == data.num_examples % 4 or data.num_examples % 4 == 0
