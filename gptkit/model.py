@@ -82,6 +82,16 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
+    def forward_last(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The output (B, C) at one position per row, `last` (B,): its query over the keys up to it."""
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q[torch.arange(B, device=x.device), last][:, None]  # (B, 1, C)
+        q, k, v = (t.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        mask = (torch.arange(T, device=x.device) <= last[:, None])[:, None, None]  # (B, 1, 1, T): causal
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, C)))
+
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
@@ -106,6 +116,12 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         # Pre-LN: normalise the input of each sub-layer, add its output to the residual stream.
         x = x + self.attn(self.ln_1(x), cache, mask)
+        return x + self.mlp(self.ln_2(x))
+
+    def forward_last(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The block's output (B, C) at position `last[b]` of each row only: all a classifier reads.
+        Keys and values need every position, the query, attention output and MLP just that one."""
+        x = x[torch.arange(x.size(0), device=x.device), last] + self.attn.forward_last(self.ln_1(x), last)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -217,9 +233,14 @@ class GPT(nn.Module):
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     def hidden_states(
-        self, idx: torch.Tensor, cache: KVCache | None = None, pad: torch.Tensor | None = None
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        pad: torch.Tensor | None = None,
+        last: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final-LayerNorm output (B, T, n_embd) for token ids `idx` (B, T).
+        """Final-LayerNorm output (B, T, n_embd) for token ids `idx` (B, T); with `last` (B,), only
+        that position's of each row, (B, n_embd): the last block computes no other.
 
         `pad` (B,): how many tokens each row starts with that are padding (left padding, to batch
         prompts of different lengths). No position attends to them and each row's positions count
@@ -235,8 +256,11 @@ class GPT(nn.Module):
             mask = padding_mask(pad, start, T)
             pos = (pos[None] - pad[:, None]).clamp(min=0)  # (B, T); a pad's own position is never used
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+        blocks = self.transformer.h
+        for i, block in enumerate(blocks):
+            if last is not None and i == len(blocks) - 1:
+                x = block.forward_last(x, last)
+            elif self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 # Non-reentrant checkpointing replays the block with the same RNG state, so the
                 # dropout masks, and the gradients, equal those of the plain pass.
                 x = checkpoint(block, x, None, mask, use_reentrant=False)
@@ -265,13 +289,13 @@ class GPT(nn.Module):
         reduction="sum" their sum: a step over micro-batches of examples divides each one's sum by
         the whole step's count of targets, so every token weighs the same.
         """
-        h = self.hidden_states(idx)
         if last is not None:
             # Rows are right-padded. Attention is causal, so a text's last real token is the only
             # position that has seen all of it (the first has seen only itself), and no real
             # token ever sees the padding after it: the padding changes nothing that is read.
-            logits = self.score(h[torch.arange(idx.size(0), device=idx.device), last])
+            logits = self.score(self.hidden_states(idx, last=last))
             return logits, None if targets is None else F.cross_entropy(logits.float(), targets, reduction=reduction)
+        h = self.hidden_states(idx)
         if targets is None:
             return self.lm_head(h), None
         keep = targets != IGNORE_INDEX
