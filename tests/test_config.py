@@ -282,7 +282,9 @@ def test_resume_refuses_what_the_checkpoint_fixes_naming_them_all():
 
 @pytest.mark.parametrize("key", sorted(RESUME_FIXED))
 def test_every_fixed_setting_is_refused_and_every_other_applied(key):
-    value = {"bias": False, "lora_targets": "c_fc", "dtype": "float32", "dataset": "poems"}.get(key)
+    value = {"bias": False, "lora_targets": "c_fc", "dtype": "float32", "dataset": "poems", "train_layers": "all"}.get(
+        key
+    )
     value = value if value is not None else getattr(TrainConfig(), key) + 1
     cfg = replace(resumed(), **{key: value})
     assert resume_changes(cfg, {key}, SAVED)[1] == {key: (SAVED[key], value)}
