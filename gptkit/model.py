@@ -165,13 +165,11 @@ class GPT(nn.Module):
                 f"only dropout can be overridden on a pretrained model, not {sorted(set(override_args) - {'dropout'})}"
             )
         directory = pretrained.find_weights(name_or_dir)
+        shape = pretrained.read_config(directory)  # checked before any weight is read
         hf_state = pretrained.read_weights(directory)
         score = hf_state.get("score.weight")  # a GPT2ForSequenceClassification: its head comes too
-        config = GPTConfig(
-            **pretrained.read_config(directory),
-            dropout=float(override_args.get("dropout", 0.0)),
-            n_labels=0 if score is None else score.size(0),
-        )
+        dropout = float(override_args.get("dropout", 0.0))
+        config = GPTConfig(**shape, dropout=dropout, n_labels=0 if score is None else score.size(0))
         with torch.device("meta"):
             model = cls(config)  # shapes only: a random init would be a second full copy of the weights
         model.load_hf_weights(hf_state, str(directory))
