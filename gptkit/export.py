@@ -270,6 +270,11 @@ def model_card(
     gptkit_use = (
         f"sample it with `python -m gptkit.sample --init_from={dest}`, finetune it further with `--init_from={dest}`"
     )
+    if labels:
+        gptkit_use = (
+            f"score it with `python -m gptkit.evaluate --init_from={dest} --dataset=NAME`, finetune it further "
+            f"with `--init_from={dest}` on a dataset of the same labels"
+        )
     title = "LoRA adapters for GPT-2" if adapters else "GPT-2"
     body = [f"# {dest.name}", "", f"{title}, exported by gptkit.", ""] + [f"- {f}" for f in facts]
     code = ["", "## How to load", "", "```python", *load, "```", "", f"With gptkit: {gptkit_use}.", ""]

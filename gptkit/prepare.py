@@ -662,8 +662,9 @@ def main(argv: list[str] | None = None) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gptkit.prepare",
-        description="Tokenize a text file, a folder of .txt files, or a file of prompt -> response examples "
-        "(.jsonl / .json) into data/NAME/.",
+        description="Tokenize a text file, a folder of .txt files, a file of prompt -> response examples "
+        "(.jsonl / .json), or labelled texts for a classifier (.jsonl / .json of {text, label}, or .csv / .tsv "
+        "with text and label columns) into data/NAME/.",
     )
     parser.add_argument(
         "path",
