@@ -56,6 +56,7 @@ class Checkpoint:
     sampler: dict | None = None  # the training batches' position (`Batches.state_dict`)
     optimizer: dict | None = None
     scaler: dict | None = None
+    labels: list | None = None  # a classifier's label names, in its head's output order; None: a language model
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -177,12 +178,25 @@ def _check_shapes(model: GPT, state: dict, path) -> None:
 
 
 def training_checkpoint(
-    *, model, optimizer, scaler, model_config, config: dict, dtype, progress: dict, rngs, sampler, lora, cpu_matmul
+    *,
+    model,
+    optimizer,
+    scaler,
+    model_config,
+    config: dict,
+    dtype,
+    progress: dict,
+    rngs,
+    sampler,
+    lora,
+    cpu_matmul,
+    labels: list | None = None,
 ) -> Checkpoint:
     """A training run's state; `progress` holds the loop's counters (`PROGRESS`).
 
     `rngs` holds every rank's RNG state, rank 0's first; `lora` a LoRA run's settings (None otherwise);
-    `cpu_matmul` the CPU matmul routes it computed with (None on a GPU): a resumed run computes as this one did.
+    `cpu_matmul` the CPU matmul routes it computed with (None on a GPU): a resumed run computes as this one did;
+    `labels` a classifier's label names, in the order of its head's outputs (None for a language model).
     """
     return Checkpoint(
         model=clean_state_dict(model),
@@ -196,6 +210,7 @@ def training_checkpoint(
         sampler=sampler,
         optimizer=optimizer,
         scaler=scaler,
+        labels=labels,
     )
 
 
@@ -349,6 +364,8 @@ def model_from_lora_checkpoint(ckpt: Checkpoint, path: str | Path, dropout: floa
         )
     if args["block_size"] < model.config.block_size:
         model.crop_block_size(args["block_size"])
+    if args.get("n_labels"):  # a classifier: its head is in the checkpoint beside the adapters
+        model.add_classifier(args["n_labels"])
     apply_lora(model, settings["rank"], settings["alpha"], settings["dropout"], settings["targets"])
     adapters = lora_state_dict(model)
     state = clean_state_dict(ckpt.model)

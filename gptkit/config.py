@@ -44,6 +44,8 @@ POSITIVE = Range(0, low_open=True, words="positive")
 FRACTION = Range(0, 1, high_open=True, words="in [0, 1)")
 SEED = Range(0, 2**63, high_open=True, words="in [0, 2**63)")  # numpy's generators refuse negative seeds
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TRAIN_LAYERS = ("all", "last_block", "head")
+BEST_BY = ("accuracy", "loss")
 
 
 def setting(default, doc: str, check: Range | tuple | None = None):
@@ -84,6 +86,15 @@ class TrainConfig:
         True,
         "example datasets: loss on the responses only, as the prompts are given at use and need no learning "
         "(False: on whole examples)",
+    )
+    # classification datasets (kind: classification): what trains, and what picks the best checkpoint
+    train_layers: str = setting(
+        "last_block",
+        "classifiers: which weights train: all | last_block (the last block, final LayerNorm and head) | head",
+        TRAIN_LAYERS,
+    )
+    best_by: str = setting(
+        "accuracy", "classifiers: the best checkpoint and early stopping follow val accuracy or val loss", BEST_BY
     )
     # preference datasets (kind: preference): DPO
     dpo_beta: float = setting(

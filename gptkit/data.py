@@ -14,6 +14,9 @@ as uint16). Its `kind` says how to read them:
 - `preference` (`PairBatches`): prompt / chosen / rejected segments with `SPLIT.offsets.npy`
   (`gptkit.prepare_pairs`); a batch of pairs is their chosen rows, then their rejected rows,
   with targets on the responses only.
+- `classification` (`LabelledBatches`): texts end to end with `SPLIT.offsets.npy` and
+  `SPLIT.labels.npy` (a label id per text). A batch is `(x, last, labels)`: the texts
+  right-padded to the longest, the position of each one's last real token, and the label ids.
 """
 
 import json
@@ -29,6 +32,7 @@ from gptkit.tokenizer import EOT_ID
 
 BIN_DTYPE = np.uint16
 MASK_DTYPE = np.uint8
+LABEL_DTYPE = np.int32
 
 
 def read_meta(data_dir: str | Path) -> dict:
@@ -37,7 +41,7 @@ def read_meta(data_dir: str | Path) -> dict:
 
 
 def dataset_kind(data_dir: str | Path) -> str:
-    """ "stream", "examples" or "preference"; a dataset prepared before meta.json said is a stream."""
+    """ "stream", "examples", "preference" or "classification"; a dataset prepared before meta.json said is a stream."""
     return read_meta(data_dir).get("kind", "stream")
 
 
@@ -436,3 +440,93 @@ class PairBatches(ExampleBatches):
             return x, y, None
         ref = torch.from_numpy(np.ascontiguousarray(self.reference[indices].T).reshape(-1)).to(self.device)
         return x, y, ref
+
+
+# --- labelled examples (classification) ------------------------------------------------------
+class Labelled(NamedTuple):
+    """One split of a classification dataset, memory-mapped: text i is tokens[offsets[i]:offsets[i + 1]]."""
+
+    tokens: np.ndarray  # BIN_DTYPE token ids
+    offsets: np.ndarray  # int64, one more than there are texts
+    labels: np.ndarray  # LABEL_DTYPE label ids (places in meta.json's "labels")
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def open_labelled(data_dir: str | Path, split: str) -> Labelled:
+    """The memmapped texts and labels of one split, with clear errors when its files are missing or disagree."""
+    data_dir = Path(data_dir)
+    paths = [data_dir / f"{split}{suffix}" for suffix in (".bin", ".offsets.npy", ".labels.npy")]
+    for path in paths:
+        if not path.is_file():
+            raise _missing(path, data_dir)
+    tokens = np.memmap(paths[0], dtype=BIN_DTYPE, mode="r")
+    offsets, labels = np.load(paths[1]), np.load(paths[2], mmap_mode="r")
+    if len(offsets) != len(labels) + 1 or len(labels) == 0 or offsets[0] != 0 or offsets[-1] != len(tokens):
+        raise GptkitError(f"the files of {data_dir / split} do not agree with each other: prepare the dataset again")
+    return Labelled(tokens, offsets, labels)
+
+
+class LabelledBatches(ExampleBatches):
+    """Micro-batches of labelled texts from one split of a classification dataset: `(x, last, labels)`.
+
+    A batch holds `batch_size` texts right-padded to its longest (not to `block_size`); a text
+    longer than `block_size` tokens keeps its first `block_size` (`num_cut` counts them). The
+    unit of the loss is the example: `Step.num_targets` is the step's number of texts, so each
+    weighs the same in any micro-batch and on any process. Sampling, the exact-resume state and
+    the evaluation pass are `ExampleBatches`'.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        split: str,
+        batch_size: int,
+        block_size: int,
+        device: str | torch.device = "cpu",
+        seed: int = 1337,
+        vocab_size: int | None = None,
+    ):
+        self.data_dir, self.split = Path(data_dir), split
+        self.batch_size, self.block_size = batch_size, block_size
+        self.device, self.seed = torch.device(device), seed
+        self.examples = open_labelled(data_dir, split)
+        self.lengths = np.minimum(self.examples.lengths, block_size)  # as trained: cut to fit
+        self.num_examples = len(self.lengths)
+        self.num_cut = int((self.examples.lengths > block_size).sum())
+        self.targets = np.ones(self.num_examples, dtype=np.int64)  # one label each
+        tokens = self.examples.tokens
+        if vocab_size is not None and len(tokens) and int(tokens.max()) >= vocab_size:
+            raise GptkitError(
+                f"{self.data_dir / split}.bin holds token id {int(tokens.max())}, but the model's vocab_size is "
+                f"{vocab_size}: the data was prepared with another tokenizer; prepare it again"
+            )
+        self.epoch, self.position = 0, 0
+        self.order = self._permutation(0)
+
+    def num_targets(self, indices: np.ndarray) -> int:
+        """How many examples: each is one target."""
+        return len(indices)
+
+    def eval_indices(self, num_batches: int | None = None) -> list[np.ndarray]:
+        """The fixed evaluation pass: all the examples, or `num_batches` micro-batches of them spread
+        evenly over the split (a file grouped by label would otherwise be scored on its first labels)."""
+        n = self.num_examples if num_batches is None else min(self.num_examples, num_batches * self.batch_size)
+        picked = np.linspace(0, self.num_examples - 1, n).round().astype(np.int64)  # distinct: n <= num_examples
+        return np.split(picked, range(self.batch_size, n, self.batch_size))
+
+    def batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(x, last, labels)` for these texts: right-padded to the longest, moved to the device."""
+        lengths = self.lengths[indices]
+        x = np.full((len(indices), int(lengths.max())), EOT_ID, dtype=np.int64)  # any id: pads are never read
+        for row, (i, n) in enumerate(zip(indices, lengths, strict=True)):
+            start = self.examples.offsets[i]
+            x[row, :n] = self.examples.tokens[start : start + n]
+        last = torch.from_numpy(lengths.astype(np.int64) - 1)
+        labels = torch.from_numpy(np.asarray(self.examples.labels[indices], dtype=np.int64))
+        x = torch.from_numpy(x)
+        if self.device.type == "cuda":
+            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in (x, last, labels))
+        return x.to(self.device), last.to(self.device), labels.to(self.device)

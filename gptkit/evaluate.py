@@ -1,4 +1,6 @@
 """Evaluation by generation: does the finetuned model give the right answers to held-out prompts?
+(On a classification dataset: accuracy, per-label precision/recall/F1, macro-F1 and the majority
+baseline, by `gptkit.classify.evaluate_classifier`.)
 
     python -m gptkit.evaluate out-dates                  # the run's val split
     python -m gptkit.evaluate out-dates --split=test --num_examples=100
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gptkit import checkpoint, choices, cpu_kernels, files, lora, objectives
+from gptkit import checkpoint, choices, classify, cpu_kernels, files, lora, objectives
 from gptkit.config import AT_LEAST_1, DTYPES, check_ranges, given_settings, parse_args, setting
 from gptkit.data import PairBatches, dataset_kind, open_examples, read_meta
 from gptkit.device import pick_dtype, resolve_device
@@ -199,8 +201,15 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     data_dir = data_dir_of(cfg)
     if (data_dir / "meta.json").is_file() and dataset_kind(data_dir) == "preference":
         return evaluate_pairs(cfg, data_dir, device, dtype)
+    if dataset_kind(data_dir) == "classification":
+        return evaluate_labels(cfg, data_dir, device, dtype)
     check_split(data_dir, cfg.split)
     model = load_model(cfg.init_from, cfg.out_dir).eval().to(device=device, dtype=dtype)
+    if model.score is not None:
+        raise GptkitError(
+            f"{cfg.out_dir if cfg.init_from == 'resume' else cfg.init_from} is a classifier: evaluate it on its "
+            "classification dataset (drop --dataset), or label texts with python -m gptkit.classify"
+        )
     if device.type == "cpu":  # oneDNN matmuls where they measured faster on this CPU
         cpu_kernels.speed_up(model, cpu_kernels.measure_routes())
     out = files.check_writable_dir(cfg.out_dir, "--out_dir")  # once the model loaded: no empty folder left behind
@@ -296,6 +305,21 @@ def evaluate_choices(cfg: EvaluateConfig, device: torch.device, dtype: torch.dty
         f"{cfg.choices}: acc {summary['acc']:.1%} (summed log-probability), acc_norm {summary['acc_norm']:.1%} "
         f"(mean per token) over {summary['questions']} questions -> {path}"
     )
+    return summary
+
+
+def evaluate_labels(cfg: EvaluateConfig, data_dir: Path, device, dtype) -> dict:
+    """A classifier (the run's, or `--init_from` with a new head: the "before") on a split of `data_dir`."""
+    if cfg.init_from == "resume":
+        model, labels = classify.load_classifier(cfg.out_dir)
+    else:
+        labels = read_meta(data_dir)["labels"]
+        model = classify.untrained_classifier(cfg.init_from, labels)
+    model = model.eval().to(device=device, dtype=dtype)
+    out = files.check_writable_dir(cfg.out_dir, "--out_dir")
+    summary = classify.evaluate_classifier(model, labels, data_dir, cfg.split, out, cfg.batch_size)
+    classify.print_summary(summary, f"{cfg.split} of {data_dir}")
+    print(f"-> {out / f'eval_{cfg.split}.jsonl'}, {out / f'confusion_{cfg.split}.png'}")
     return summary
 
 

@@ -48,10 +48,21 @@ HELP_ROWS = [
 ]
 
 
-def hf_config(config: GPTConfig):
+def hf_config(config: GPTConfig, labels: list | None = None):
+    """GPT-2's config for transformers; with `labels`, a GPT2ForSequenceClassification's: its label
+    names, and <|endoftext|> as the padding it finds each text's last real token by."""
     from transformers import GPT2Config
 
+    classifier = {}
+    if labels:
+        classifier = dict(
+            architectures=["GPT2ForSequenceClassification"],
+            id2label={i: str(name) for i, name in enumerate(labels)},
+            label2id={str(name): i for i, name in enumerate(labels)},
+            pad_token_id=EOT_ID,
+        )
     return GPT2Config(
+        **classifier,
         vocab_size=config.vocab_size,
         n_positions=config.block_size,
         n_embd=config.n_embd,
@@ -85,8 +96,9 @@ def to_hf_state_dict(model: GPT, release: bool = False) -> dict[str, torch.Tenso
     return state
 
 
-def export_hf(model: GPT, out_dir: str | os.PathLike, release: bool = False) -> Path:
-    """Write `model` as a Hugging Face GPT-2 directory (config.json + model.safetensors).
+def export_hf(model: GPT, out_dir: str | os.PathLike, release: bool = False, labels: list | None = None) -> Path:
+    """Write `model` as a Hugging Face GPT-2 directory (config.json + model.safetensors); a classifier
+    (`labels`, its head `score` included) as a GPT2ForSequenceClassification directory.
 
     `release=True`: free the model's weights while converting them (see `to_hf_state_dict`).
     """
@@ -103,7 +115,7 @@ def export_hf(model: GPT, out_dir: str | os.PathLike, release: bool = False) -> 
     with replacing(out / "model.safetensors") as tmp:
         save_file(to_hf_state_dict(model, release), tmp, metadata={"format": "pt"})
     with replacing(out / "config.json") as tmp:
-        hf_config(model.config).to_json_file(tmp)
+        hf_config(model.config, labels).to_json_file(tmp)
     return out
 
 
@@ -136,11 +148,16 @@ def hf_tokenizer(max_length: int):
     return tok
 
 
-def write_hf_extras(dest: Path, max_length: int, generation: bool = True) -> None:
-    """The tokenizer and (`generation`) generation_config.json, <|endoftext|> as end and pad token, into `dest`."""
+def write_hf_extras(dest: Path, max_length: int, generation: bool = True, pad: bool = False) -> None:
+    """The tokenizer and (`generation`) generation_config.json, <|endoftext|> as end and pad token, into `dest`.
+
+    `pad`: the tokenizer pads with <|endoftext|> (on the right), so a classifier's pipeline can batch texts.
+    """
     from transformers import GenerationConfig
 
     tok = hf_tokenizer(max_length)
+    if pad:
+        tok.pad_token = EOT_TOKEN
     try:
         tok.save_pretrained(dest)
         if generation:
@@ -213,17 +230,25 @@ def card_facts(
             f"on {lora['targets']}, {how}"
         )
     best = ckpt.best_val_loss if ckpt is not None else None
-    if best is not None and math.isfinite(best):
+    if ckpt is not None and ckpt.labels:
+        facts.append(f"**Labels:** {', '.join(map(str, ckpt.labels))}")
+        by = ckpt.config.get("best_by", "accuracy")
+        if best is not None and math.isfinite(best):  # the score it kept the best by: 1 - accuracy, or the loss
+            facts.append(f"**Best val {by}:** {1 - best if by == 'accuracy' else best:.4f}")
+    elif best is not None and math.isfinite(best):
         facts.append(f"**Best val loss:** {best:.4f} (perplexity {math.exp(best):.2f})")
     elif ckpt is not None:
         facts.append("**Best val loss:** not measured (the run never evaluated)")
     return facts
 
 
-def model_card(facts: list[str], dest: Path, base: str | None, adapters: bool, context: int) -> str:
+def model_card(
+    facts: list[str], dest: Path, base: str | None, adapters: bool, context: int, labels: list | None = None
+) -> str:
     hub_base = peft_base_name(base) if base in GPT2_SIZES else None
     library = "peft" if adapters else "transformers"
-    front = ["---", f"library_name: {library}", "pipeline_tag: text-generation"]
+    task = "text-classification" if labels else "text-generation"
+    front = ["---", f"library_name: {library}", f"pipeline_tag: {task}"]
     front += [f"base_model: {hub_base}"] * bool(hub_base) + ["tags: [gptkit, gpt2]", "---", ""]
     quoted = json.dumps(str(dest))  # a Python string literal, whatever the path holds
     if adapters:
@@ -236,12 +261,23 @@ def model_card(facts: list[str], dest: Path, base: str | None, adapters: bool, c
             f'generator = pipeline("text-generation", model=model, tokenizer=AutoTokenizer.from_pretrained({quoted}))',
         ]
     else:
-        load = ["from transformers import pipeline", "", f'generator = pipeline("text-generation", model={quoted})']
+        load = ["from transformers import pipeline", "", f'generator = pipeline("{task}", model={quoted})']
     new = min(50, context // 2)  # transformers refuses to generate past the model's context
-    load.append(f'print(generator("ROMEO:", max_new_tokens={new}, do_sample=False)[0]["generated_text"])')
+    if labels and not adapters:
+        load[-1] = f'classifier = pipeline("{task}", model={quoted})'
+        load.append('print(classifier(["some text", "another text"], top_k=None))')
+    elif labels:
+        load = [f"# a {task} adapter: load it on GPT2ForSequenceClassification (num_labels={len(labels)})"]
+    else:
+        load.append(f'print(generator("ROMEO:", max_new_tokens={new}, do_sample=False)[0]["generated_text"])')
     gptkit_use = (
         f"sample it with `python -m gptkit.sample --init_from={dest}`, finetune it further with `--init_from={dest}`"
     )
+    if labels:
+        gptkit_use = (
+            f"score it with `python -m gptkit.evaluate --init_from={dest} --dataset=NAME`, finetune it further "
+            f"with `--init_from={dest}` on a dataset of the same labels"
+        )
     title = "LoRA adapters for GPT-2" if adapters else "GPT-2"
     body = [f"# {dest.name}", "", f"{title}, exported by gptkit.", ""] + [f"- {f}" for f in facts]
     code = ["", "## How to load", "", "```python", *load, "```", "", f"With gptkit: {gptkit_use}.", ""]
@@ -275,19 +311,20 @@ def export(source: str | os.PathLike, dest: str | os.PathLike, adapters: bool = 
     check_dest(dest)  # before loading anything: a multi-GB load should not end in this error
     model, ckpt, lora = load_source(source, adapters)
     model.eval()
+    labels = ckpt.labels if ckpt is not None else None
     facts = card_facts(ckpt, lora, model, source, adapters)
-    card = model_card(facts, dest, run_base(ckpt, lora), adapters, model.config.block_size)
+    card = model_card(facts, dest, run_base(ckpt, lora), adapters, model.config.block_size, labels)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         if adapters:
             to_peft_dir(lora_state_dict(model), lora, staging)
-            write_hf_extras(staging, model.config.block_size, generation=False)
+            write_hf_extras(staging, model.config.block_size, generation=False, pad=bool(labels))
         else:
             block_size = model.config.block_size
             # the model is not needed afterwards: convert it in place
-            export_hf(merge_lora(model), staging, release=True)
-            write_hf_extras(staging, block_size)
+            export_hf(merge_lora(model), staging, release=True, labels=labels)
+            write_hf_extras(staging, block_size, generation=not labels, pad=bool(labels))
         write_card(staging, card)
         check_dest(dest)  # still empty? (another process may have written there meanwhile)
         if dest.is_dir():
@@ -312,7 +349,9 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) != 2:
         raise GptkitError(f"expected 2 arguments, got {len(args)}; {USAGE}")
     written = export(*args, adapters=adapters)
-    if adapters:
+    if (written / "config.json").is_file() and "GPT2ForSequenceClassification" in (written / "config.json").read_text():
+        print(f'wrote {written}: use it with transformers.pipeline("text-classification", model={str(written)!r})')
+    elif adapters:
         print(f"wrote {written}: load it with peft.PeftModel.from_pretrained(GPT2LMHeadModel, {str(written)!r})")
     else:
         print(f"wrote {written}: load it with transformers.GPT2LMHeadModel.from_pretrained({str(written)!r})")

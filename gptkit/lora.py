@@ -121,6 +121,8 @@ def apply_lora(
         raise GptkitError("this model already has LoRA adapters")
     for p in model.parameters():
         p.requires_grad_(False)
+    if model.score is not None:  # a classifier's head is new: it trains in full beside the adapters
+        model.score.weight.requires_grad_(True)
     for block in model.transformer.h:
         for name in names:
             parent_name, child, _, _ = TARGETS[name]
@@ -152,8 +154,13 @@ def adapters_off(model: nn.Module):
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapters only (`...lora_A`, `...lora_B`): what a LoRA checkpoint stores."""
-    return {k: v for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] in ("lora_A", "lora_B")}
+    """The adapters (`...lora_A`, `...lora_B`) and a classifier's head (`score.weight`): what a LoRA
+    checkpoint stores, the weights that train."""
+    return {
+        k: v
+        for k, v in model.state_dict().items()
+        if k.rsplit(".", 1)[-1] in ("lora_A", "lora_B") or k == "score.weight"
+    }
 
 
 def trainable_params(model: nn.Module) -> int:

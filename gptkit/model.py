@@ -31,6 +31,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # GPT-2 has biases in Linear and LayerNorm layers
+    n_labels: int = 0  # a classifier's number of labels (0: a language model only)
 
 
 def gpt2_config(name: str, **overrides) -> GPTConfig:
@@ -82,6 +83,16 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
+    def forward_last(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The output (B, C) at one position per row, `last` (B,): its query over the keys up to it."""
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q[torch.arange(B, device=x.device), last][:, None]  # (B, 1, C)
+        q, k, v = (t.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        mask = (torch.arange(T, device=x.device) <= last[:, None])[:, None, None]  # (B, 1, 1, T): causal
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, C)))
+
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
@@ -109,6 +120,12 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), cache, mask)
         return x + self.mlp(self.ln_2(x))
 
+    def forward_last(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The block's output (B, C) at position `last[b]` of each row only: all a classifier reads.
+        Keys and values need every position, the query, attention output and MLP just that one."""
+        x = x[torch.arange(x.size(0), device=x.device), last] + self.attn.forward_last(self.ln_1(x), last)
+        return x + self.mlp(self.ln_2(x))
+
 
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
@@ -132,6 +149,9 @@ class GPT(nn.Module):
         # The loss forward computes; a program may swap in one that computes the same numbers
         # faster on its hardware (gptkit.cpu_kernels.speed_up does on CPUs).
         self.cross_entropy = F.cross_entropy
+        # A classifier's head scores the labels from the same hidden state the LM head reads;
+        # named as in Hugging Face's GPT2ForSequenceClassification (`score`, no bias).
+        self.score = nn.Linear(config.n_embd, config.n_labels, bias=False) if config.n_labels else None
         self.apply(self._init_weights)
         # GPT-2 scales the projections into the residual stream by 1/sqrt(2 * n_layer).
         for name, p in self.named_parameters():
@@ -150,10 +170,14 @@ class GPT(nn.Module):
                 f"only dropout can be overridden on a pretrained model, not {sorted(set(override_args) - {'dropout'})}"
             )
         directory = pretrained.find_weights(name_or_dir)
-        config = GPTConfig(**pretrained.read_config(directory), dropout=float(override_args.get("dropout", 0.0)))
+        shape = pretrained.read_config(directory)  # checked before any weight is read
+        hf_state = pretrained.read_weights(directory)
+        score = hf_state.get("score.weight")  # a GPT2ForSequenceClassification: its head comes too
+        dropout = float(override_args.get("dropout", 0.0))
+        config = GPTConfig(**shape, dropout=dropout, n_labels=0 if score is None else score.size(0))
         with torch.device("meta"):
             model = cls(config)  # shapes only: a random init would be a second full copy of the weights
-        model.load_hf_weights(pretrained.read_weights(directory), str(directory))
+        model.load_hf_weights(hf_state, str(directory))
         return model
 
     def load_hf_weights(self, hf_state: dict[str, torch.Tensor], source: str) -> None:
@@ -181,13 +205,21 @@ class GPT(nn.Module):
                 if src.shape != target.shape:
                     raise GptkitError(f"{source}: {key} has shape {tuple(src.shape)}, expected {tuple(target.shape)}")
                 if on_meta:
-                    taken["transformer." + key] = src.to(target.dtype).contiguous()
+                    name = key if key == "score.weight" else "transformer." + key  # the head sits beside `transformer`
+                    taken[name] = src.to(target.dtype).contiguous()
                     hf_state.clear()  # drop the caller's references: the model now holds the only copy
                 else:
                     target.copy_(src)
         if on_meta:
             self.load_state_dict(taken, strict=False, assign=True)
             self.lm_head.weight = self.transformer.wte.weight  # assign=True replaced the tied tensor
+
+    def add_classifier(self, n_labels: int) -> None:
+        """Give a language model (pretrained, or from scratch) a new classification head, randomly
+        initialised as GPT-2 initialises its layers (seed torch first for a repeatable head)."""
+        self.config.n_labels = n_labels
+        self.score = nn.Linear(self.config.n_embd, n_labels, bias=False, device=self.lm_head.weight.device)
+        self._init_weights(self.score)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -209,8 +241,10 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         pos: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        last: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final-LayerNorm output (B, T, C) for token ids `idx` (B, T).
+        """Final-LayerNorm output (B, T, C) for token ids `idx` (B, T); with `last` (B,), only that
+        position's of each row, (B, C): the last block computes no other.
 
         With `cache`, `idx` continues the positions the cache holds, and their keys and values are
         added to it. `pos` (T,) or (B, T): the positions of the tokens (default: counting on from
@@ -223,8 +257,11 @@ class GPT(nn.Module):
         if pos is None:
             pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for block in self.transformer.h:
-            if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+        blocks = self.transformer.h
+        for i, block in enumerate(blocks):
+            if last is not None and i == len(blocks) - 1:
+                x = block.forward_last(x, last)  # (B, C)
+            elif self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 # Non-reentrant checkpointing replays the block with the same RNG state, so the
                 # dropout masks, and the gradients, equal those of the plain pass.
                 x = checkpoint(block, x, None, mask, use_reentrant=False)
@@ -235,14 +272,27 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        reduction: str = "mean",
+        last: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, V) for token ids `idx` (B, T), and None; with `targets` (B, T), the logits
         of the positions that have a target only, (N, V) in row order, and their cross-entropy.
 
+        With `last` (B,), the position of each row's last real token, the model classifies: the
+        label logits (B, n_labels) and, with `targets` (B,) label ids, their cross-entropy.
+
         Targets equal to IGNORE_INDEX count for nothing. The loss is the mean over the other
         targets, or with reduction="sum" their sum.
         """
+        if last is not None:
+            # Rows are right-padded. Attention is causal, so a text's last real token is the only
+            # position that has seen all of it (the first has seen only itself), and no real
+            # token ever sees the padding after it: the padding changes nothing that is read.
+            logits = self.score(self.hidden_states(idx, last=last))  # (B, n_labels)
+            return logits, None if targets is None else F.cross_entropy(logits.float(), targets, reduction=reduction)
         h = self.hidden_states(idx)  # (B, T, C)
         if targets is None:
             return self.lm_head(h), None

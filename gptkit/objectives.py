@@ -167,11 +167,59 @@ class Preference:
         )
 
 
+# --- classification ---------------------------------------------------------------------------
+class Classification:
+    """Cross-entropy of each example's label, read at its last real token: every example counts once.
+
+    `best_by` says what the best checkpoint and early stopping follow: "accuracy" (the default:
+    what a classifier is for) or "loss" (val loss, smoother on a small val split).
+    """
+
+    name = "classification"
+    unit = "examples"
+    SUMS = ("loss", "count", "correct")
+
+    def __init__(self, best_by: str = "accuracy"):
+        self.best_by = best_by
+
+    def __call__(self, net: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> Terms:
+        x, last, labels = batch
+        logits, loss = net(x, labels, reduction="sum", last=last)
+        correct = (logits.argmax(-1) == labels).sum()
+        return Terms(
+            loss,
+            {"loss": loss.detach(), "count": torch.tensor(len(labels), device=labels.device), "correct": correct},
+            x.numel(),
+        )
+
+    def metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        return {"loss": sums["loss"] / sums["count"], "accuracy": sums["correct"] / sums["count"]}
+
+    def score(self, metrics: dict[str, float]) -> float:
+        """What the best checkpoint and early stopping follow (lower is better): 1 - accuracy, or the loss."""
+        return 1.0 - metrics["accuracy"] if self.best_by == "accuracy" else metrics["loss"]
+
+    def eval_line(self, metrics: dict[str, dict[str, float]]) -> str:
+        train, val = metrics["train"], metrics["val"]
+        return (
+            f"train loss {train['loss']:.4f}, val loss {val['loss']:.4f}, "
+            f"train accuracy {train['accuracy']:.2%}, val accuracy {val['accuracy']:.2%}"
+        )
+
+
 def for_dataset(
-    kind: str, beta: float = 0.1, average: bool = False, reference_model: Callable | None = None
-) -> LanguageModelling | Preference:
-    """The objective a dataset of this `kind` (its meta.json) trains with; a preference dataset's
-    DPO objective takes beta, the per-token-mean option and (LoRA) its reference model."""
+    kind: str,
+    *,
+    best_by: str = "accuracy",
+    beta: float = 0.1,
+    average: bool = False,
+    reference_model: Callable | None = None,
+) -> LanguageModelling | Classification | Preference:
+    """The objective a dataset of this `kind` (its meta.json) trains with: a classifier's follows
+    `best_by`; a preference dataset's DPO objective takes beta, the per-token-mean option and
+    (LoRA) its reference model."""
+    if kind == "classification":
+        return Classification(best_by)
     if kind == "preference":
         return Preference(beta, average, reference_model)
     return LanguageModelling()

@@ -76,11 +76,12 @@ def peft_base_name(base: str) -> str:
     return HUB_REPOS.get(base, base)
 
 
-def adapter_config(settings: dict) -> dict:
-    """adapter_config.json for a gptkit LoRA run's settings (`checkpoint.lora_settings`)."""
+def adapter_config(settings: dict, classifier: bool = False) -> dict:
+    """adapter_config.json for a gptkit LoRA run's settings (`checkpoint.lora_settings`); a classifier's
+    (`classifier`) is a SEQ_CLS adapter whose head, trained in full, peft keeps in `modules_to_save`."""
     return {
         "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
+        "task_type": "SEQ_CLS" if classifier else "CAUSAL_LM",
         "base_model_name_or_path": peft_base_name(settings["base"]),
         "r": settings["rank"],
         "lora_alpha": settings["alpha"],
@@ -90,7 +91,7 @@ def adapter_config(settings: dict) -> dict:
         "bias": "none",
         "use_rslora": False,
         "use_dora": False,
-        "modules_to_save": None,
+        "modules_to_save": ["score"] if classifier else None,
         "layers_to_transform": None,
         "rank_pattern": {},
         "alpha_pattern": {},
@@ -101,17 +102,19 @@ def adapter_config(settings: dict) -> dict:
 
 
 def to_peft_dir(adapters: dict[str, torch.Tensor], settings: dict, dest: str | Path) -> Path:
-    """Write a LoRA run's adapters (gptkit names) and settings into the folder `dest` in peft's format."""
+    """Write a LoRA run's adapters (gptkit names) and settings into the folder `dest` in peft's format;
+    a classifier's head (`score.weight`) goes as peft saves a module to save: under its own name."""
     from safetensors.torch import save_file
 
     dest = Path(dest)
-    tensors = {}
+    tensors, classifier = {}, "score.weight" in adapters
     for key, value in adapters.items():
         module, _, kind = key.rpartition(".")  # "transformer.h.0.attn.c_attn", "lora_A"
-        tensors[f"{PREFIX}{module}.{kind}.weight"] = value.detach().float().contiguous().cpu()
+        name = f"{PREFIX}{key}" if key == "score.weight" else f"{PREFIX}{module}.{kind}.weight"
+        tensors[name] = value.detach().float().contiguous().cpu()
     with replacing(dest / WEIGHTS[0]) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
-    text = json.dumps(adapter_config(settings), indent=2) + "\n"
+    text = json.dumps(adapter_config(settings, classifier), indent=2) + "\n"
     with replacing(dest / CONFIG) as tmp:
         tmp.write_text(text)
     return dest

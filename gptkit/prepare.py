@@ -14,7 +14,7 @@ import argparse
 import re
 from pathlib import Path
 
-from gptkit import prepare_pairs
+from gptkit import prepare_labels, prepare_pairs
 from gptkit.config import AlignedHelpFormatter
 from gptkit.dataset_files import _BinWriter, _check_fraction, _commit, _tokenizer_meta, source_sha256  # noqa: F401
 from gptkit.errors import GptkitError, run_cli
@@ -56,6 +56,10 @@ def prepare(
     source = Path(source)
     if not source.exists():
         raise GptkitError(f"{source} does not exist: pass a text file, a folder of .txt files, or a .jsonl/.json file")
+    if prepare_labels.is_labelled(source):  # {"text", "label"} rows, or a .csv / .tsv table
+        return prepare_labels.prepare_labelled(
+            source, out_dir, val, test, val_fraction, test_fraction, seed, block_size
+        )
     if is_example_file(source) and prepare_pairs.is_preference_file(source):
         val_fraction = _example_fractions(val, val_fraction, test, test_fraction)
         return prepare_pairs.prepare_pairs(source, out_dir, val, test, val_fraction, test_fraction, seed)
@@ -72,6 +76,9 @@ def prepare(
 
 # --- the command line -------------------------------------------------------------------------
 def print_counts(meta: dict) -> None:
+    if meta.get("kind") == "classification":
+        prepare_labels.print_counts(meta)
+        return
     if meta.get("kind") == "examples":
         print_example_counts(meta)
         return
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     print_counts(meta)
-    names = ",".join(meta["splits"]) if meta["kind"] in ("examples", "preference") else "train,val"
+    names = ",".join(meta["splits"]) if "splits" in meta else "train,val"
     print(f"wrote {out}/{{{names}}}.bin and meta.json")
 
 
@@ -126,8 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gptkit.prepare",
         formatter_class=AlignedHelpFormatter,
-        description="Tokenize a text file, a folder of .txt files, or a file of prompt -> response examples "
-        "(.jsonl / .json) into data/NAME/.",
+        description="Tokenize a text file, a folder of .txt files, a file of prompt -> response examples "
+        "(.jsonl / .json), or labelled texts for a classifier (.jsonl / .json of {text, label}, or .csv / .tsv "
+        "with text and label columns) into data/NAME/.",
     )
     parser.add_argument(
         "path",

@@ -24,6 +24,7 @@ RESUME_FIXED = (
     "lora_alpha",
     "lora_dropout",
     "lora_targets",
+    "train_layers",
     "dtype",
     "dataset",
     "dpo_average_logps",

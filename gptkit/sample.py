@@ -127,6 +127,12 @@ def sample(cfg: SampleConfig) -> list[str]:
     text = templated_prompt(cfg)
     stop_at_eot = cfg.stop_at_eot or bool(cfg.prompt)  # a template's response ends at <|endoftext|>
     model = load_model(cfg.init_from, cfg.out_dir).eval().to(device=device, dtype=dtype)
+    if model.score is not None:
+        where = cfg.out_dir if cfg.init_from == "resume" else cfg.init_from
+        raise GptkitError(
+            f"{where} is a classifier: it labels texts, it does not write them; "
+            f'use python -m gptkit.classify {where} "TEXT"'
+        )
     if device.type == "cpu":  # oneDNN matmuls where they measured faster on this CPU
         cpu_kernels.speed_up(model, cpu_kernels.measure_routes())
     prompt = enc.encode(text, allowed_special={"<|endoftext|>"})

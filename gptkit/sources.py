@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gptkit import checkpoint, peft_format, pretrained
-from gptkit.data import read_meta
+from gptkit.data import dataset_kind, read_meta
 from gptkit.errors import GptkitError
 from gptkit.lora import apply_lora, merge_lora, parse_targets
 from gptkit.model import GPT, GPTConfig, gpt2_config
@@ -98,6 +98,7 @@ def for_training(cfg, resume=None) -> Source:
     def load(dropout):
         model, _ = source.load(dropout)
         settings = checkpoint.lora_settings(rank, alpha, lora_dropout, targets, cfg.init_from, model)
+        add_classifier(cfg, model)  # before the adapters: the head trains in full beside them
         apply_lora(model, rank, alpha, lora_dropout, targets)
         return model, settings
 
@@ -108,6 +109,18 @@ def for_training(cfg, resume=None) -> Source:
         "targets": ",".join(parse_targets(targets)),
     }
     return replace(source, lora=lora, loader=load)
+
+
+def add_classifier(cfg, model: GPT) -> None:
+    """On a classification dataset, a model without a head (pretrained, scratch) gets one, seeded."""
+    labels = read_meta(Path(cfg.data_root) / cfg.dataset).get("labels") or []
+    if model.score is None and dataset_kind(Path(cfg.data_root) / cfg.dataset) == "classification":
+        model.add_classifier(len(labels))
+    elif model.score is not None and model.config.n_labels != len(labels):
+        raise GptkitError(
+            f"the model has a head for {model.config.n_labels} labels, but {cfg.dataset} has {len(labels)}: "
+            "train on the dataset it was trained on, or start from a language model"
+        )
 
 
 def load_model(init_from: str, out_dir=None) -> GPT:

@@ -44,7 +44,7 @@ from gptkit import (
     sources,
 )
 from gptkit.config import FSDP_NO_LORA, TrainConfig, given_settings, parse_args, validate
-from gptkit.data import Batches, ExampleBatches, PairBatches, dataset_kind, read_meta
+from gptkit.data import Batches, ExampleBatches, LabelledBatches, PairBatches, dataset_kind, read_meta
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
 from gptkit.metrics import MetricsWriter, check_sinks
@@ -164,13 +164,18 @@ class Run:
     train_data: Batches | ExampleBatches  # windows of a token stream, or whole examples
     val_data: Batches | ExampleBatches
     out: Path
-    objective: objectives.LanguageModelling | objectives.Preference  # a batch's loss; an evaluation's metrics
+    objective: objectives.LanguageModelling | objectives.Classification | objectives.Preference  # loss, metrics
     lora: dict | None = None  # a LoRA run's settings and base reference (checkpoint.lora_settings)
     peak_flops: float = 0.0  # of all ranks together, for MFU (0: unknown)
     estimate: memory.MemoryEstimate | None = None
     resumed_from: Path | None = None
     cpu_matmul: dict | None = None  # the CPU matmul routes it computes with (cpu_kernels.measure_routes)
     watch: list[choices.Question] | None = None  # --watch_choices: scored at every evaluation
+
+    @property
+    def labels(self) -> list | None:
+        """A classifier's label names, in the order of its head's outputs (None: a language model)."""
+        return read_meta(self.train_data.data_dir).get("labels") if self.objective.name == "classification" else None
 
     @property
     def examples(self) -> bool:
@@ -235,6 +240,9 @@ def claimed_out_dir(cfg: TrainConfig, world: World) -> Iterator[Path]:
 def build_model(cfg: TrainConfig, resume: checkpoint.Resume | None, precision: Precision) -> tuple[GPT, dict | None]:
     """The model this run starts from, whole, on the CPU, and its LoRA settings (None: full finetune)."""
     model, settings = sources.for_training(cfg, resume).load(cfg.dropout)
+    sources.add_classifier(cfg, model)  # a LoRA run's head was added before its adapters
+    if not settings:
+        choose_trained_layers(cfg, model)
     if cfg.block_size > model.config.block_size:
         raise GptkitError(
             f"block_size {cfg.block_size} is larger than the model's context of "
@@ -245,6 +253,22 @@ def build_model(cfg: TrainConfig, resume: checkpoint.Resume | None, precision: P
     if settings and precision.dtype != torch.float32:
         lora.hold_base_in(model, precision.dtype)  # frozen: autocast's dtype is precision enough
     return model, settings
+
+
+def choose_trained_layers(cfg: TrainConfig, model: GPT) -> None:
+    """A classifier trains `train_layers`: all, the last block with the final LayerNorm and the head,
+    or the head alone. The frozen layers below get no backward pass at all: autograd stops at the
+    first layer whose input needs no gradient."""
+    if model.score is None or cfg.train_layers == "all":
+        return
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trained = [model.score] + (
+        [model.transformer.h[-1], model.transformer.ln_f] if cfg.train_layers == "last_block" else []
+    )
+    for module in trained:
+        for p in module.parameters():
+            p.requires_grad_(True)
 
 
 def placed_model(cfg, resume, precision, world: World, device: torch.device) -> tuple[GPT, dict | None]:
@@ -285,6 +309,10 @@ def build_data(cfg: TrainConfig, model: GPT, device: torch.device):
                 "a HF directory, or an SFT run's export)"
             )
         return tuple(PairBatches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab) for s in SPLITS)
+    if dataset_kind(data_dir) == "classification":
+        return tuple(
+            LabelledBatches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab) for s in SPLITS
+        )
     if dataset_kind(data_dir) != "examples":
         if "mask_prompt" in given_settings(cfg):
             raise GptkitError(
@@ -307,7 +335,9 @@ def build_objective(cfg: TrainConfig, model: GPT, settings: dict | None):
     if kind == "preference" and cfg.dpo_reference == "adapters" and not settings:
         raise GptkitError("dpo_reference=adapters needs a LoRA run (--lora_rank=8, ...): use precompute")
     reference = objectives.AdaptersOff(model) if kind == "preference" and use_adapters else None
-    return objectives.for_dataset(kind, cfg.dpo_beta, cfg.dpo_average_logps, reference)
+    return objectives.for_dataset(
+        kind, best_by=cfg.best_by, beta=cfg.dpo_beta, average=cfg.dpo_average_logps, reference_model=reference
+    )
 
 
 def attach_reference(run: "Run", resume: checkpoint.Resume | None) -> None:
@@ -419,6 +449,7 @@ def save(run: Run, state: TrainState, best: bool) -> None:
         sampler=run.train_data.state_dict(),
         lora=run.lora,
         cpu_matmul=run.cpu_matmul,
+        labels=run.labels,
     )
     checkpoint.write(ckpt, run.out, best)
 
@@ -600,6 +631,12 @@ def print_header(run: Run) -> None:
             f"{run.train_data.num_examples:,} training pairs, 2 rows each | "
             f"DPO beta {cfg.dpo_beta}, reference {reference}"
         )
+    if run.labels is not None:
+        data, trainable = run.train_data, lora.trainable_params(model)
+        cut = f"; {data.num_cut:,} longer than block_size {cfg.block_size} are cut" if data.num_cut else ""
+        print(f"{data.num_examples:,} training examples, {len(run.labels)} labels{cut}")
+        what = "LoRA adapters and head" if run.lora else f"train_layers={cfg.train_layers}"
+        print(f"{trainable:,} parameters train ({what}, {100 * trainable / model.num_params(False):.2f}%)")
     elif run.examples:
         data, mask = run.train_data, "on responses only" if cfg.mask_prompt else "on whole examples"
         cut = f"; {data.num_cut:,} longer than block_size + 1 are cut" if data.num_cut else ""

@@ -116,3 +116,13 @@ def test_bench_dpo_tiny():
     assert ratios(out)["gptkit/transformers"] == pytest.approx(
         float(pps["gptkit"]) / float(pps["transformers"]), rel=0.01
     )
+
+
+def test_bench_classify_tiny():
+    out = run_ok("benchmarks/bench_classify.py", *TINY_MODEL, "--batch_size=4", "--steps=2", "--hf_dtypes=float32")
+    assert set(ratios(out)) == {"gptkit/transformers"}, out
+    eps = dict(re.findall(r"^ *(gptkit|transformers fp32): +([0-9.]+) examples/s", out, re.MULTILINE))
+    assert ratios(out)["gptkit/transformers"] == pytest.approx(
+        float(eps["gptkit"]) / float(eps["transformers fp32"]), abs=0.006
+    )
+    assert "train_layers=last_block" in out, out

@@ -62,6 +62,7 @@ def test_resume_refuses_what_the_checkpoint_fixes_naming_them_all():
 @pytest.mark.parametrize("key", sorted(RESUME_FIXED))
 def test_every_fixed_setting_is_refused_and_every_other_applied(key):
     fixed = {"bias": False, "lora_targets": "c_fc", "dtype": "float32", "dataset": "poems", "dpo_reference": "adapters"}
+    fixed |= {"train_layers": "all"}
     value = fixed.get(key)
     value = value if value is not None else getattr(TrainConfig(), key) + 1
     cfg = replace(resumed(), **{key: value})

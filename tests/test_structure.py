@@ -167,7 +167,7 @@ def test_no_function_is_longer_than_a_screen(path):
 # Every field of `checkpoint.Checkpoint` is a key the scan looks for. Keys other dicts have too (a
 # sampler's "rng", meta.json's "dtype"; add a new field's name here if other dicts use it) count
 # only when what is read names a checkpoint (ckpt, checkpoint, a `load(...)` call).
-SHARED_KEYS = {"model", "config", "dtype", "rng"}
+SHARED_KEYS = {"model", "config", "dtype", "rng", "labels"}  # "labels": a classification meta.json's too
 CHECKPOINT_NAME = re.compile(r"ckpt|checkpoint", re.IGNORECASE)
 
 
