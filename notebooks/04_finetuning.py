@@ -8,7 +8,7 @@
 # Finetuning is pretraining's loop with different settings: start from trained weights, use a
 # small learning rate, stop early. In this notebook you will:
 #
-# 1. read the seed's finetuning config key by key, next to the pretraining defaults;
+# 1. read nanoGPT's finetuning recipe key by key, next to the pretraining defaults;
 # 2. write one training step by hand (forward, shifted cross-entropy, backward, gradient
 #    accumulation, clipping, the AdamW update) and check it against `gptkit.train`'s step;
 # 3. finetune through `gptkit.train.train`, watching train and val loss live;
@@ -60,14 +60,14 @@ STANDIN = OUT / "offline-standin"
 data_dir = prepared_shakespeare()  # notebook 1's bins, in this notebook's output folder (made if missing)
 
 # %% [markdown]
-# ## The seed's config, key by key
+# ## nanoGPT's finetuning recipe, key by key
 #
 # `config/finetune_shakespeare.py` is the recipe this project started from: finetune the
 # largest GPT-2 on tiny Shakespeare. Next to each setting: gptkit's default, which is GPT-2's
 # *pretraining* recipe (as in nanoGPT), and why finetuning differs.
 
 # %%
-seed = read_config_file(preset("finetune_shakespeare.py"))  # config/ in a clone, shipped with gptkit
+recipe = read_config_file(preset("finetune_shakespeare.py"))  # config/ in a clone, shipped with gptkit
 pretrain = TrainConfig()
 WHY = {
     "out_dir": "a folder of its own for this run's checkpoints and metrics",
@@ -85,9 +85,9 @@ WHY = {
     "learning_rate": "20x smaller: nudge the pretrained weights, do not overwrite them",
     "decay_lr": "constant LR: with 20 steps there is no long schedule to decay over",
 }
-assert set(seed) <= set(WHY), f"explain the new settings too: {sorted(set(seed) - set(WHY))}"
-print(f"{'setting':<28}{'pretraining':<16}  {'seed finetune':<18}  why")
-for key, value in seed.items():
+assert set(recipe) <= set(WHY), f"explain the new settings too: {sorted(set(recipe) - set(WHY))}"
+print(f"{'setting':<28}{'pretraining':<16}  {'finetune recipe':<18}  why")
+for key, value in recipe.items():
     default = getattr(pretrain, key)
     print(f"{key:<28}{default!s:<16.16}  {value!s:<18.18}  {WHY[key]}")
 

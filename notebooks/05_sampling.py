@@ -203,8 +203,11 @@ for seed in (1, 2):
 #
 # Without a cache, generating token n+1 runs the model over all n tokens again, although the
 # keys and values of the first n positions have not changed (each position only looks at the
-# past). The KV cache keeps them, so each new token costs a single position: generation
-# becomes linear instead of quadratic in the length.
+# past). The KV cache keeps them, so each new token runs a single position through the
+# blocks' matrices instead of all n: that work per token stops growing with the length.
+# What does still grow is attention itself: the new token's query is compared with every
+# cached key and mixes every cached value, n of them, and the cache holds n keys and values
+# per layer in memory. The cache saves recomputing the past, not attending to it.
 #
 # ### One layer's cache, by hand
 #
@@ -316,7 +319,9 @@ assert texts == sample(cfg), "the same seed gives the same samples"
 # - Temperature rescales logits; top-k keeps a fixed number of tokens; top-p keeps a fixed
 #   share of probability, so it adapts to how sure the model is.
 # - Greedy decoding is deterministic and repetitive; seeded sampling is varied and reproducible.
-# - The KV cache turns generation from quadratic to linear work, with the same tokens.
+# - The KV cache saves recomputing the keys and values of the past: each new token goes through
+#   the blocks' matrices once, with the same tokens out; attending over the cache still grows
+#   with the length, and so does the cache's memory.
 #
 # Try this:
 # - `python -m gptkit.sample --out_dir=RUN --start="KING HENRY:" --top_p=0.9`, with RUN the folder

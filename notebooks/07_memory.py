@@ -6,7 +6,8 @@
 #
 # A full finetune trains every weight, so it keeps, for every parameter, its fp32 weight, its
 # gradient and AdamW's two moving averages: 16 bytes. For gpt2-xl's 1558M parameters that is
-# 25 GB before any activation, more than a 24 GB GPU or a 16 GB Colab T4 holds.
+# 24.9 GB (23.2 GiB) before any activation: nearly all of a 24 GB card (which holds 24 GiB),
+# with no room left for the activations, and far more than a 16 GB Colab T4 holds.
 #
 # **LoRA** (Hu et al. 2021, *Low-Rank Adaptation*) freezes the pretrained weights and learns
 # only a small low-rank *change* to some of them. In this notebook you will:
@@ -18,8 +19,8 @@
 # 4. see what a LoRA checkpoint holds (megabytes, not gigabytes), and export the finetuned
 #    model, adapters merged, for Hugging Face `transformers`;
 # 5. measure memory with and without LoRA and activation checkpointing, against the estimate
-#    `gptkit.train` checks before every run, and see what the seed's recipe needs on 16, 24 and
-#    80 GB GPUs.
+#    `gptkit.train` checks before every run, and see what nanoGPT's finetuning recipe needs on
+#    16, 24 and 80 GB GPUs.
 
 # %%
 # Setup. In a fresh Colab or Kaggle runtime this cell installs gptkit from GPTKIT_SOURCE (a git URL,
@@ -79,8 +80,11 @@ OUT = workdir("memory")  # everything this notebook writes goes here (GPTKIT_NOT
 #
 # - **B starts at zero**, so at step 0 the layer (and the whole model) is *exactly* the
 #   pretrained one; A starts random, like an ordinary layer's weight.
-# - **alpha / r** scales the update, so changing the rank does not change how big the
-#   update starts out; you tune the learning rate once.
+# - **alpha / r** scales the update. It does not decide where the update starts: that is
+#   zero for every rank, because B is. It decides how fast the update grows: B·A x sums r
+#   terms, so without the 1/r a larger rank would move the output faster at the same
+#   learning rate; with it, the update grows at about the same pace whatever r is, and you
+#   tune the learning rate once (Hu et al., section 4.1).
 #
 # Here is a 64 → 192 layer (the shape of `c_attn` in a model 64 wide) with rank 4.
 
@@ -130,9 +134,10 @@ print(f"a full finetune trains {full_count:,} numbers in this layer; LoRA trains
 # `apply_lora(model, rank, alpha, dropout, targets)` freezes every weight of a GPT and puts
 # adapters on the chosen layers of every block: by default all four, `c_attn` (q, k, v),
 # `attn.c_proj`, `c_fc` and `mlp.c_proj`. Each adds r·(in + out) parameters, so a block of
-# width d gets r·(4d + 2d + 5d + 5d) = 16·r·d. Hu et al. adapted the attention projections
-# only (`--lora_targets=c_attn`); adapting all linear layers, as QLoRA does, comes closer to
-# a full finetune and still trains well under 1% of the weights.
+# width d gets r·(4d + 2d + 5d + 5d) = 16·r·d. Hu et al. adapted two attention projections
+# only, W_q and W_v. GPT-2 fuses W_q, W_k and W_v into one `c_attn`, so `--lora_targets=c_attn`
+# adapts the keys too: close to the paper, not the same. Adapting all linear layers, as QLoRA
+# does, comes closer to a full finetune and still trains well under 1% of the weights.
 #
 # The models below are built on PyTorch's `meta` device: real shapes, no memory.
 #
@@ -209,8 +214,8 @@ print(sorted(p.name for p in base_dir.iterdir()))
 #
 # Both runs start from that base, see the same batches of the second half for the same
 # number of steps, and differ only in what trains. Each gets a learning rate that suits it:
-# LoRA's update starts at zero and is low-rank, so it takes larger steps (as in the seed's
-# recipe: 3e-5 full, 2e-4 LoRA in `config/finetune_shakespeare_lora.py`); here 1e-3 and 3e-3.
+# LoRA's update starts at zero and is low-rank, so it takes larger steps (as gptkit's configs
+# do: 3e-5 in nanoGPT's finetuning recipe, 2e-4 in `config/finetune_shakespeare_lora.py`).
 
 # %%
 finetune = dict(dataset="second-half", init_from=str(base_dir), max_iters=20 if SMOKE else 200, **common)
@@ -376,7 +381,7 @@ assert lora_rows[1]["activations"] < lora_rows[0]["activations"] < full["activat
 # 1 × 1024 tokens through 48 blocks of width 1600 are gigabytes: both settings pay off there,
 # as the next table shows.
 #
-# ## The seed's recipe on 16, 24 and 80 GB GPUs
+# ## nanoGPT's finetuning recipe on 16, 24 and 80 GB GPUs
 #
 # `config/finetune_shakespeare.py` finetunes gpt2-xl with micro-batches of 1 × 1024 tokens;
 # `config/finetune_shakespeare_lora.py` is the same recipe with LoRA (rank 8 on all four
@@ -391,13 +396,13 @@ import dataclasses
 from gptkit.config import parse_args
 from gptkit.memory import estimate_run, fitting_settings
 
-seed_cfg = parse_args(TrainConfig, [str(preset("finetune_shakespeare.py"))], "notebook")
-lora_cfg = parse_args(TrainConfig, [str(preset("finetune_shakespeare_lora.py"))], "notebook")
+full_recipe = parse_args(TrainConfig, [str(preset("finetune_shakespeare.py"))], "notebook")
+lora_recipe = parse_args(TrainConfig, [str(preset("finetune_shakespeare_lora.py"))], "notebook")
 recipes = {
-    "full finetune (the seed)": seed_cfg,
-    "full + checkpointing": dataclasses.replace(seed_cfg, grad_checkpoint=True),
-    "LoRA, no checkpointing": dataclasses.replace(lora_cfg, grad_checkpoint=False),
-    "LoRA + checkpointing (_lora.py)": lora_cfg,
+    "full finetune (nanoGPT's)": full_recipe,
+    "full + checkpointing": dataclasses.replace(full_recipe, grad_checkpoint=True),
+    "LoRA, no checkpointing": dataclasses.replace(lora_recipe, grad_checkpoint=False),
+    "LoRA + checkpointing (_lora.py)": lora_recipe,
 }
 gpus = {16: int(16e9) - GIB // 2, 24: int(24e9) - GIB // 2, 80: int(80e9) - GIB // 2}
 print(f"{'gpt2-xl, 1 x 1024 tokens':<34}{'estimate':>10}   " + "".join(f"{gb:>4} GB" for gb in gpus))
@@ -409,18 +414,18 @@ for label, cfg in recipes.items():
     print(f"{label:<34}{est.peak / GIB:>8.1f} GiB{fits}")
     print(f"{'':<4}{est.describe()}")
 
-assert estimates["full finetune (the seed)"] > gpus[24]  # why the seed's command fails on a 24 GB card
+assert estimates["full finetune (nanoGPT's)"] > gpus[24]  # why nanoGPT's command fails on a 24 GB card
 assert estimates["LoRA + checkpointing (_lora.py)"] <= gpus[16]  # and why the LoRA one runs on a T4
 assert all(peak <= gpus[80] for peak in estimates.values())
 
 # %% [markdown]
 # When a run does not fit, `gptkit.train` stops before it loads anything and names the least
-# change that fits, found with the same estimate. Here is what it would propose for the seed's
+# change that fits, found with the same estimate. Here is what it would propose for nanoGPT's
 # command on a 16 GB and on a 24 GB card:
 
 # %%
 for gb in (16, 24):
-    change, est = fitting_settings(seed_cfg, "cuda", torch.bfloat16, gpus[gb])
+    change, est = fitting_settings(full_recipe, "cuda", torch.bfloat16, gpus[gb])
     print(f"{gb} GB: {' '.join(change)}  (about {est.peak / GIB:.1f} GiB)")
     assert est.peak <= gpus[gb]
 
@@ -428,7 +433,8 @@ for gb in (16, 24):
 # ## What you learned / try this
 #
 # - LoRA learns a low-rank change B·A to frozen weights; B starts at zero, so training starts
-#   from exactly the pretrained model, and alpha/r keeps the update's scale independent of r.
+#   from exactly the pretrained model, whatever the rank; alpha/r makes the update grow at
+#   about the same pace whatever r is, so the learning rate need not change with it.
 # - It trains under 1% of GPT-2's weights, which removes almost all of the gradient and
 #   AdamW memory (12 bytes per trainable parameter) and makes checkpoints megabytes small.
 # - Merging folds the adapters back into the weights: the exported model is an ordinary
@@ -437,14 +443,15 @@ for gb in (16, 24):
 #   backward pass: about a third more compute for a fraction of the activations.
 # - `gptkit.memory` estimates a run's memory from its settings; `gptkit.train` prints it and
 #   stops a run that cannot fit before loading anything, naming the least change that fits.
-# - `python -m gptkit.train config/finetune_shakespeare_lora.py` is the seed's gpt2-xl
+# - `python -m gptkit.train config/finetune_shakespeare_lora.py` is nanoGPT's gpt2-xl
 #   finetune with LoRA and activation checkpointing: ~4.4 GiB on a GPU instead of ~30.
 #
 # Try this:
 # - Online, finetune GPT-2 itself both ways: `init_from="gpt2"` in `finetune` above (and
 #   `device="auto"`, LoRA's learning rate ~2e-4, the full one's 3e-5), and compare the curves.
 # - Change the rank (`lora_rank=2`, `32`): how do the curve and the checkpoint size move?
-# - Adapt only the attention (`lora_targets="c_attn"`), as in the LoRA paper.
+# - Adapt only the attention (`lora_targets="c_attn"`): near the LoRA paper, which adapted
+#   W_q and W_v (GPT-2's fused `c_attn` adapts W_k as well).
 # - Give the LoRA run the full finetune's learning rate (1e-3): what happens in 30 steps?
 # - Run `python scripts/memory_table.py`, or call `estimate_run` with `batch_size=8`: which
 #   card does the LoRA recipe need then, with and without checkpointing?
