@@ -67,7 +67,7 @@ data_dir = prepared_shakespeare()  # notebook 1's bins, in this notebook's outpu
 # *pretraining* recipe (as in nanoGPT), and why finetuning differs.
 
 # %%
-recipe = read_config_file(preset("finetune_shakespeare.py"))  # config/ in a clone, shipped with gptkit
+nanogpt_recipe = read_config_file(preset("finetune_shakespeare.py"))  # config/ in a clone, shipped with gptkit
 pretrain = TrainConfig()
 WHY = {
     "out_dir": "a folder of its own for this run's checkpoints and metrics",
@@ -85,9 +85,9 @@ WHY = {
     "learning_rate": "20x smaller: nudge the pretrained weights, do not overwrite them",
     "decay_lr": "constant LR: with 20 steps there is no long schedule to decay over",
 }
-assert set(recipe) <= set(WHY), f"explain the new settings too: {sorted(set(recipe) - set(WHY))}"
+assert set(nanogpt_recipe) <= set(WHY), f"explain the new settings too: {sorted(set(nanogpt_recipe) - set(WHY))}"
 print(f"{'setting':<28}{'pretraining':<16}  {'finetune recipe':<18}  why")
-for key, value in recipe.items():
+for key, value in nanogpt_recipe.items():
     default = getattr(pretrain, key)
     print(f"{key:<28}{default!s:<16.16}  {value!s:<18.18}  {WHY[key]}")
 
