@@ -47,14 +47,17 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # noqa: F401  (the inline backend shows the figures below)
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from transformers import GPT2Config, GPT2LMHeadModel
 
 import gptkit
 from gptkit import checkpoint
 from gptkit.config import TrainConfig
 from gptkit.cpu_kernels import Linear
+from gptkit.data import BIN_DTYPE, open_split
 from gptkit.diagnostics import plot_losses, read_metrics
 from gptkit.export import export, load_merged
 from gptkit.lora import LoRALinear, apply_lora, count_lora_params, lora_state_dict, trainable_params
@@ -166,10 +169,17 @@ for name in GPT2_SIZES:
 #
 # LoRA adapts a *pretrained* model: on random weights there is nothing to adapt (gptkit
 # refuses `--lora_rank` with `--init_from=scratch` for that reason). To compare LoRA with a
-# full finetune on a CPU in seconds, we pretrain our own small base: a 2-layer GPT trained
-# from scratch on the first half of Shakespeare's text. `gptkit.export` then writes it as a
-# Hugging Face GPT-2 directory, the format `--init_from` takes — exactly as it would take a
-# downloaded GPT-2. The finetuning data is the *second* half: the same style, other plays.
+# full finetune on a CPU in seconds, we pretrain our own small base on the first half of
+# Shakespeare's text; the finetuning data is the *second* half: the same style, other plays.
+#
+# A small base must be small in the right place. LoRA adapts the blocks and leaves the
+# embeddings frozen; in gpt2-xl the blocks hold 95% of the weights. A small GPT with GPT-2's
+# 50,257-token vocabulary is the other way round: at 128 wide its token embedding alone is
+# 6.4M numbers against 0.8M in four blocks, so a comparison on it mostly asks who may train
+# the embeddings, and LoRA loses for a reason that does not hold at GPT-2's size. So our base
+# keeps GPT-2's shape but a small vocabulary, as the memory section below does too: the 1,023
+# most common GPT-2 tokens of the first half keep an id of their own, every other token
+# becomes one "other" id. Then the blocks hold most of the weights, as in GPT-2.
 
 # %%
 corpus = shakespeare_text()
@@ -177,6 +187,28 @@ half = len(corpus) // 2
 for name, text in (("first-half", corpus[:half]), ("second-half", corpus[half:])):
     (OUT / f"{name}.txt").write_text(text, encoding="utf-8")
     prepare(OUT / f"{name}.txt", OUT / "data" / name, block_size=32, progress=False)
+
+VOCAB = 1024  # the 1,023 most common tokens of the first half, and one id for every other token
+counts = np.bincount(open_split(OUT / "data" / "first-half", "train"), minlength=50257)
+new_id = np.full(50257, VOCAB - 1, dtype=BIN_DTYPE)
+new_id[np.argsort(-counts, kind="stable")[: VOCAB - 1]] = np.arange(VOCAB - 1)
+for name in ("first-half", "second-half"):
+    for split in ("train", "val"):
+        tokens = np.array(open_split(OUT / "data" / name, split))
+        new_id[tokens].tofile(OUT / "data" / name / f"{split}.bin")
+    other = np.mean(new_id[tokens] == VOCAB - 1)
+    print(f"{name}: {other:.1%} of the val tokens are 'other' (a token outside the 1,023)")
+
+# GPT-2's architecture with that vocabulary, random weights, as a Hugging Face directory
+torch.manual_seed(0)
+shape = GPT2Config(vocab_size=VOCAB, n_positions=32, n_layer=4, n_head=4, n_embd=128)
+random_dir = OUT / "random-hf"
+GPT2LMHeadModel(shape).save_pretrained(random_dir)
+blocks = 12 * shape.n_layer * shape.n_embd**2  # per block: 4·d² attention + 8·d² MLP (biases aside)
+embeddings = (VOCAB + shape.n_positions) * shape.n_embd
+share = blocks / (blocks + embeddings)
+print(f"blocks {blocks / 1e6:.2f}M, embeddings {embeddings / 1e6:.2f}M: {share:.0%} in the blocks")
+assert blocks > 4 * embeddings
 
 common = dict(
     data_root=str(OUT / "data"),
@@ -192,10 +224,7 @@ common = dict(
 pretrain_cfg = TrainConfig(
     out_dir=str(OUT / "base-run"),
     dataset="first-half",
-    init_from="scratch",
-    n_layer=2,
-    n_head=2,
-    n_embd=64,
+    init_from=str(random_dir),  # pretraining: from random weights, at a pretraining learning rate
     learning_rate=3e-3,
     max_iters=40 if SMOKE else 600,
     eval_interval=40 if SMOKE else 100,
@@ -230,24 +259,27 @@ for run in (full_run, lora_run):
     print(f"{run.name:<14} val loss {run.val_loss[0]:.3f} -> {run.val_loss.min():.3f}")
 assert full_run.val_loss[0] == lora_run.val_loss[0], "step 0: LoRA's model is exactly the base"
 assert full_run.val_loss[-1] < full_run.val_loss[0], "the full finetune learns from the new text"
-assert full_run.val_loss[-1] < lora_run.val_loss[-1], "on this tiny base, training every weight wins"
 full_gain, lora_gain = (run.val_loss[0] - run.val_loss.min() for run in (full_run, lora_run))
+trained_full = sum(p.numel() for p in GPT.from_pretrained(base_dir).parameters())
+trained_lora = trainable_params(apply_lora(GPT.from_pretrained(base_dir), rank=8, alpha=16.0))
+print(f"trainable: full finetune {trained_full:,}, LoRA {trained_lora:,} ({trained_lora / trained_full:.1%})")
 print(f"val loss gained: full finetune {full_gain:.3f}, LoRA {lora_gain:.3f} ({lora_gain / full_gain:.0%} of it)")
 assert lora_run.train_loss[-1] < lora_run.train_loss[0], "LoRA learns too: its training loss falls"
-assert lora_gain < full_gain, "but on val it gains less than the full finetune on this tiny base"
+assert lora_gain > 0, "and its val loss falls: the adapted blocks carry what the new text needs"
+if not SMOKE:
+    assert lora_gain > 0.3 * full_gain, "a fraction of the weights buys a good share of the gain"
 plot_losses(full_run, lora_run, title="same base, same batches: full finetune against LoRA")
 
 # %% [markdown]
-# Both start from the same loss: at step 0 the LoRA model *is* the base. Then the full
-# finetune pulls ahead while LoRA gains less (at full size less than half as much: 0.61 nats
-# against 0.26 on a 2-core CPU; in the short smoke run the two are closer) — and that is the
-# lesson of this small experiment, not a bug.
-# Our base has seen only a few thousand tokens: what it knows, and
-# what it can still learn quickly, sits in the token embeddings (3.2M of its 3.3M
-# parameters), which LoRA leaves frozen, not in the two small blocks LoRA adapts. LoRA
-# changes how a model *uses* what it already knows, so it pays off on a base that knows a
-# lot: Hu et al. matched full finetuning of GPT-2 medium and large with LoRA, and of GPT-3
-# 175B with 0.01% of its parameters trainable. The "try this" list below starts from GPT-2.
+# Both start from the same loss: at step 0 the LoRA model *is* the base. Then both fall; the
+# numbers above say how far each got, and with what share of the weights trainable. On a base
+# this small and a budget this short, the full finetune usually gains more: every one of its
+# weights moves, and a base that has seen a few hundred thousand tokens still has much to
+# learn everywhere. LoRA keeps a good share of that gain while training a few percent of the
+# weights, with 12 bytes of gradient and AdamW state for each of those alone. The larger and
+# better pretrained the base, the less a finetune needs to change, and the closer LoRA comes:
+# Hu et al. matched full finetuning of GPT-2 medium and large with LoRA, and of GPT-3 175B
+# with 0.01% of its parameters trainable. The "try this" list below starts from GPT-2.
 #
 # ## What a LoRA checkpoint holds
 #
@@ -263,7 +295,7 @@ print("weights in the LoRA checkpoint:", list(lora_ckpt["model"])[:4], "...")
 sizes = {"full": (Path(full_cfg.out_dir) / checkpoint.BEST).stat().st_size}
 sizes["lora"] = (Path(lora_cfg.out_dir) / checkpoint.BEST).stat().st_size
 print(f"ckpt.pt: full finetune {sizes['full'] / 1e6:.1f} MB, LoRA {sizes['lora'] / 1e6:.2f} MB")
-assert sizes["lora"] < sizes["full"] / 50
+assert sizes["lora"] < 2 * sizes["full"] * trained_lora / trained_full  # each holds its trainable weights
 assert all(k.endswith(("lora_A", "lora_B")) for k in lora_ckpt["model"])
 
 # %% [markdown]
@@ -275,14 +307,12 @@ assert all(k.endswith(("lora_A", "lora_B")) for k in lora_ckpt["model"])
 # equal those of the LoRA model it came from.
 
 # %%
-from transformers import GPT2LMHeadModel
-
 dest = OUT / "lora-hf"
 if dest.exists():
     for f in dest.iterdir():
         f.unlink()
 export(lora_cfg.out_dir, dest)
-ids = torch.randint(0, 50257, (1, 32), generator=torch.Generator().manual_seed(0))
+ids = torch.randint(0, VOCAB, (1, 32), generator=torch.Generator().manual_seed(0))
 unmerged = checkpoint.model_from_checkpoint(lora_ckpt, Path(lora_cfg.out_dir) / checkpoint.BEST).eval()
 with torch.no_grad():
     logits_lora = unmerged(ids)[0]
@@ -292,7 +322,7 @@ print(f"largest difference, merged vs LoRA: {(logits_merged - logits_lora).abs()
 print(f"largest difference, transformers vs LoRA: {(logits_hf - logits_lora).abs().max().item():.1e}")
 torch.testing.assert_close(logits_merged, logits_lora, atol=1e-5, rtol=1e-5)  # fp32 rounding of W + BA
 torch.testing.assert_close(logits_hf, logits_lora, atol=1e-5, rtol=1e-5)
-assert len(lora_state_dict(unmerged)) == 2 * 4 * 2  # 2 blocks x 4 layers x (A, B)
+assert len(lora_state_dict(unmerged)) == shape.n_layer * 4 * 2  # blocks x 4 layers x (A, B)
 
 # %% [markdown]
 # ## Measured: memory with and without LoRA and checkpointing
