@@ -213,7 +213,8 @@ def test_notebooks_run_alone_in_a_fresh_runtime_from_a_wheel(tmp_path):
 
     out = folder / "out-notebooks"
     assert (out / "data" / "shakespeare" / "train.bin").stat().st_size == 2 * 301_966
-    assert (out / "offline-standin" / "config.json").is_file() and (out / "eval-random").is_dir()
+    assert [p.name for p in (out / "models").glob("offline-standin-*/config.json")] == ["config.json"]
+    assert (out / "eval-random").is_dir()
 
 
 # --- gptkit.notebook: what a notebook reads, where it writes -------------------------------------
