@@ -49,34 +49,35 @@ from torch.nn import functional as F
 import gptkit
 from gptkit.config import TrainConfig
 from gptkit.model import KVCache, next_token_probs
-from gptkit.notebook import load_or_standin, prepared_shakespeare, workdir
+from gptkit.notebook import load_or_standin, prepared_shakespeare, standin_path, workdir
+from gptkit.plots import draw_kv_cache
 from gptkit.sample import SampleConfig, load_model, sample
 from gptkit.tokenizer import get_encoding
 from gptkit.train import train
 
 SMOKE = gptkit.smoke()
 OUT = workdir()  # everything this notebook writes goes here (GPTKIT_NOTEBOOK_OUT moves it)
-STANDIN = OUT / "offline-standin"
+STANDIN = standin_path()  # the offline stand-in (notebook 3), built on first use
 RUN = OUT / "finetune"  # written by notebook 4 (run in the same folder)
 enc = get_encoding()
 
 # %% [markdown]
 # The finetuned checkpoint comes from notebook 4. If you opened this notebook first, the next
-# cell trains a short one now, the same way (offline: from the random-weight stand-in, so its
-# text will be far from Shakespeare).
+# cell trains a short one now, the same way (offline: from the stand-in gptkit pretrains on
+# tiny Shakespeare, notebook 3, a small model whose text is far from GPT-2's).
 
 # %%
 if not (RUN / "ckpt.pt").exists():
-    _, loaded = load_or_standin("gpt2", STANDIN)
+    _, loaded = load_or_standin("gpt2")
     real = loaded == "gpt2"  # GPT-2 124M: ~6 s a step here on 2 CPU cores, so fewer steps
     print(f"no checkpoint in {RUN}: finetuning {loaded} briefly (run notebook 4 for a better one)")
     train(
         TrainConfig(
             out_dir=str(RUN), init_from="gpt2" if real else str(STANDIN),
             data_root=str(prepared_shakespeare().parent),
-            learning_rate=3e-5 if real else 2e-3, decay_lr=False, block_size=64 if SMOKE else 128,
-            batch_size=4, max_iters=8 if SMOKE else (20 if real else 100),
-            eval_interval=4 if SMOKE else (10 if real else 25), eval_iters=2,
+            learning_rate=3e-5 if real else 3e-4, decay_lr=False, block_size=64 if SMOKE else 128,
+            batch_size=4, max_iters=8 if SMOKE else (20 if real else 40),
+            eval_interval=4 if SMOKE else 10, eval_iters=2,
             always_save_checkpoint=False, progress=False,
         )  # fmt: skip
     )
@@ -209,6 +210,14 @@ for seed in (1, 2):
 # cached key and mixes every cached value, n of them, and the cache holds n keys and values
 # per layer in memory. The cache saves recomputing the past, not attending to it.
 #
+# The cache filling, step by step: the prompt's positions are computed at once, then each
+# step computes one new position and reads the others from the cache.
+
+# %%
+draw_kv_cache(prompt_len=4, new_tokens=5)
+
+# %% [markdown]
+#
 # ### One layer's cache, by hand
 #
 # In layer 0 the keys and values of a position come straight from its token and position
@@ -266,7 +275,7 @@ print("layer 0's cache by hand == the model's KVCache; cached attention == a ful
 # difference.
 
 # %%
-kv_model, loaded = load_or_standin("gpt2", STANDIN)  # a full 1,024-token context
+kv_model, loaded = load_or_standin("gpt2")  # a full 1,024-token context
 kv_model.eval()
 rows = 1 if kv_model.num_params() > 50e6 else 8  # a batch of prompts keeps a small model busy enough to time
 prompts = idx.repeat(rows, 1)

@@ -63,6 +63,7 @@ from gptkit.export import export, load_merged
 from gptkit.lora import LoRALinear, apply_lora, count_lora_params, lora_state_dict, trainable_params
 from gptkit.model import GPT, gpt2_config
 from gptkit.notebook import preset, shakespeare_text, workdir
+from gptkit.plots import draw_lora, draw_memory_bars
 from gptkit.prepare import prepare
 from gptkit.pretrained import GPT2_SIZES
 from gptkit.train import train
@@ -89,7 +90,11 @@ OUT = workdir("memory")  # everything this notebook writes goes here (GPTKIT_NOT
 #   learning rate; with it, the update grows at about the same pace whatever r is, and you
 #   tune the learning rate once (Hu et al., section 4.1).
 #
-# Here is a 64 → 192 layer (the shape of `c_attn` in a model 64 wide) with rank 4.
+# Here is a 64 → 192 layer (the shape of `c_attn` in a model 64 wide) with rank 4, drawn to
+# scale: the frozen W, and the two thin matrices that train.
+
+# %%
+draw_lora(d_in=64, d_out=192, rank=4)
 
 # %%
 torch.manual_seed(0)
@@ -402,6 +407,7 @@ lora_rows = rows["LoRA r=8"], rows["LoRA r=8 + checkpointing"]
 assert ckpt["activations"] < full["activations"] / 3  # checkpointing: activations a fraction
 assert all(r["gradients"] + r["optimizer"] < 0.05 * (full["gradients"] + full["optimizer"]) for r in lora_rows)
 assert lora_rows[1]["activations"] < lora_rows[0]["activations"] < full["activations"]
+draw_memory_bars(rows)  # measured, MiB
 
 # %% [markdown]
 # LoRA leaves the weights as they are (the frozen base is still there, plus the small
