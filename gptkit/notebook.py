@@ -22,7 +22,7 @@ from gptkit.errors import GptkitError
 from gptkit.files import atomic_write
 from gptkit.model import GPT
 from gptkit.prepare import prepare
-from gptkit.pretrained import dir_or_standin
+from gptkit.standin import dir_or_pretrained_standin, standin_dir
 
 OUT_ENV = "GPTKIT_NOTEBOOK_OUT"
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -104,12 +104,19 @@ def prepared_shakespeare() -> Path:
     return folder
 
 
-def load_or_standin(name: str, standin_dir, override_args: dict | None = None) -> tuple[GPT, str]:
+def standin_path() -> Path:
+    """Where the offline stand-in lives: workdir()/models/offline-standin-RECIPE, shared by every notebook."""
+    return standin_dir(workdir("models"))
+
+
+def load_or_standin(name: str, override_args: dict | None = None) -> tuple[GPT, str]:
     """`GPT.from_pretrained(name)`, or, when its weights cannot be had offline, the small stand-in.
 
-    The stand-in goes through the same loading code (a local Hugging Face directory); the
-    returned description says which one was loaded, so a notebook can announce it.
+    The stand-in (`gptkit.standin`: GPT-2's shape at 4 layers, pretrained once by gptkit on the
+    train split of tiny Shakespeare, at `standin_path()`) goes through the same loading code, a
+    local Hugging Face directory; the returned description says which one was loaded, so a
+    notebook can announce it.
     """
-    directory, unavailable = dir_or_standin(name, standin_dir)
-    description = name if unavailable is None else f"offline stand-in {directory} (random weights)"
+    directory, unavailable = dir_or_pretrained_standin(name, prepared_shakespeare(), workdir("models"))
+    description = name if unavailable is None else f"offline stand-in {directory} (pretrained by gptkit)"
     return GPT.from_pretrained(directory, override_args), description

@@ -4,8 +4,9 @@
 or a local directory in Hugging Face GPT-2 format into a directory; `read_config` and
 `read_weights` read it, with the checks that gptkit's GPT reproduces it exactly. Turning those
 tensors into a model is `gptkit.model.GPT.from_pretrained`'s job, so this module never imports
-the model. `dir_or_standin` builds a small random-weight stand-in when the real weights cannot
-be had (offline, nothing cached), so the demo and the notebooks still run.
+the model. `build_offline_standin` writes a small random-weight GPT-2 of the stand-in's shape
+(`dir_or_standin` when the real weights cannot be had); `gptkit.standin` pretrains it into the
+offline stand-in the demo and the notebooks use.
 """
 
 import json

@@ -1,8 +1,10 @@
-"""Notebook helpers: live loss curves while `train` runs, and a learning-rate / dropout panel.
+"""Notebook helpers: live loss curves while `train` runs, a learning-rate / dropout panel, and a
+panel to try a finished run.
 
     summary = train_live(cfg)            # train(cfg), redrawing the curves as metrics.jsonl grows
     run = short_finetune(base, 3e-4, 0.1)  # what the panel's button does, callable headless
     FinetunePanel(base)                  # sliders + button; each click adds a run to the plot
+    SamplePanel(out_dir)                 # prompt, temperature, max tokens, generate: gptkit.sample
 
 Training always runs through `gptkit.train.train` in the calling thread (so errors and
 Ctrl-C behave as usual); a background thread only reads metrics.jsonl and redraws.
@@ -19,6 +21,7 @@ from pathlib import Path
 from gptkit.config import TrainConfig
 from gptkit.diagnostics import plot_losses
 from gptkit.metrics import METRICS, RunMetrics, read_metrics
+from gptkit.sample import SampleConfig, sample
 from gptkit.train import train
 
 
@@ -170,3 +173,52 @@ class FinetunePanel:
         best = min(self.runs, key=lambda r: r.val_loss.min())
         self.status.value = f"done: {len(self.runs)} run(s); lowest val loss {best.val_loss.min():.3f} with {best.name}"
         return run
+
+
+class SamplePanel:
+    """Try a run: a prompt box, temperature and max-tokens sliders, a generate button, the text.
+
+    Each click calls `gptkit.sample.sample` on `out_dir`'s checkpoint (the best one, as
+    `python -m gptkit.sample --out_dir=...` does) with the widgets' values and `seed`, so the
+    same values give the same text as the CLI. With `templated=True` the prompt is wrapped in the
+    run's example template and generation ends at <|endoftext|> (`--prompt`), for task runs.
+    """
+
+    def __init__(self, out_dir: str | Path, prompt: str = "ROMEO:", templated: bool = False, seed: int = 1337):
+        import ipywidgets as w
+
+        self.out_dir, self.templated, self.seed = str(out_dir), templated, seed
+        self.prompt = w.Textarea(value=prompt, description="prompt", layout=w.Layout(width="60%"))
+        self.temperature = w.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description="temperature")
+        self.max_tokens = w.IntSlider(value=60, min=1, max=500, description="max tokens")
+        self.button = w.Button(description="generate", button_style="primary")
+        self.status = w.Label(value=f"generates from {self.out_dir}")
+        self.output = w.Output()
+        self.text = ""  # the last generation, prompt included
+        self.button.on_click(lambda _button: self.generate())
+        controls = w.VBox([self.temperature, self.max_tokens, self.button])
+        self.widget = w.VBox([w.HBox([self.prompt, controls]), self.status, self.output])
+
+    def config(self) -> SampleConfig:
+        """The `gptkit.sample` settings the widgets hold now."""
+        text = {"prompt": self.prompt.value} if self.templated else {"start": self.prompt.value}
+        return SampleConfig(
+            out_dir=self.out_dir, num_samples=1, max_new_tokens=self.max_tokens.value,
+            temperature=self.temperature.value, seed=self.seed, **text,
+        )  # fmt: skip
+
+    def generate(self) -> str:
+        """Generate with the widgets' current values; also what a click does."""
+        cfg = self.config()
+        self.button.disabled = True
+        self.status.value = f"generating {cfg.max_new_tokens} tokens at temperature {cfg.temperature:g} ..."
+        try:
+            (self.text,) = sample(cfg)
+        except Exception as e:
+            self.status.value = f"failed: {e}"
+            raise
+        finally:
+            self.button.disabled = False
+        self.output.outputs = ({"output_type": "stream", "name": "stdout", "text": self.text + "\n"},)
+        self.status.value = f"done: seed {cfg.seed}, temperature {cfg.temperature:g}, up to {cfg.max_new_tokens} tokens"
+        return self.text

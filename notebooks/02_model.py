@@ -49,6 +49,7 @@ import gptkit
 from gptkit.data import Batches
 from gptkit.memory import activation_bytes, saved_for_backward
 from gptkit.model import GPT, GPTConfig, gpt2_config
+from gptkit.plots import draw_block_diagram
 from gptkit.pretrained import GPT2_SIZES
 from gptkit.tokenizer import get_encoding
 
@@ -70,6 +71,16 @@ idx = torch.tensor([enc.encode_ordinary("First Citizen:\nBefore we proceed any f
 B, T = idx.shape
 C, H = config.n_embd, config.n_head
 print("input ids:", tuple(idx.shape), "(batch, time)")
+
+# %% [markdown]
+# The whole model on one page, for this config (GPT-2 124M is the same picture with 12 blocks,
+# 12 heads and 768 dimensions). Ids become vectors; each block reads the *residual stream*
+# through a LayerNorm and adds its attention's output to it, then its MLP's; a last LayerNorm
+# and the head (the token embedding again, transposed) turn the stream into one score per
+# vocabulary token at every position. The sections below build each box by hand.
+
+# %%
+draw_block_diagram(config)
 
 # %% [markdown]
 # ## 1. Embeddings

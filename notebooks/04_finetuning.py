@@ -8,7 +8,7 @@
 # Finetuning is pretraining's loop with different settings: start from trained weights, use a
 # small learning rate, stop early. In this notebook you will:
 #
-# 1. read the seed's finetuning config key by key, next to the pretraining defaults;
+# 1. read nanoGPT's finetuning recipe key by key, next to the pretraining defaults;
 # 2. write one training step by hand (forward, shifted cross-entropy, backward, gradient
 #    accumulation, clipping, the AdamW update) and check it against `gptkit.train`'s step;
 # 3. finetune through `gptkit.train.train`, watching train and val loss live;
@@ -17,8 +17,11 @@
 # 6. play with the learning rate and dropout using sliders, and compare runs on one plot.
 #
 # As in notebook 3, when GPT-2's weights cannot be downloaded the notebook says so and
-# finetunes the small random-weight stand-in instead (which is then really training from
-# scratch, so it gets a larger learning rate).
+# finetunes the offline stand-in instead: GPT-2's shape at 4 layers, pretrained by gptkit for
+# a few minutes on tiny Shakespeare's train split. It is finetuned the way GPT-2 is, with a
+# small constant learning rate, and its val loss falls too; but it has seen this text in
+# pretraining, so its finetune goes on with what it started, where GPT-2's would carry its
+# English over to Shakespeare, from a far lower loss.
 
 # %%
 # Setup. In a fresh Colab or Kaggle runtime this cell installs gptkit from GPTKIT_SOURCE (a git URL,
@@ -50,24 +53,24 @@ import gptkit
 from gptkit import checkpoint
 from gptkit.config import TrainConfig, read_config_file
 from gptkit.diagnostics import best_checkpoint, plot_losses, read_metrics, summarize
-from gptkit.notebook import load_or_standin, prepared_shakespeare, preset, workdir
-from gptkit.widgets import FinetunePanel, train_live
+from gptkit.notebook import load_or_standin, prepared_shakespeare, preset, standin_path, workdir
+from gptkit.widgets import FinetunePanel, SamplePanel, train_live
 
 SMOKE = gptkit.smoke()
 NAME = "gpt2"
 OUT = workdir()  # everything this notebook writes goes here (GPTKIT_NOTEBOOK_OUT moves it)
-STANDIN = OUT / "offline-standin"
+STANDIN = standin_path()  # the offline stand-in, built on first use
 data_dir = prepared_shakespeare()  # notebook 1's bins, in this notebook's output folder (made if missing)
 
 # %% [markdown]
-# ## The seed's config, key by key
+# ## nanoGPT's finetuning recipe, key by key
 #
 # `config/finetune_shakespeare.py` is the recipe this project started from: finetune the
 # largest GPT-2 on tiny Shakespeare. Next to each setting: gptkit's default, which is GPT-2's
 # *pretraining* recipe (as in nanoGPT), and why finetuning differs.
 
 # %%
-seed = read_config_file(preset("finetune_shakespeare.py"))  # config/ in a clone, shipped with gptkit
+nanogpt_recipe = read_config_file(preset("finetune_shakespeare.py"))  # config/ in a clone, shipped with gptkit
 pretrain = TrainConfig()
 WHY = {
     "out_dir": "a folder of its own for this run's checkpoints and metrics",
@@ -85,9 +88,9 @@ WHY = {
     "learning_rate": "20x smaller: nudge the pretrained weights, do not overwrite them",
     "decay_lr": "constant LR: with 20 steps there is no long schedule to decay over",
 }
-assert set(seed) <= set(WHY), f"explain the new settings too: {sorted(set(seed) - set(WHY))}"
-print(f"{'setting':<28}{'pretraining':<16}  {'seed finetune':<18}  why")
-for key, value in seed.items():
+assert set(nanogpt_recipe) <= set(WHY), f"explain the new settings too: {sorted(set(nanogpt_recipe) - set(WHY))}"
+print(f"{'setting':<28}{'pretraining':<16}  {'finetune recipe':<18}  why")
+for key, value in nanogpt_recipe.items():
     default = getattr(pretrain, key)
     print(f"{key:<28}{default!s:<16.16}  {value!s:<18.18}  {WHY[key]}")
 
@@ -98,7 +101,7 @@ for key, value in seed.items():
 # %%
 cpu_recipe = read_config_file(preset("finetune_shakespeare_cpu.py"))
 print(cpu_recipe)
-model, loaded = load_or_standin(NAME, STANDIN)
+model, loaded = load_or_standin(NAME)
 REAL = loaded == NAME
 del model  # train() loads the weights itself from init_from
 if REAL:
@@ -109,14 +112,14 @@ if REAL:
     )  # fmt: skip
     print(f"finetuning OpenAI's {NAME}")
 else:
-    # Random weights are not a pretrained model: they need a far larger LR and many cheap steps.
+    # A small model, pretrained: a small constant LR (a tenth of its pretraining peak), cheap steps.
     recipe = cpu_recipe | dict(
-        init_from=str(STANDIN), learning_rate=2e-3, dropout=0.0, block_size=128, batch_size=8,
-        gradient_accumulation_steps=1, max_iters=150, eval_interval=25, eval_iters=5,
+        init_from=str(STANDIN), learning_rate=3e-4, dropout=0.0, block_size=128, batch_size=8,
+        gradient_accumulation_steps=1, max_iters=40, eval_interval=10, eval_iters=5,
     )  # fmt: skip
     print(
-        f"OFFLINE: GPT-2's weights cannot be downloaded here, so we finetune the random-weight stand-in\n"
-        f"at {STANDIN} instead: the same code path, but this is really training from scratch."
+        f"OFFLINE: GPT-2's weights cannot be downloaded here, so we finetune the OFFLINE STAND-IN at\n"
+        f"{STANDIN}: GPT-2's shape at 4 layers, pretrained by gptkit on tiny Shakespeare's train split."
     )
 if SMOKE:
     recipe |= dict(max_iters=8, eval_interval=4, eval_iters=2)
@@ -236,7 +239,7 @@ print(f"our weights against gptkit's: largest difference {worst:.1e} of the step
 assert rule < 1e-5, "the hand-written AdamW update must be gptkit's"
 # Adam's first step is about +-lr wherever the gradient is not zero, however small it is: where
 # a trained model's gradient entry is as small as its rounding, the two steps can differ fully
-assert worst < (1e-3 if not REAL else 0.2), "the hand-written step must be gptkit's step"
+assert worst < 0.2, "the hand-written step must be gptkit's step"
 del model, after, optimizer
 
 
@@ -397,6 +400,19 @@ plot_losses(*panel.runs, title="panel runs: train (dashed) and val (solid)")
 # runs = [short_finetune(base, lr, dropout=0.1) for lr in (1e-5, 3e-5, 1e-4)]
 # plot_losses(*runs)
 # ```
+
+# %% [markdown]
+# ## Try your model
+#
+# A prompt box, a temperature, a number of tokens and a button over the finetuned run's best
+# checkpoint: each click is `python -m gptkit.sample --out_dir=... --start=PROMPT` with those
+# settings and a fixed seed (notebook 5 explains temperature). The cell generates once with the
+# starting values, so it works without a browser too.
+
+# %%
+sampler = SamplePanel(cfg.out_dir, prompt="ROMEO:")
+display(sampler.widget)
+print(sampler.generate())
 
 # %% [markdown]
 # ## What you learned / try this

@@ -49,7 +49,8 @@ from torch.nn import functional as F
 import gptkit
 from gptkit.config import TrainConfig
 from gptkit.model import KVCache, next_token_probs
-from gptkit.notebook import load_or_standin, prepared_shakespeare, workdir
+from gptkit.notebook import load_or_standin, prepared_shakespeare, standin_path, workdir
+from gptkit.plots import draw_kv_cache
 from gptkit.sample import SampleConfig, sample
 from gptkit.sources import load_model
 from gptkit.tokenizer import get_encoding
@@ -57,27 +58,27 @@ from gptkit.train import train
 
 SMOKE = gptkit.smoke()
 OUT = workdir()  # everything this notebook writes goes here (GPTKIT_NOTEBOOK_OUT moves it)
-STANDIN = OUT / "offline-standin"
+STANDIN = standin_path()  # the offline stand-in (notebook 3), built on first use
 RUN = OUT / "finetune"  # written by notebook 4 (run in the same folder)
 enc = get_encoding()
 
 # %% [markdown]
 # The finetuned checkpoint comes from notebook 4. If you opened this notebook first, the next
-# cell trains a short one now, the same way (offline: from the random-weight stand-in, so its
-# text will be far from Shakespeare).
+# cell trains a short one now, the same way (offline: from the stand-in gptkit pretrains on
+# tiny Shakespeare, notebook 3, a small model whose text is far from GPT-2's).
 
 # %%
 if not (RUN / "ckpt.pt").exists():
-    _, loaded = load_or_standin("gpt2", STANDIN)
+    _, loaded = load_or_standin("gpt2")
     real = loaded == "gpt2"  # GPT-2 124M: ~6 s a step here on 2 CPU cores, so fewer steps
     print(f"no checkpoint in {RUN}: finetuning {loaded} briefly (run notebook 4 for a better one)")
     train(
         TrainConfig(
             out_dir=str(RUN), init_from="gpt2" if real else str(STANDIN),
             data_root=str(prepared_shakespeare().parent),
-            learning_rate=3e-5 if real else 2e-3, decay_lr=False, block_size=64 if SMOKE else 128,
-            batch_size=4, max_iters=8 if SMOKE else (20 if real else 100),
-            eval_interval=4 if SMOKE else (10 if real else 25), eval_iters=2,
+            learning_rate=3e-5 if real else 3e-4, decay_lr=False, block_size=64 if SMOKE else 128,
+            batch_size=4, max_iters=8 if SMOKE else (20 if real else 40),
+            eval_interval=4 if SMOKE else 10, eval_iters=2,
             always_save_checkpoint=False, progress=False,
         )  # fmt: skip
     )
@@ -260,8 +261,19 @@ check_greedy(my_greedy)
 #
 # Without a cache, generating token n+1 runs the model over all n tokens again, although the
 # keys and values of the first n positions have not changed (each position only looks at the
-# past). The KV cache keeps them, so each new token costs a single position: generation
-# becomes linear instead of quadratic in the length.
+# past). The KV cache keeps them, so each new token runs a single position through the
+# blocks' matrices instead of all n: that work per token stops growing with the length.
+# What does still grow is attention itself: the new token's query is compared with every
+# cached key and mixes every cached value, n of them, and the cache holds n keys and values
+# per layer in memory. The cache saves recomputing the past, not attending to it.
+#
+# The cache filling, step by step: the prompt's positions are computed at once, then each
+# step computes one new position and reads the others from the cache.
+
+# %%
+draw_kv_cache(prompt_len=4, new_tokens=5)
+
+# %% [markdown]
 #
 # ### One layer's cache, by hand
 #
@@ -320,7 +332,7 @@ print("layer 0's cache by hand == the model's KVCache; cached attention == a ful
 # difference.
 
 # %%
-kv_model, loaded = load_or_standin("gpt2", STANDIN)  # a full 1,024-token context
+kv_model, loaded = load_or_standin("gpt2")  # a full 1,024-token context
 kv_model.eval()
 rows = 1 if kv_model.num_params() > 50e6 else 8  # a batch of prompts keeps a small model busy enough to time
 prompts = idx.repeat(rows, 1)
@@ -373,7 +385,9 @@ assert texts == sample(cfg), "the same seed gives the same samples"
 # - Temperature rescales logits; top-k keeps a fixed number of tokens; top-p keeps a fixed
 #   share of probability, so it adapts to how sure the model is.
 # - Greedy decoding is deterministic and repetitive; seeded sampling is varied and reproducible.
-# - The KV cache turns generation from quadratic to linear work, with the same tokens.
+# - The KV cache saves recomputing the keys and values of the past: each new token goes through
+#   the blocks' matrices once, with the same tokens out; attending over the cache still grows
+#   with the length, and so does the cache's memory.
 #
 # Try this:
 # - `python -m gptkit.sample --out_dir=RUN --start="KING HENRY:" --top_p=0.9`, with RUN the folder

@@ -16,7 +16,8 @@
 # 3. see why the `<|endoftext|>` after each response must stay a target (the *pad = EOS*
 #    pitfall: a model trained without it never learns to stop);
 # 4. measure how much of a batch is padding, and how sorting by length cuts it;
-# 5. train with the prompt masked and unmasked on the same budget and compare the curves;
+# 5. train with the prompt masked and unmasked on the same budget and compare the curves
+#    (and see when masking helps, and when it does not);
 # 6. generate answers to held-out prompts before and after finetuning, and score them.
 #
 # The task ships with gptkit (`data/dates`, built by `data/dates/build.py`): write a date in
@@ -24,9 +25,11 @@
 # validation and 200 test examples. It has one right answer per prompt, so exact match
 # measures whether the model learned it.
 #
-# The model is the small random-weight GPT-2-shaped stand-in of notebook 3 (4 layers,
-# 128 wide), whatever weights are available, so that the whole notebook runs in minutes on a
-# CPU. It starts knowing nothing: what it ends up knowing about dates, finetuning taught it.
+# The model is GPT-2's shape at 4 layers and 128 wide with *random* weights (notebook 3's
+# offline stand-in before gptkit pretrains it), whatever weights are available, so that the
+# whole notebook runs in minutes on a CPU. It starts knowing nothing: what it ends up knowing
+# about dates, finetuning taught it. GPT-2 would start knowing month names and how dates are
+# written, and learn the task in far fewer steps (see "Try this").
 
 # %%
 # Setup. In a fresh Colab or Kaggle runtime this cell installs gptkit from GPTKIT_SOURCE (a git URL,
@@ -73,6 +76,7 @@ from gptkit.pretrained import build_offline_standin
 from gptkit.prompts import detect_format, render, template
 from gptkit.tokenizer import EOT_ID, get_encoding
 from gptkit.train import lr_at, train
+from gptkit.widgets import SamplePanel
 
 SMOKE = gptkit.smoke()
 OUT = workdir("task_finetuning")  # everything this notebook writes goes under OUT
@@ -380,9 +384,10 @@ assert means[0] > means[1] > means[2], "padding to the longest beats a fixed wid
 #
 # Two finetunes of the stand-in through `gptkit.train.train` (the same function as
 # `python -m gptkit.train config/finetune_task.py`), identical but for `mask_prompt`: with it
-# the loss is on the responses only; without, the model also learns to predict the prompts,
-# and in this task the prompt's digits are random, so most of its loss (and of its capacity)
-# goes to guessing them.
+# the loss is on the responses only; without, the model also learns to predict the prompts.
+# In *this* task the prompt's digits are random, so there is nothing to learn from them: most
+# of the unmasked run's loss (and of its capacity) goes to guessing them. That is the setting
+# where masking should help most; it is not a law (see the end of this section).
 
 # %%
 ITERS, BATCH, BLOCK = (12, 8, 32) if SMOKE else (300, 16, 32)
@@ -400,8 +405,8 @@ for mask_prompt in (True, False):
     train(cfg)
     runs[name] = read_metrics(cfg.out_dir, name=f"mask_prompt={mask_prompt}")
     print(summarize_run(runs[name]))
-plot_losses(*runs.values(), title="val loss: on the responses (masked) or on whole examples (unmasked)")
 assert runs["masked"].val_loss.min() < runs["masked"].val_loss[0], "finetuning must lower the val loss"
+plot_losses(*runs.values(), title="val loss: on the responses (masked) or on whole examples (unmasked)")
 
 # %% [markdown]
 # The two curves do not measure the same thing: the masked run's val loss is over the response
@@ -428,11 +433,24 @@ models = {"before (stand-in)": GPT.from_pretrained(STANDIN).eval()} | {n: load_b
 fair = {name: response_loss(m) for name, m in models.items()}
 for name, loss in fair.items():
     print(f"{name:<18} val loss on response tokens {loss:.3f}")
+winner = "masked" if fair["masked"] < fair["unmasked"] else "unmasked"
+print(f"on the responses, the {winner} run is ahead here: {fair['masked']:.3f} against {fair['unmasked']:.3f}")
 assert fair["masked"] < fair["before (stand-in)"]
-if not SMOKE:
-    assert fair["masked"] < fair["unmasked"], "on the same budget, masking the prompt must learn the responses better"
+if not SMOKE:  # on this task, whose prompts are random digits; see below for tasks where it is not so
+    assert fair["masked"] < fair["unmasked"], "on dates, masking the prompt learns the responses better"
 
 # %% [markdown]
+# **When masking helps, and when it does not.** Here the prompts are random digits in a fixed
+# frame: predicting them teaches nothing the answer needs, so the unmasked run spends its
+# steps on noise. On data whose prompts are real text (instructions, questions, dialogue),
+# learning the prompt can help instead: in *LLMs from Scratch* (Raschka), exercise 7.2 trains
+# GPT-2 on an Alpaca-style instruction set with and without masking the instructions, and the
+# masked model scored slightly *lower* (47.7 against about 50, as judged by a larger model);
+# Shi et al. 2024, *Instruction Tuning With Loss Over Instructions*, report the same direction,
+# most clearly when the instructions are long beside short outputs, and when the examples are
+# few. Measure it on your own task
+# (`--mask_prompt=False` is one setting away) rather than assume either way.
+#
 # ## The pad = EOS pitfall, measured
 #
 # The same training as the masked run, written out as a loop (the same initial weights, the
@@ -529,8 +547,8 @@ for records in results.values():  # the scores are what the generations say
         assert r["exact_match"] == int(r["generated"].strip() == r["reference"].strip())
 if not SMOKE:
     assert scores["masked"]["exact_match"] >= 0.9, "masked finetuning must learn the task"
-    # measured with these settings: 100% exact match masked, 91.5% unmasked (ties would fail this)
-    assert scores["masked"]["exact_match"] > scores["unmasked"]["exact_match"], "masking must pay off"
+    # on this task only (random prompt digits): a tie would fail this, and other data can reverse it
+    assert scores["masked"]["exact_match"] > scores["unmasked"]["exact_match"], "on dates, masking pays off"
     assert scores["pad = EOS"]["exact_match"] < scores["masked"]["exact_match"], "a model that cannot stop"
     assert stops(results["pad = EOS"]) < 0.5 < 0.9 < stops(results["masked"])
 
@@ -555,6 +573,20 @@ from gptkit.exercises import check_f1
 check_f1(my_f1)
 
 # %% [markdown]
+# ## Try your model
+#
+# The masked run's best checkpoint behind a prompt box: your prompt is wrapped in the task's
+# template (`python -m gptkit.sample --prompt=...`) and generation stops at `<|endoftext|>`.
+# Temperature 0 is greedy, as the scores above were measured; try a date in a format it never
+# saw, or a year outside the training range.
+
+# %%
+sampler = SamplePanel(OUT / "masked", prompt="Write 2031-02-14 in words:", templated=True)
+sampler.temperature.value, sampler.max_tokens.value = 0.0, MAX_NEW
+display(sampler.widget)
+print(sampler.generate())
+
+# %% [markdown]
 # ## What you learned / try this
 #
 # - An example is a prompt and a response, tokenized separately so the boundary is exact,
@@ -565,8 +597,10 @@ check_f1(my_f1)
 #   and the model rambles past every answer.
 # - Padding to the micro-batch's longest wastes far less than a fixed width; sorting a step's
 #   examples by length wastes less still, at no cost to the gradient.
-# - On the same budget, masking the prompt learns the task better: the loss (and the model)
-#   is spent on the answers, not on guessing the questions.
+# - Masking the prompt spends the loss (and the model) on the answers: on dates, whose
+#   prompts are random digits, it learns the task better on the same budget. It is not a law:
+#   on instruction data with real-text prompts, training on the prompts too can do slightly
+#   better (LLMs from Scratch, exercise 7.2; Shi et al. 2024). Measure it on your task.
 #
 # Your own task: `python -m gptkit.prepare my_examples.jsonl --name mytask`, then
 # `python -m gptkit.train config/finetune_task.py --dataset=mytask` and

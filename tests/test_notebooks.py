@@ -213,7 +213,8 @@ def test_notebooks_run_alone_in_a_fresh_runtime_from_a_wheel(tmp_path):
 
     out = folder / "out-notebooks"
     assert (out / "data" / "shakespeare" / "train.bin").stat().st_size == 2 * 301_966
-    assert (out / "offline-standin" / "config.json").is_file() and (out / "eval-random").is_dir()
+    assert [p.name for p in (out / "models").glob("offline-standin-*/config.json")] == ["config.json"]
+    assert (out / "eval-random").is_dir()
 
 
 # --- gptkit.notebook: what a notebook reads, where it writes -------------------------------------
@@ -238,3 +239,73 @@ def test_the_shipped_corpus_and_presets():
     assert read_config_file(preset("finetune_shakespeare.py"))["init_from"] == "gpt2-xl"
     with pytest.raises(GptkitError, match="finetune_shakespeare_cpu.py"):
         preset("finetune_shakespeare_gpu.py")
+
+
+# --- what a learner sees: kernels named, figures shown ---------------------------------------------
+
+
+@pytest.mark.parametrize("nb", sorted(NOTEBOOKS.rglob("*.ipynb")), ids=lambda p: str(p.relative_to(NOTEBOOKS)))
+def test_every_notebook_names_its_kernel(nb):
+    """Without a kernelspec, JupyterLab asks which kernel to start; Colab guesses."""
+    spec = json.loads(nb.read_text())["metadata"].get("kernelspec")
+    assert spec == {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}, nb.name
+
+
+FIGURE_NOTEBOOK_CELLS = [
+    "import matplotlib.pyplot as plt\n\ndef plot_closed():\n    fig = plt.figure()\n    fig.gca().plot([1, 2])\n"
+    "    plt.close(fig)\n    return fig",  # a helper that draws, defined: no figure yet
+    "plt.figure()\nplt.plot([1, 3])",  # the inline backend shows an open figure when the cell ends
+    "plot_closed()",  # a closed figure as the last expression: shown
+    "fig = plot_closed()\ndisplay(fig)\nassert fig",  # displayed: shown
+    "plot_closed()\nassert 1",  # drawn and lost: the defect
+]
+
+
+def test_the_notebook_lane_fails_a_figure_cell_that_shows_no_figure(tmp_path):
+    """The root conftest.py's hook, under nbval as make test runs it, fails the one cell that loses its figure."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in FIGURE_NOTEBOOK_CELLS]
+    nbformat.write(nb, tmp_path / "figures.ipynb")
+    shutil.copy(ROOT / "conftest.py", tmp_path / "conftest.py")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    args = ["--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider", "-q", "-rf", "figures.ipynb"]
+    run = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+    failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and "figures.ipynb::Cell 4" in failed[0], run.stdout[-3000:]
+    assert "draws a figure but shows none" in run.stdout and "4 passed" in run.stdout
+
+
+RUN_CONFIG_CALLS = {"TrainConfig", "parse_args", "replace", "read_config_file"}
+
+
+def run_config_bindings(source: str) -> set[str]:
+    """Names a cell binds, outside any function, to a run's settings (TrainConfig(...), parse_args(...), ...)."""
+    import ast
+
+    names, todo = set(), list(ast.parse(source).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in RUN_CONFIG_CALLS:
+                names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)
+def test_a_run_config_is_bound_in_one_cell_only(py):
+    """A later cell that rebinds a run's config (07's GPU table once did, to `lora_cfg`) makes an
+    earlier cell, re-run, read or export another run than the one it trained."""
+    seen: dict[str, int] = {}
+    for i, cell in enumerate(jupytext.read(py).cells):
+        if cell.cell_type != "code":
+            continue
+        for name in run_config_bindings(cell.source):
+            assert name not in seen, f"{py.name}: cells {seen[name]} and {i} both bind {name!r} to a run's config"
+            seen[name] = i

@@ -1,4 +1,4 @@
-"""gptkit.widgets: the panel's callback path runs headless, and train_live returns train's summary."""
+"""gptkit.widgets: the panels' callback paths run headless, and train_live returns train's summary."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -8,7 +8,10 @@ from matplotlib.figure import Figure
 
 from gptkit.config import TrainConfig
 from gptkit.diagnostics import read_metrics
-from gptkit.widgets import FinetunePanel, short_finetune, train_live
+from gptkit.sample import SampleConfig, sample
+from gptkit.tokenizer import get_encoding
+from gptkit.train import train
+from gptkit.widgets import FinetunePanel, SamplePanel, short_finetune, train_live
 
 
 @pytest.fixture
@@ -89,3 +92,29 @@ def test_a_failed_live_redraw_does_not_stop_the_run_or_later_redraws(base, tmp_p
     summary = train_live(cfg, every=0.01, show=show)
     assert summary["iter_num"] == 6
     assert len(calls) >= 2  # drawing went on after the failure (at least the final draw)
+
+
+def test_sample_panel_generates_what_gptkit_sample_does_with_the_widgets_values(base, tmp_path):
+    """Set the widgets as a learner would, click: the text is gptkit.sample's for those settings and seed."""
+    out_dir = tmp_path / "finished"
+    train(replace(base, out_dir=str(out_dir), max_iters=4))
+    panel = SamplePanel(out_dir, seed=7)
+    panel.prompt.value = "KING HENRY:"
+    panel.temperature.value = 1.2
+    panel.max_tokens.value = 9
+    panel.button.click()
+    expected = sample(SampleConfig(out_dir=str(out_dir), start="KING HENRY:", num_samples=1, max_new_tokens=9,
+                                   temperature=1.2, seed=7))[0]  # fmt: skip
+    assert panel.text == expected and expected.startswith("KING HENRY:")
+    assert len(get_encoding().encode(expected)) <= len(get_encoding().encode("KING HENRY:")) + 9
+    assert panel.output.outputs[0]["text"] == expected + "\n"
+    assert "done: seed 7" in panel.status.value and not panel.button.disabled
+    panel.temperature.value = 0.0  # greedy: another setting, another text, the CLI's again
+    assert [panel.generate()] == sample(panel.config()) != [expected]
+
+
+def test_sample_panel_reports_a_missing_run(tmp_path):
+    panel = SamplePanel(tmp_path / "no-run")
+    with pytest.raises(Exception, match="not a folder"):
+        panel.generate()  # what a click calls (ipywidgets logs a click's exception instead of raising it)
+    assert panel.status.value.startswith("failed:") and not panel.button.disabled
