@@ -49,14 +49,13 @@ from tiktoken_ext.openai_public import r50k_pat_str
 from torch.nn import functional as F
 
 from gptkit.config import TrainConfig
-from gptkit.cpu_kernels import IGNORE_INDEX, Linear
 from gptkit.data import BIN_DTYPE, MASK_DTYPE, Batches, ExampleBatches
 from gptkit.diagnostics import find_turn_up, simulate_early_stop
 from gptkit.evaluate import token_f1
 from gptkit.export import to_hf_state_dict
 from gptkit.lora import TARGETS, LoRALinear, count_lora_params
 from gptkit.metrics import RunMetrics
-from gptkit.model import GPT, GPTConfig, next_token_probs
+from gptkit.model import GPT, IGNORE_INDEX, GPTConfig, next_token_probs
 from gptkit.tokenizer import EOT_ID, get_encoding
 from gptkit.train import lr_at
 
@@ -534,7 +533,7 @@ def lora_hint(got, base, update, alpha, rank, want) -> str:
 def check_lora_forward(lora_forward):
     g = torch.Generator().manual_seed(0)
     for d_in, d_out, rank, alpha in ((16, 48, 4, 8.0), (32, 32, 2, 16.0)):
-        base = Linear(d_in, d_out)
+        base = torch.nn.Linear(d_in, d_out)
         layer = LoRALinear(base, rank=rank, alpha=alpha, dropout=0.0)
         layer.lora_B.copy_(0.1 * torch.randn(d_out, rank, generator=g))  # as after some training
         x = torch.randn(2, 5, d_in, generator=g)
