@@ -1,4 +1,4 @@
-"""The seed's gpt2-xl recipe on a 24 GB CPU machine: measured peak memory against gptkit.memory.
+"""nanoGPT's gpt2-xl finetuning recipe on a 24 GB CPU machine: measured peak memory against gptkit.memory.
 
     python benchmarks/bench_memory.py                      # gpt2-xl shape (~10 minutes, ~7 GB)
     python benchmarks/bench_memory.py --n_layer=2 --n_head=2 --n_embd=64 --block_size=64   # tiny

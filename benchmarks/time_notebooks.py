@@ -9,7 +9,7 @@ take their real-weights branches at full size, one after the other in one work f
 what 04 wrote there), through a Jupyter kernel. Prints each code cell's seconds and each
 notebook's total. A cell whose claim needs GPT-2's own weights fails with random ones: it is
 reported and the notebook goes on, so the times are complete but nothing here checks a claim
-(`make test` does, on a small trained model). The README's table holds the figures.
+(`make test` does, on a small trained model). docs/notebooks.md's table holds the figures.
 """
 
 import argparse

@@ -119,7 +119,7 @@ def _split_by_characters(path: Path, writers: dict, val_fraction: float, pool, n
     """The first 1 - val_fraction of the characters of `path` train, the rest validates."""
     total_chars = _count_chars(path)
     n_train, seen = int(total_chars * (1 - val_fraction)), 0
-    # Train and val are tokenized separately, as in the seed: no token spans the cut.
+    # Train and val are tokenized separately, as in nanoGPT's shakespeare prepare.py: no token spans the cut.
     encoders = {s: _StreamEncoder(w, pool, num_threads) for s, w in writers.items()}
     for text in _read_text_chunks(path, bar):
         cut = max(0, min(len(text), n_train - seen))

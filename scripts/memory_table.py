@@ -1,8 +1,8 @@
-"""The README's memory table: what fits where, computed by gptkit.memory (nothing is allocated).
+"""The memory table of docs/lora-and-memory.md: what fits where, computed by gptkit.memory (nothing is allocated).
 
     python scripts/memory_table.py
 
-For the seed's recipe (config/finetune_shakespeare.py: micro-batch 1 x 1024 tokens, AdamW) on
+For nanoGPT's finetuning recipe (config/finetune_shakespeare.py: micro-batch 1 x 1024 tokens, AdamW) on
 each GPT-2 size: a full finetune or LoRA (config/finetune_shakespeare_lora.py's rank 8 on all
 four block layers, base frozen), each with and without activation checkpointing. GPUs train
 under bf16 autocast (a LoRA run holds its frozen block matrices in bf16), the CPU in fp32.

@@ -129,9 +129,9 @@ def test_cached_named_model_loads_offline(cached_gpt2):
 
 
 def test_the_seeds_snippet_works_verbatim(cached_gpt2, tiny_hf_dir):
-    """nanoGPT's and the seed's `model = GPT.from_pretrained(init_from, override_args)`, on a cached gpt2."""
+    """nanoGPT's finetuning recipe's `model = GPT.from_pretrained(init_from, override_args)`, on a cached gpt2."""
 
-    from gptkit.model import GPT  # the seed's import, then its lines as written
+    from gptkit.model import GPT  # the recipe's import, then its lines as written
 
     init_from, dropout = "gpt2", 0.1
     override_args = dict(dropout=dropout)

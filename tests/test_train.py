@@ -165,7 +165,7 @@ def test_nan_loss_stops_without_a_checkpoint(tmp_path, shakespeare_bins):
 
 @pytest.mark.slow  # `make test-slow`; the hub test trains from a downloaded HF checkpoint in `make test`
 def test_finetune_from_local_hf_checkpoint_end_to_end(tmp_path, tiny_hf_dir, shakespeare_bins):
-    """The issue's 'done when': the seed config, a tiny local HF checkpoint, CPU, offline."""
+    """The issue's 'done when': nanoGPT's finetuning config, a tiny local HF checkpoint, CPU, offline."""
     out = tmp_path / "ft"
     result = run_cli(
         "-m",
