@@ -40,8 +40,10 @@ test-suite: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist worksteal -m "not quiet_process and not slow and not real_weights" tests
 
 # nbval collects notebooks/ recursively: the lessons, then the solutions in notebooks/solutions/.
+# What the notebooks write (prepared bins, runs, the stand-in) goes to a temporary folder, not the checkout.
 test-notebooks: install
-	OMP_NUM_THREADS=1 GPTKIT_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	out=$$(mktemp -d) && export GPTKIT_NOTEBOOK_OUT=$$out OMP_NUM_THREADS=1 GPTKIT_SMOKE=1 && \
+		$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks; s=$$?; rm -rf "$$out"; exit $$s
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m real_weights tests/test_hub.py
 
 # The longer twins of tests make test keeps: minutes of a core that make test's two cores do not

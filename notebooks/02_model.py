@@ -46,6 +46,7 @@ import torch
 from torch.nn import functional as F
 
 import gptkit
+from gptkit import cpu_kernels
 from gptkit.data import Batches
 from gptkit.memory import activation_bytes, saved_for_backward
 from gptkit.model import GPT, GPTConfig, gpt2_config
@@ -289,10 +290,13 @@ check_param_count(my_count_params)
 # LayerNorms' statistics. Rather than trust it, we **measure** what the tiny model's forward
 # pass saves for backward (`gptkit.memory.saved_for_backward` sums the distinct storages that
 # `torch.autograd.graph.saved_tensors_hooks` sees, parameters left out), and also the sizes
-# of its weights and of AdamW's state after one step.
+# of its weights and of AdamW's state after one step. The model computes as `gptkit.train` has it
+# compute on a CPU: `cpu_kernels.speed_up` gives it the blockwise loss, which keeps the logits and
+# one log-sum-exp per row (plain `F.cross_entropy` keeps its log-softmax instead), and that is what
+# the formula counts.
 
 # %%
-train_model = GPT(config).train()
+train_model = cpu_kernels.speed_up(GPT(config).train(), cpu_kernels.measure_routes())
 ids, targets = (torch.randint(0, config.vocab_size, (3, config.block_size)) for _ in range(2))
 for bf16 in (False, True):
     measured = saved_for_backward(train_model, ids, targets, bf16=bf16)

@@ -299,8 +299,11 @@ def test_cross_entropy_sum_matches_torch_and_ignores_the_ignore_index():
     mean = cross_entropy(logits, targets)
     assert torch.allclose(mean * (targets != IGNORE_INDEX).sum(), loss, rtol=1e-6)
     assert cross_entropy(logits[:3].detach(), torch.full((3,), IGNORE_INDEX), reduction="sum") == 0
+    per_row = cross_entropy(logits.detach(), targets, reduction="none")  # a sequence's log-probability, for DPO
+    expected = torch.nn.functional.cross_entropy(logits.detach(), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    assert torch.allclose(per_row, expected, rtol=1e-6) and per_row[targets == IGNORE_INDEX].abs().max() == 0
     with pytest.raises(ValueError, match="reduction"):
-        cross_entropy(logits, targets, reduction="none")
+        cross_entropy(logits, targets, reduction="max")
 
 
 def test_frozen_linear_keeps_no_input_and_still_passes_the_gradient_on():

@@ -210,17 +210,21 @@ def test_the_dates_task_ships_and_rebuilds_byte_for_byte(tmp_path):
         assert r["completion"] == day.strftime(" %B ") + f"{day.day}, {day.year}"
 
 
-def test_the_dates_task_prepares_with_its_script():
+def test_the_dates_task_prepares_with_its_script(tmp_path):
+    import shutil
+
     from gptkit.data import ExampleBatches
 
-    result = run_cli(str(ROOT / "data/dates/prepare.py"))
+    copy = tmp_path / "dates"  # the real script, on a copy outside the checkout
+    shutil.copytree(ROOT / "data/dates", copy, ignore=shutil.ignore_patterns("*.bin", "*.npy", "meta.json"))
+    result = run_cli(str(copy / "prepare.py"))
     assert result.returncode == 0, result.stderr
     assert "train has 2,000 examples, 28,000 tokens (18,000 prompt, 10,000 response)" in result.stdout
-    meta = json.loads((ROOT / "data/dates/meta.json").read_text())
+    meta = json.loads((copy / "meta.json").read_text())
     assert meta["kind"] == "examples" and {s: c["examples"] for s, c in meta["splits"].items()} == {
         "train": 2000,
         "val": 200,
         "test": 200,
     }
-    data = ExampleBatches(ROOT / "data/dates", "test", batch_size=8, block_size=32)
+    data = ExampleBatches(copy, "test", batch_size=8, block_size=32)
     assert data.num_cut == 0 and data.num_targets(np.arange(200)) == 200 * 5  # month, day, ",", year, EOT

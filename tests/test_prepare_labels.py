@@ -1,6 +1,7 @@
 """Labelled examples -> a classification dataset (gptkit.prepare_labels, through gptkit.prepare)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -139,9 +140,13 @@ def test_the_plays_task_ships_rebuilds_and_prepares(tmp_path):
     rows = [json.loads(line) for line in (ROOT / "data/plays/speeches.jsonl").read_text().splitlines()]
     source = (ROOT / "data/shakespeare/input.txt").read_text()
     assert all(f"\n{r['text']}\n" in source for r in rows[:50])  # speeches as they are, without the speaker
-    result = run_cli(str(ROOT / "data/plays/prepare.py"))
+    copy = tmp_path / "plays"  # the real script, on a copy outside the checkout
+    copy.mkdir()
+    for name in ("speeches.jsonl", "prepare.py"):
+        shutil.copy(ROOT / "data/plays" / name, copy / name)
+    result = run_cli(str(copy / "prepare.py"))
     assert result.returncode == 0, result.stderr
-    meta = read_meta(ROOT / "data/plays")
+    meta = read_meta(copy)
     assert meta["kind"] == "classification" and len(meta["labels"]) == 5
     counts = {s: c["examples"] for s, c in meta["splits"].items()}
     assert counts["train"] >= 1000 and counts["val"] >= 300 and counts["test"] >= 300
