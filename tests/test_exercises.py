@@ -19,8 +19,8 @@ from jupytext.config import load_jupytext_config
 from torch.nn import functional as F
 
 from gptkit import exercises
-from gptkit.cpu_kernels import IGNORE_INDEX
 from gptkit.diagnostics import smooth
+from gptkit.model import IGNORE_INDEX
 from gptkit.tokenizer import EOT_ID
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,8 +32,8 @@ from collections import Counter
 
 import torch
 
-from gptkit.cpu_kernels import IGNORE_INDEX
 from gptkit.exercises import check_collate, check_f1
+from gptkit.model import IGNORE_INDEX
 from gptkit.tokenizer import EOT_ID
 
 # %% [markdown]
