@@ -165,6 +165,7 @@ def test_notebooks_run_alone_in_a_fresh_runtime_from_a_wheel(tmp_path):
     wheel = build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"gptkit/notebook.py", "gptkit/corpus/input.txt", "gptkit/presets/finetune_shakespeare.py"} <= names
+    assert {"gptkit/tasks/dates/test.jsonl", "gptkit/tasks/dates_preference/test.jsonl"} <= names  # 08, 10
     assert not any(n.endswith((".bin", "meta.json")) for n in names)
     python, purelib = fresh_python(tmp_path)
     home, folder = tmp_path / "home", tmp_path / "content"  # /content: where Colab runs
