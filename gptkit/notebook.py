@@ -63,7 +63,9 @@ def task_file(task: str, name: str) -> Path:
     """A file of a task dataset gptkit ships (`data/TASK/NAME` in a clone), e.g. task_file("dates", "train.jsonl")."""
     path = _shipped(task, name) if task in _SHIPPED else Path(task) / name
     if not path.is_file():
-        raise GptkitError(f"gptkit ships no {task}/{name}: the shipped tasks are dates and dates_preference (train/val/test.jsonl)")
+        raise GptkitError(
+            f"gptkit ships no {task}/{name}: the shipped tasks are dates and dates_preference (train/val/test.jsonl)"
+        )
     return path
 
 
