@@ -48,6 +48,7 @@ import torch
 from tiktoken_ext.openai_public import r50k_pat_str
 from torch.nn import functional as F
 
+from gptkit.choices import Question, ending_logps, rows_of
 from gptkit.config import TrainConfig
 from gptkit.data import BIN_DTYPE, MASK_DTYPE, Batches, ExampleBatches
 from gptkit.diagnostics import find_turn_up, simulate_early_stop
@@ -56,6 +57,7 @@ from gptkit.export import to_hf_state_dict
 from gptkit.lora import TARGETS, LoRALinear, count_lora_params
 from gptkit.metrics import RunMetrics
 from gptkit.model import GPT, IGNORE_INDEX, GPTConfig, next_token_probs
+from gptkit.objectives import Preference, sequence_logps
 from gptkit.tokenizer import EOT_ID, get_encoding
 from gptkit.train import lr_at
 
@@ -665,3 +667,89 @@ def check_f1(f1):
             why = " (normalise both texts first: lowercase, no punctuation, no a/an/the)" if unnormalised else ""
             raise Hint(f"on ({generated!r}, {reference!r}) you give {float(got):.3f}, gptkit {want:.3f}{why}")
     return f"{len(pairs)} pairs, against gptkit.evaluate.token_f1"
+
+
+# --- 10 preference tuning ---------------------------------------------------------------------
+def random_pair_batch(seed: int, pairs: int = 4, width: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and y of `pairs` chosen rows then `pairs` rejected rows: a prompt, then a response (targets)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 64, (2 * pairs, width), generator=gen)
+    y = torch.full_like(x, IGNORE_INDEX)
+    for row in range(2 * pairs):
+        start = int(torch.randint(1, width - 2, (1,), generator=gen))
+        y[row, start:] = torch.randint(0, 64, (width - start,), generator=gen)
+    return x, y
+
+
+def dpo_hint(got: float, logps: tuple, beta: float) -> str:
+    pc, pr, rc, rr = logps
+    slips = {
+        "multiply the log-ratio difference by beta": -F.logsigmoid((pc - rc) - (pr - rr)).mean(),
+        "subtract the reference's log-probabilities (the reward is log π - log ref)": -F.logsigmoid(
+            beta * (pc - pr)
+        ).mean(),
+        "chosen minus rejected, not rejected minus chosen": -F.logsigmoid(beta * ((pr - rr) - (pc - rc))).mean(),
+        "take -log sigmoid of each pair's margin, then the mean": -F.logsigmoid(beta * ((pc - rc) - (pr - rr)).mean()),
+        "return the mean over the pairs, not the sum": -F.logsigmoid(beta * ((pc - rc) - (pr - rr))).sum(),
+    }
+    for fix, value in slips.items():
+        if math.isclose(got, float(value), rel_tol=1e-4, abs_tol=1e-6):
+            return f"you give {got:.5f}: {fix}"
+    return f"you give {got:.5f}"
+
+
+@exercise("the DPO loss")
+def check_dpo_loss(dpo_loss):
+    for seed, beta in ((0, 0.1), (1, 0.5), (2, 2.0)):
+        policy, reference = tiny_gpt(seed), tiny_gpt(seed + 100)
+        x, y = random_pair_batch(seed)
+        ref = sequence_logps(reference, x, y)
+        terms = Preference(beta=beta)(policy, (x, y, ref))
+        want = float(terms.loss / terms.sums["count"])
+        logps = (*sequence_logps(policy, x, y).chunk(2), *ref.chunk(2))
+        got = attempt(dpo_loss, *(t.clone() for t in logps), beta)
+        got = as_tensor(got, "the loss")
+        if got.numel() != 1:
+            raise Hint(f"return one number, the mean loss over the pairs, not shape {tuple(got.shape)}")
+        if not math.isclose(float(got), want, rel_tol=1e-4, abs_tol=1e-6):
+            raise Hint(f"beta {beta}: {dpo_hint(float(got), logps, beta)}, gptkit {want:.5f}")
+    return "3 batches of pairs at 3 betas, against gptkit.objectives.Preference"
+
+
+def ending_hint(got: tuple[float, float], logits: torch.Tensor, ids: torch.Tensor, n: int) -> str:
+    logps = torch.log_softmax(logits.double(), dim=-1)
+    unshifted = logps[-n:].gather(1, ids[-n:, None]).squeeze(1)
+    raw = logits.double()[-n - 1 : -1].gather(1, ids[-n:, None]).squeeze(1)
+    every = logps[:-1].gather(1, ids[1:, None]).squeeze(1)
+    slips = {
+        "position t's logits predict token t + 1: read the ending's log-probabilities one position earlier": unshifted,
+        "turn the logits into log-probabilities first (log_softmax over the vocabulary)": raw,
+        "score the ending's n tokens only, not the context's": every,
+    }
+    for fix, values in slips.items():
+        if math.isclose(got[0], float(values.sum()), rel_tol=1e-4, abs_tol=1e-5):
+            return fix
+    return ""
+
+
+@exercise("the score of an ending")
+def check_ending_logps(ending_logps_fn):
+    model = tiny_gpt(0, vocab_size=50257, n_embd=16, block_size=64)
+    for seed in (0, 1):
+        words = corpus_words(12, seed)
+        question = Question(" ".join(words[:6]).strip(), ["".join(words[6:8]).strip(), words[8].strip()], 0)
+        sums, lengths = ending_logps(model, [question])[0]
+        for (ids, n), want_sum, length in zip(rows_of(question, 64), sums, lengths, strict=True):
+            ids = torch.tensor(ids)
+            logits = model(ids[None])[0][0]
+            got = attempt(ending_logps_fn, logits.clone(), ids.clone(), n)
+            if not isinstance(got, tuple | list) or len(got) != 2:
+                raise Hint("return two numbers: the summed and the mean log-probability")
+            got = (float(as_tensor(got[0], "the sum")), float(as_tensor(got[1], "the mean")))
+            want = (float(want_sum), float(want_sum / length))
+            if not math.isclose(got[0], want[0], rel_tol=1e-4, abs_tol=1e-5):
+                fix = ending_hint(got, logits, ids, n)
+                raise Hint(f"summed log-probability {got[0]:.4f}, gptkit {want[0]:.4f}" + (f": {fix}" if fix else ""))
+            if not math.isclose(got[1], want[1], rel_tol=1e-4, abs_tol=1e-5):
+                raise Hint(f"mean {got[1]:.4f}, gptkit {want[1]:.4f}: divide the sum by the ending's {n} tokens")
+    return "4 endings of random text, against gptkit.choices.ending_logps"

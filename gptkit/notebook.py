@@ -34,6 +34,7 @@ _SHIPPED = {
     "corpus": (_PACKAGE / "corpus", _PACKAGE.parent / "data" / "shakespeare"),
     "presets": (_PACKAGE / "presets", _PACKAGE.parent / "config"),
     "dates": (_PACKAGE / "tasks" / "dates", _PACKAGE.parent / "data" / "dates"),
+    "dates_preference": (_PACKAGE / "tasks" / "dates_preference", _PACKAGE.parent / "data" / "dates_preference"),
 }
 
 
@@ -62,7 +63,9 @@ def task_file(task: str, name: str) -> Path:
     """A file of a task dataset gptkit ships (`data/TASK/NAME` in a clone), e.g. task_file("dates", "train.jsonl")."""
     path = _shipped(task, name) if task in _SHIPPED else Path(task) / name
     if not path.is_file():
-        raise GptkitError(f"gptkit ships no {task}/{name}: the shipped tasks are dates (train/val/test.jsonl)")
+        raise GptkitError(
+            f"gptkit ships no {task}/{name}: the shipped tasks are dates and dates_preference (train/val/test.jsonl)"
+        )
     return path
 
 

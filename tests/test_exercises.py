@@ -199,6 +199,26 @@ def f1_unnormalised(generated, reference):
     return 0.0 if same == 0 else 2 * (same / len(got)) * (same / len(want)) / (same / len(got) + same / len(want))
 
 
+def dpo_without_beta(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    return -F.logsigmoid((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)).mean()
+
+
+def dpo_without_reference(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    return -F.logsigmoid(beta * (policy_chosen - policy_rejected)).mean()
+
+
+def ending_unshifted(logits, ids, n):
+    """Reads each ending token's log-probability at its own position, not the one before."""
+    picked = torch.log_softmax(logits, dim=-1)[-n:].gather(1, ids[-n:, None]).squeeze(1)
+    return picked.sum().item(), picked.mean().item()
+
+
+def ending_mean_over_row(logits, ids, n):
+    """The right sum, but the mean over every token of the row."""
+    picked = torch.log_softmax(logits, dim=-1)[-n - 1 : -1].gather(1, ids[-n:, None]).squeeze(1)
+    return picked.sum().item(), picked.sum().item() / (len(ids) - 1)
+
+
 # (check, the solution's name in notebooks/solutions, [(wrong answer, a fragment of its hint)])
 CASES = [
     ("check_merge_step", "my_merge_step", [(merge_leftmost, "lowest-rank pair merges first")]),
@@ -235,6 +255,16 @@ CASES = [
         [(collate_masked_by_input, "mask of the target token"), (collate_pad_is_eos, "must stay a target")],
     ),
     ("check_f1", "my_f1", [(f1_unnormalised, "normalise both texts first")]),
+    (
+        "check_dpo_loss",
+        "my_dpo_loss",
+        [(dpo_without_beta, "multiply the log-ratio difference by beta"), (dpo_without_reference, "log π - log ref")],
+    ),
+    (
+        "check_ending_logps",
+        "my_ending_logps",
+        [(ending_unshifted, "one position earlier"), (ending_mean_over_row, "divide the sum by the ending's")],
+    ),
 ]
 
 
