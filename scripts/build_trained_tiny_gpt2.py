@@ -5,14 +5,16 @@ text the notebooks finetune on and a finetune has something to learn.
 
 The tests serve it through a local hub as `openai-community/gpt2`, so the notebooks' branches
 that run only with real pretrained weights execute on a machine without internet. It is not
-GPT-2: it has seen only lower-case Shakespeare, for a minute. It is cached under models/ (git-ignored),
-in a folder named by this script's sha256, so any change here builds a new one.
+GPT-2: it has seen only lower-case Shakespeare, for a minute. It is cached outside the checkout, in
+the user's cache (`~/.cache/gptkit/test-models`, or under `$XDG_CACHE_HOME`), in a folder named by
+this script's sha256, so any change here builds a new one.
 
     python scripts/build_trained_tiny_gpt2.py   # prints the directory
 """
 
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -41,7 +43,10 @@ RECIPE = dict(
 )  # fmt: skip
 
 
-def destination(models: Path = ROOT / "models") -> Path:
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gptkit" / "test-models"
+
+
+def destination(models: Path = CACHE) -> Path:
     digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
     return models / f"trained-tiny-gpt2-{digest}"
 
@@ -76,7 +81,7 @@ def train_once(models: Path) -> Path:
     return trained
 
 
-def build(models: Path = ROOT / "models") -> Path:
+def build(models: Path = CACHE) -> Path:
     """The model's directory, with GPT-2's 1,024 positions (those past 64 keep their random init,
     as nothing trained them), so code that crops GPT-2's context works on it as on GPT-2."""
     dest = destination(models)

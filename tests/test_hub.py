@@ -117,8 +117,9 @@ def load_build_script():
 
 @pytest.mark.real_weights  # `make test` runs it after the notebooks; it builds its model beside the memory test
 def test_the_notebooks_real_weights_branches_run_and_their_claims_hold(tmp_path, monkeypatch, shakespeare_bins):
-    """A tiny GPT-2 really trained on Shakespeare (built once, cached under models/) is served as
-    openai-community/gpt2, so 03-06 load "real" weights: every branch they take only then runs.
+    """A tiny GPT-2 really trained on Shakespeare (built once by scripts/build_trained_tiny_gpt2.py,
+    cached outside the checkout) is served as openai-community/gpt2, so 03-06 load "real" weights:
+    every branch they take only then runs.
 
     The notebooks run in smoke mode from a copy of the repository layout in tmp_path, so what they
     write stays there; the stand-in must never be built."""
