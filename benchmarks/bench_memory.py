@@ -76,6 +76,7 @@ def main() -> None:
     p.add_argument("--n_embd", type=int, default=1600)
     p.add_argument("--block_size", type=int, default=1024)
     p.add_argument("--models_dir", default=str(ROOT / "models"))
+    p.add_argument("--data_root", default="data", help="the folder that holds shakespeare/ (prepared)")
     p.add_argument("--full_timeout", type=float, default=120, help="seconds the full finetune may take to be stopped")
     args = p.parse_args()
 
@@ -94,6 +95,7 @@ def main() -> None:
     print(f"ratio loading peak/weights: {load['added'] / load['weights']:.2f}x (1.00x: one copy)")
 
     common = [f"--init_from={directory}", f"--block_size={args.block_size}", "--progress=False"]
+    common.append(f"--data_root={args.data_root}")
     out = Path(args.models_dir) / f"{name}-run"
     lora_args = [
         "config/finetune_shakespeare_lora.py",

@@ -95,6 +95,7 @@ def test_bench_memory_tiny(tmp_path, shakespeare_bins):
         "--n_embd=64",
         "--block_size=64",
         f"--models_dir={tmp_path}",
+        f"--data_root={shakespeare_bins.parent}",
     )
     assert {"loading peak/weights", "estimate/measured (LoRA + checkpointing)"} <= set(ratios(out)), out
     assert re.search(r"full finetune .* stopped by the memory check after [0-9.]+ s, exit 1", out), out
