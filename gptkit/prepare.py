@@ -23,7 +23,6 @@ from gptkit.prepare_examples import (  # noqa: F401  (the readers other example 
     LENGTH_BUCKETS,
     SPLITS,
     _example_fractions,
-    _read_utf8,
     _write_examples,
     is_example_file,
     prepare_examples,

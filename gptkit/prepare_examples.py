@@ -10,7 +10,6 @@ The readers (`read_examples`, `split_indices`, `tokenize_examples`) are what oth
 pipelines build on.
 """
 
-import json
 import os
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from gptkit import files
 from gptkit.data import BIN_DTYPE, MASK_DTYPE, Examples
 from gptkit.dataset_files import _BinWriter, _check_fraction, _commit, _tokenizer_meta, source_sha256
 from gptkit.errors import GptkitError
+from gptkit.example_files import json_records, read_utf8
 from gptkit.prompts import Piece, detect_format, render, template
 from gptkit.tokenizer import EOT_ID, get_encoding
 
@@ -97,7 +97,7 @@ def read_examples(path: Path, expected: str | None = None) -> tuple[str, list[li
         raise GptkitError(f"{path} does not exist: pass a .jsonl or .json file of examples")
     if path.suffix.lower() not in EXAMPLE_SUFFIXES:
         raise GptkitError(f"{path} is not a .jsonl or .json file: example files are one of those")
-    records = _json_records(path, _read_utf8(path))
+    records = json_records(path, read_utf8(path))
     fmt, first, out = expected, "the training file" if expected else None, []
     for where, obj in records:
         try:
@@ -109,48 +109,6 @@ def read_examples(path: Path, expected: str | None = None) -> tuple[str, list[li
         except GptkitError as e:
             raise GptkitError(f"{path} {where}: {e}") from None
     return fmt, out
-
-
-def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not text
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise GptkitError(
-            f"{path} line {line}: not UTF-8 (invalid byte at offset {e.start}); "
-            "convert it first, e.g. iconv -f latin1 -t utf-8"
-        ) from None
-    if not text.strip():
-        raise GptkitError(f"{path} is empty: give it examples, one JSON object a line (.jsonl) or a list (.json)")
-    return text
-
-
-def _json_records(path: Path, text: str) -> list[tuple[str, object]]:
-    """(where, object) for each example: 'line N' in a .jsonl, 'item N' in a .json list."""
-    if path.suffix.lower() == ".jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                records.append((f"line {n}", _loads(path, line, n)))
-        return records
-    data = _loads(path, text, None)
-    if not isinstance(data, list):
-        raise GptkitError(
-            f"{path} holds a JSON {type(data).__name__}, not a list: a .json file is a list of examples "
-            "(or write a .jsonl file, one example a line)"
-        )
-    if not data:
-        raise GptkitError(f"{path} is an empty list: give it examples")
-    return [(f"item {i}", obj) for i, obj in enumerate(data, 1)]
-
-
-def _loads(path: Path, text: str, line: int | None) -> object:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        where = f"line {line}" if line is not None else f"line {e.lineno}"
-        raise GptkitError(f"{path} {where}: not valid JSON ({e.msg} at column {e.colno})") from None
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int, source: Path) -> dict[str, np.ndarray]:

@@ -31,11 +31,13 @@ import numpy as np
 from gptkit import files
 from gptkit.data import BIN_DTYPE, LABEL_DTYPE
 from gptkit.errors import GptkitError
+from gptkit.example_files import json_records, read_utf8
 from gptkit.tokenizer import get_encoding
 
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSON_SUFFIXES = (".jsonl", ".json")
 COLUMNS = ("text", "label")
+LABELLED, LABELLED_JSON = "labelled examples (text and label)", "{text, label} objects"
 
 
 def is_labelled(path: Path) -> bool:
@@ -46,44 +48,12 @@ def is_labelled(path: Path) -> bool:
     if suffix in TABLE_SUFFIXES:
         return True
     with contextlib.suppress(GptkitError):
-        rows = _json_rows(path, _read_utf8(path))
+        rows = json_records(path, read_utf8(path, LABELLED), LABELLED_JSON)
         return bool(rows) and isinstance(rows[0][1], dict) and "label" in rows[0][1]
     return False
 
 
 # --- reading ----------------------------------------------------------------------------------
-def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")  # a byte-order mark, as spreadsheets write, is not text
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise GptkitError(
-            f"{path} line {line}: not UTF-8 (invalid byte at offset {e.start}); "
-            "convert it first, e.g. iconv -f latin1 -t utf-8"
-        ) from None
-    if not text.strip():
-        raise GptkitError(f"{path} is empty: give it labelled examples (text and label)")
-    return text
-
-
-def _json_rows(path: Path, text: str) -> list[tuple[str, object]]:
-    """(where, object) for each example: 'line N' in a .jsonl, 'item N' in a .json list."""
-
-    def loads(s: str, where: str):
-        try:
-            return json.loads(s)
-        except json.JSONDecodeError as e:
-            raise GptkitError(f"{path} {where}: not valid JSON ({e.msg} at column {e.colno})") from None
-
-    if path.suffix.lower() == ".jsonl":
-        return [(f"line {n}", loads(line, f"line {n}")) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    data = loads(text, "")
-    if not isinstance(data, list) or not data:
-        raise GptkitError(f"{path} is not a non-empty JSON list: a .json file is a list of {{text, label}} objects")
-    return [(f"item {i}", obj) for i, obj in enumerate(data, 1)]
-
-
 def _table_rows(path: Path, text: str) -> list[tuple[str, dict]]:
     """(where, row) for each data row of a .csv / .tsv file with a header naming text and label."""
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=TABLE_SUFFIXES[path.suffix.lower()])
@@ -105,8 +75,8 @@ def read_labelled(path: Path) -> tuple[list[str], list[str | int], list[str]]:
         raise GptkitError(f"{path} does not exist: pass a .jsonl, .json, .csv or .tsv file of labelled examples")
     if suffix not in (*TABLE_SUFFIXES, *JSON_SUFFIXES):
         raise GptkitError(f"{path} is not a .jsonl, .json, .csv or .tsv file: labelled examples are one of those")
-    text = _read_utf8(path)
-    rows = _table_rows(path, text) if suffix in TABLE_SUFFIXES else _json_rows(path, text)
+    text = read_utf8(path, LABELLED)
+    rows = _table_rows(path, text) if suffix in TABLE_SUFFIXES else json_records(path, text, LABELLED_JSON)
     if not rows:
         raise GptkitError(f"{path} has a header but no rows: give it labelled examples")
     texts, labels, where = [], [], []

@@ -26,6 +26,7 @@ import numpy as np
 from gptkit import files
 from gptkit.data import BIN_DTYPE
 from gptkit.errors import GptkitError
+from gptkit.example_files import json_records, read_utf8
 from gptkit.prompts import ALPACA, CHAT, PLAIN, render, template
 from gptkit.tokenizer import EOT_ID, get_encoding
 
@@ -54,7 +55,7 @@ def read_pairs(path: Path, expected: str | None = None) -> tuple[str, list[tuple
     if not path.is_file():
         raise GptkitError(f"{path} does not exist: pass a .jsonl or .json file of preference pairs")
     fmt, first, pairs = expected, "the training file" if expected else None, []
-    for where, obj in _records(path):
+    for where, obj in json_records(path, read_utf8(path, "pairs, one JSON object a line"), "pairs"):
         try:
             found = prompt_format(obj)
             if fmt is not None and found != fmt:
@@ -109,29 +110,6 @@ def _response(obj: dict, key: str) -> str:
     if not value.strip():
         raise GptkitError(f"{key!r} is empty: every pair needs a chosen and a rejected response")
     return value
-
-
-def _records(path: Path) -> list[tuple[str, object]]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise GptkitError(f"{path}: not UTF-8 (invalid byte at offset {e.start})") from None
-    if not text.strip():
-        raise GptkitError(f"{path} is empty: give it pairs, one JSON object a line")
-    if path.suffix.lower() == ".jsonl":
-        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-        return [(f"line {n}", _loads(path, line, f"line {n}")) for n, line in lines]
-    data = _loads(path, text, "")
-    if not isinstance(data, list) or not data:
-        raise GptkitError(f"{path} is not a non-empty JSON list: a .json file is a list of pairs")
-    return [(f"item {i}", obj) for i, obj in enumerate(data, 1)]
-
-
-def _loads(path: Path, text: str, where: str) -> object:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise GptkitError(f"{path} {where or f'line {e.lineno}'}: not valid JSON ({e.msg})") from None
 
 
 def tokenize_pairs(pairs: list[tuple[list[str], str, str]]) -> tuple[np.ndarray, np.ndarray]:
