@@ -73,7 +73,10 @@ def run_dataset(out_dir: str | Path) -> Path:
     if not isinstance(config, dict) or "dataset" not in config:
         config = checkpoint.load(checkpoint.best_in(out_dir)).config
     if "dataset" not in config:
-        raise GptkitError(f"{out_dir} does not say which dataset it was trained on (no config.json): pass --dataset")
+        raise GptkitError(
+            f"{out_dir} does not say which dataset it was trained on (no config.json), so its template is unknown: "
+            "write the prompt in the template yourself and pass it as --start=TEXT"
+        )
     return Path(config.get("data_root", "data")) / config["dataset"]
 
 
