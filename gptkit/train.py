@@ -335,8 +335,14 @@ def build_objective(cfg: TrainConfig, model: GPT, settings: dict | None):
     if kind == "preference" and cfg.dpo_reference == "adapters" and not settings:
         raise GptkitError("dpo_reference=adapters needs a LoRA run (--lora_rank=8, ...): use precompute")
     reference = objectives.AdaptersOff(model) if kind == "preference" and use_adapters else None
+    # Example micro-batches are right-padded to their longest: the blocks compute their real tokens only.
     return objectives.for_dataset(
-        kind, best_by=cfg.best_by, beta=cfg.dpo_beta, average=cfg.dpo_average_logps, reference_model=reference
+        kind,
+        best_by=cfg.best_by,
+        beta=cfg.dpo_beta,
+        average=cfg.dpo_average_logps,
+        reference_model=reference,
+        unpad=True,
     )
 
 
