@@ -57,8 +57,9 @@ def assert_grads_equal(ours: dict, theirs: dict) -> None:
         torch.testing.assert_close(ours[name], g, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def ours_pass(path, fn) -> tuple[torch.Tensor, dict]:
+def ours_pass(path, fn, grad_checkpoint: bool = False) -> tuple[torch.Tensor, dict]:
     model = GPT.from_pretrained(str(path)).train()  # dropout 0: train mode computes the same numbers
+    model.grad_checkpoint = grad_checkpoint
     out = fn(model)
     out[0].backward()
     return out, grads(model)
@@ -101,8 +102,8 @@ def test_an_example_batch_unpadded_equals_padded_and_transformers(hf_dirs):
     theirs = grads(hf, hf_names=True)
     rows = unpadding.rows_to_compute(unpadding.target_lengths(y), y.size(1))
     assert rows is not None
-    for r in (None, rows):
-        (loss,), ours = ours_pass(hf_dirs / "lm", lambda m, r=r: (m(x, y, reduction="sum", rows=r)[1],))
+    for r, recompute in ((None, False), (rows, False), (rows, True)):
+        (loss,), ours = ours_pass(hf_dirs / "lm", lambda m, r=r: (m(x, y, reduction="sum", rows=r)[1],), recompute)
         assert loss.item() == pytest.approx(want.item(), rel=1e-6)
         assert_grads_equal(ours, theirs)
 
