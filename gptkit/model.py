@@ -272,7 +272,7 @@ class GPT(nn.Module):
             pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         if rows is not None:  # the blocks compute the real tokens only, (N,)
             idx, pos = rows.unpad(idx), rows.unpad(pos.expand(B, T))
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C), or (N, C)
         blocks = self.transformer.h
         for i, block in enumerate(blocks):
             if last is not None and i == len(blocks) - 1:
@@ -306,7 +306,7 @@ class GPT(nn.Module):
 
         `rows` (gptkit.unpadding.Rows): the rows are right-padded and only their first lengths
         positions count (the rest: no target, after `last`); the blocks skip the others. Without
-        `targets` and `last`, the logits are then those of the real tokens, (N, V).
+        `targets` and `last`, the logits are then those of the real tokens, row after row.
         """
         if last is not None:
             # Rows are right-padded. Attention is causal, so a text's last real token is the only
