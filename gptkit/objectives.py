@@ -89,8 +89,8 @@ def sequence_logps(
 class AdaptersOff:
     """A LoRA run's reference: its own model with the adapters skipped, without dropout; no copy."""
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
+    def __init__(self, model: torch.nn.Module, unpad: bool = False):
+        self.model, self.unpad = model, unpad
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor, average: bool) -> torch.Tensor:
@@ -98,13 +98,15 @@ class AdaptersOff:
         self.model.eval()
         try:
             with lora.adapters_off(self.model):
-                return sequence_logps(self.model, x, y, average)
+                return sequence_logps(self.model, x, y, average, self.unpad)
         finally:
             self.model.train(training)
 
 
 @torch.no_grad()
-def reference_logps(model: torch.nn.Module, data: PairBatches, average: bool, autocast: Callable) -> np.ndarray:
+def reference_logps(
+    model: torch.nn.Module, data: PairBatches, average: bool, autocast: Callable, unpad: bool = False
+) -> np.ndarray:
     """(num_pairs, 2): `model`'s log-probabilities of every pair's chosen and rejected response,
     without dropout: the reference computed once, before the first step changes the model."""
     training = model.training
@@ -113,7 +115,7 @@ def reference_logps(model: torch.nn.Module, data: PairBatches, average: bool, au
     for indices in data.eval_indices():
         x, y, _ = data.batch(indices)
         with autocast():
-            logps = sequence_logps(model, x, y, average)
+            logps = sequence_logps(model, x, y, average, unpad)
         out[indices] = logps.view(2, -1).T.cpu().numpy()
     model.train(training)
     return out
