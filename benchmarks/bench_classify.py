@@ -7,10 +7,13 @@ folder, padded to each batch's longest) go to both models, which start from the 
 head included (checked: equal loss before the first step), and train the same layers
 (`--train_layers`, as `gptkit.train` freezes them: the last block, the final LayerNorm and the
 head by default), interleaved in one process. gptkit trains as `gptkit.train` does on a
-classification dataset: `LabelledBatches`, the summed loss over the step's examples, at `--dtype`
-(default `auto`). transformers gets `GPT2ForSequenceClassification` (sdpa attention) with right
-padding, `attention_mask` and `pad_token_id`, in each of `--hf_dtypes` (fp32, and bf16 autocast
-where the CPU has bf16 instructions); the ratio is against the fastest. Both use fused AdamW with
+classification dataset: `LabelledBatches`, its objective with unpadding (`gptkit.unpadding`: the
+blocks compute the real tokens only), the summed loss over the step's examples, the CPU kernels
+`gptkit.train` applies, at `--dtype` (default `auto`); "gptkit padded" is the same model computing
+every padded position, to show what unpadding gives. transformers gets
+`GPT2ForSequenceClassification` (sdpa attention) with right padding, `attention_mask` and
+`pad_token_id`, in each of `--hf_dtypes` (fp32, and bf16 autocast where the CPU has bf16
+instructions); the ratio is against the fastest. Both use fused AdamW with
 the same settings (benchmarks/bench_train.py). Neither computes a backward pass below its first
 trained layer (autograd needs none); gptkit also computes its last block's query, attention output
 and MLP at each text's last real token only, the one position its head reads.
@@ -29,6 +32,7 @@ import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks.bench_train import BETAS, LR, WEIGHT_DECAY, choose_dtype, default_hf_dtypes, hf_optimizer, short  # noqa: E402
+from gptkit import cpu_kernels, objectives  # noqa: E402
 from gptkit.data import LabelledBatches  # noqa: E402
 from gptkit.prepare import prepare  # noqa: E402
 from gptkit.tokenizer import EOT_ID  # noqa: E402
@@ -54,6 +58,8 @@ def twin_classifiers(args):
     hf = GPT2ForSequenceClassification(hf_cfg)
     missing, unexpected = hf.load_state_dict(to_hf_state_dict(ours), strict=False)
     assert not missing and not unexpected, (missing, unexpected)
+    if args.device == "cpu":
+        cpu_kernels.speed_up(ours, cpu_kernels.measure_routes())  # as gptkit.train does on a CPU
     return ours, hf
 
 
@@ -114,7 +120,7 @@ def main(argv=None) -> None:
     n_ours, n_hf = freeze(ours, mine), freeze(hf, theirs)
     assert n_ours == n_hf, (n_ours, n_hf)
     with torch.no_grad():
-        ours_loss = (ours(ours_batches[0][0], ours_batches[0][2], "sum", ours_batches[0][1])[1] / len(steps[0])).item()
+        ours_loss = (objectives.Classification(unpad=True)(ours, ours_batches[0]).loss / len(steps[0])).item()
         hf_loss = hf(**hf_batches[0]).loss.item()
     if abs(ours_loss - hf_loss) > 1e-4:
         raise SystemExit(f"the two models disagree before training: loss {ours_loss:.6f} vs {hf_loss:.6f}")
@@ -126,20 +132,23 @@ def main(argv=None) -> None:
         on = itertools.cycle(range(len(steps)))  # each contender goes through the same batches in order
         return common.training_step(opt, lambda: loss_of(next(on)), step_dtype, device.type)
 
-    def ours_loss_of(k):
-        x, last, labels = ours_batches[k]
-        return ours(x, labels, "sum", last)[1] / len(steps[k])
+    def ours_loss_of(objective):
+        return lambda k: objective(ours, ours_batches[k]).loss / len(steps[k])
 
-    contenders = {"gptkit": stepper(opt_ours, ours_loss_of, dtype)}
+    contenders = {
+        "gptkit": stepper(opt_ours, ours_loss_of(objectives.Classification(unpad=True)), dtype),
+        "gptkit padded": stepper(opt_ours, ours_loss_of(objectives.Classification(unpad=False)), dtype),
+    }
     for d in hf_dtypes:
         contenders[f"transformers {short(d)}"] = stepper(opt_hf, lambda k: hf(**hf_batches[k]).loss, d)
 
     padded = sum(b[0].numel() for b in ours_batches)
+    real = sum(int(b[1].sum()) + len(b[1]) for b in ours_batches)
     print(f"machine: {common.describe_machine(device)}")
     print(f"model: {common.model_line(ours, args)}; {args.batch_size} speeches a step on {device.type}")
     print(
         f"train_layers={args.train_layers}: {n_ours:,} parameters train; {padded / len(steps):.1f} padded positions "
-        f"a step (the longest speech of each batch); gptkit dtype: {why}"
+        f"a step (the longest speech of each batch), {real / padded:.0%} of them real tokens; gptkit dtype: {why}"
     )
     times = common.time_interleaved(contenders, args.steps, args.warmup, device)
     timed = sum(len(s) for s in steps[args.warmup :])

@@ -6,6 +6,7 @@ The same micro-batches of the same examples (data/dates' training split, prepare
 folder) go to both models, which start from the same random weights (checked: equal loss before
 the first step) and run interleaved in one process. gptkit trains as `gptkit.train` does on
 example data: `ExampleBatches` (padded to the batch's longest, IGNORE_INDEX on prompt and padding),
+its objective with unpadding (`gptkit.unpadding`, where a batch is padded enough for it to pay),
 the summed loss over the step's target count, at `--dtype` (default `auto`, as `gptkit.train`
 picks it). transformers gets `GPT2LMHeadModel` with what `DataCollatorForSeq2Seq` builds:
 right padding, `attention_mask`, labels -100 on the prompt and the padding; in each of
@@ -28,6 +29,7 @@ import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks.bench_train import BETAS, LR, WEIGHT_DECAY, choose_dtype, default_hf_dtypes, hf_optimizer, short  # noqa: E402
+from gptkit import objectives  # noqa: E402
 from gptkit.data import ExampleBatches  # noqa: E402
 from gptkit.prepare import prepare  # noqa: E402
 from gptkit.tokenizer import EOT_ID  # noqa: E402
@@ -86,7 +88,8 @@ def main(argv=None) -> None:
         on = itertools.cycle(range(len(steps)))  # each contender goes through the same batches in order
         return common.training_step(opt, lambda: loss_of(next(on)), step_dtype, device.type)
 
-    contenders = {"gptkit": stepper(opt_ours, lambda k: ours(*ours_batches[k], reduction="sum")[1] / targets[k], dtype)}
+    objective = objectives.LanguageModelling(unpad=True)
+    contenders = {"gptkit": stepper(opt_ours, lambda k: objective(ours, ours_batches[k]).loss / targets[k], dtype)}
     for d in hf_dtypes:
         contenders[f"transformers {short(d)}"] = stepper(opt_hf, lambda k: hf(**hf_batches[k]).loss, d)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gptkit import checkpoint, files
+from gptkit import checkpoint, files, unpadding
 from gptkit.data import open_labelled, read_meta
 from gptkit.errors import GptkitError, run_cli
 from gptkit.lora import merge_lora
@@ -73,7 +73,8 @@ def probabilities(model: GPT, texts: list[list[int]], batch_size: int = 16) -> n
         width = max(len(texts[i]) for i in rows)
         x = torch.tensor([texts[i] + [EOT_ID] * (width - len(texts[i])) for i in rows], device=device)
         last = torch.tensor([len(texts[i]) - 1 for i in rows], device=device)
-        out[rows] = model(x, last=last)[0].float().softmax(-1).cpu().numpy()
+        real = unpadding.rows_to_compute(last + 1, width)  # the blocks compute the real tokens only
+        out[rows] = model(x, last=last, rows=real)[0].float().softmax(-1).cpu().numpy()
     return out
 
 

@@ -65,10 +65,16 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, T, C) -> (B, T, C). `mask` (B, 1, T, keys), True where a query may attend; None: causal."""
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None, rows=None
+    ) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C). `mask` (B, 1, T, keys), True where a query may attend; None: causal.
+        With `rows` (gptkit.unpadding.Rows), x (N, C) -> (N, C): the real tokens of right-padded rows."""
+        qkv = self.c_attn(x)
+        if rows is not None:
+            qkv = rows.pad(qkv)  # (N, 3C) -> (B, T, 3C): attention is the one layer that needs the rows
+        B, T, C = qkv.size(0), qkv.size(1), x.size(-1)
+        q, k, v = qkv.split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim): each head attends on its own
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         # A single new token may look at every cached position; a longer chunk starts the
@@ -81,12 +87,14 @@ class CausalSelfAttention(nn.Module):
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(self.c_proj(y if rows is None else rows.unpad(y)))
 
-    def forward_last(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """The output (B, C) at one position per row, `last` (B,): its query over the keys up to it."""
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
+    def forward_last(self, x: torch.Tensor, last: torch.Tensor, rows=None) -> torch.Tensor:
+        """The output (B, C) at one position per row, `last` (B,): its query over the keys up to it.
+        With `rows`, x is (N, C), the real tokens only (see forward)."""
+        qkv = self.c_attn(x) if rows is None else rows.pad(self.c_attn(x))
+        B, T, C = qkv.size(0), qkv.size(1), x.size(-1)
+        q, k, v = qkv.split(C, dim=2)
         q = q[torch.arange(B, device=x.device), last][:, None]  # (B, 1, C)
         q, k, v = (t.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         mask = (torch.arange(T, device=x.device) <= last[:, None])[:, None, None]  # (B, 1, 1, T): causal
@@ -115,15 +123,19 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias, eps=1e-5)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None, rows=None
+    ) -> torch.Tensor:
         # Pre-LN: normalise the input of each sub-layer, add its output to the residual stream.
-        x = x + self.attn(self.ln_1(x), cache, mask)
+        x = x + self.attn(self.ln_1(x), cache, mask, rows)
         return x + self.mlp(self.ln_2(x))
 
-    def forward_last(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    def forward_last(self, x: torch.Tensor, last: torch.Tensor, rows=None) -> torch.Tensor:
         """The block's output (B, C) at position `last[b]` of each row only: all a classifier reads.
-        Keys and values need every position, the query, attention output and MLP just that one."""
-        x = x[torch.arange(x.size(0), device=x.device), last] + self.attn.forward_last(self.ln_1(x), last)
+        Keys and values need every position, the query, attention output and MLP just that one.
+        With `rows`, x is (N, C), the real tokens only."""
+        at_last = (torch.arange(len(last), device=x.device), last) if rows is None else rows.index(last)
+        x = x[at_last] + self.attn.forward_last(self.ln_1(x), last, rows)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -242,9 +254,11 @@ class GPT(nn.Module):
         pos: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         last: torch.Tensor | None = None,
+        rows=None,
     ) -> torch.Tensor:
         """Final-LayerNorm output (B, T, C) for token ids `idx` (B, T); with `last` (B,), only that
-        position's of each row, (B, C): the last block computes no other.
+        position's of each row, (B, C): the last block computes no other. With `rows`
+        (gptkit.unpadding.Rows, for right-padded rows), only the real tokens', (N, C).
 
         With `cache`, `idx` continues the positions the cache holds, and their keys and values are
         added to it. `pos` (T,) or (B, T): the positions of the tokens (default: counting on from
@@ -256,17 +270,19 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of length {start + T} exceeds block_size {self.config.block_size}")
         if pos is None:
             pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        if rows is not None:  # the blocks compute the real tokens only, (N,)
+            idx, pos = rows.unpad(idx), rows.unpad(pos.expand(B, T))
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C), or (N, C)
         blocks = self.transformer.h
         for i, block in enumerate(blocks):
             if last is not None and i == len(blocks) - 1:
-                x = block.forward_last(x, last)  # (B, C)
+                x = block.forward_last(x, last, rows)  # (B, C)
             elif self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 # Non-reentrant checkpointing replays the block with the same RNG state, so the
                 # dropout masks, and the gradients, equal those of the plain pass.
-                x = checkpoint(block, x, None, mask, use_reentrant=False)
+                x = checkpoint(block, x, None, mask, rows, use_reentrant=False)
             else:
-                x = block(x, cache, mask)
+                x = block(x, cache, mask, rows)
         if cache is not None:
             cache.pos += T
         return self.transformer.ln_f(x)
@@ -277,6 +293,7 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         reduction: str = "mean",
         last: torch.Tensor | None = None,
+        rows=None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, V) for token ids `idx` (B, T), and None; with `targets` (B, T), the logits
         of the positions that have a target only, (N, V) in row order, and their cross-entropy.
@@ -286,21 +303,27 @@ class GPT(nn.Module):
 
         Targets equal to IGNORE_INDEX count for nothing. The loss is the mean over the other
         targets, or with reduction="sum" their sum.
+
+        `rows` (gptkit.unpadding.Rows): the rows are right-padded and only their first lengths
+        positions count (the rest: no target, after `last`); the blocks skip the others. Without
+        `targets` and `last`, the logits are then those of the real tokens, row after row.
         """
         if last is not None:
             # Rows are right-padded. Attention is causal, so a text's last real token is the only
             # position that has seen all of it (the first has seen only itself), and no real
             # token ever sees the padding after it: the padding changes nothing that is read.
-            logits = self.score(self.hidden_states(idx, last=last))  # (B, n_labels)
+            logits = self.score(self.hidden_states(idx, last=last, rows=rows))  # (B, n_labels)
             return logits, None if targets is None else F.cross_entropy(logits.float(), targets, reduction=reduction)
-        h = self.hidden_states(idx)  # (B, T, C)
+        h = self.hidden_states(idx, rows=rows)  # (B, T, C), or (N, C) with rows
         if targets is None:
             return self.lm_head(h), None
         # The head is about a third of GPT-2 small's compute, and on example data most positions
         # are prompt or padding: only the positions with a target go through it. A step over
         # micro-batches of examples sums each one's loss and divides by the whole step's count of
         # targets, so that every token weighs the same.
-        keep = targets != IGNORE_INDEX  # (B, T)
+        if rows is not None:
+            targets = rows.unpad(targets)  # (N,), as h
+        keep = targets != IGNORE_INDEX  # (B, T), or (N,)
         logits = self.lm_head(h[keep])  # (N, V)
         return logits, self.cross_entropy(logits, targets[keep], ignore_index=IGNORE_INDEX, reduction=reduction)
 

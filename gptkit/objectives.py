@@ -16,6 +16,9 @@ prints and logs (`{"loss": ..., "ppl": ...}` for a language model), and `objecti
 says which of them picks the best checkpoint (lower is better).
 
 An objective that needs more than the batch (DPO's reference model) is given it when it is made.
+
+With `unpad` (`gptkit.train` sets it), an objective has the model compute the real tokens of a
+right-padded batch only (`gptkit.unpadding`): the same numbers up to float rounding, less work.
 """
 
 from collections.abc import Callable
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from gptkit import lora
+from gptkit import lora, unpadding
 from gptkit.data import PairBatches
 from gptkit.metrics import perplexity
 from gptkit.model import IGNORE_INDEX
@@ -44,10 +47,14 @@ class LanguageModelling:
     unit = "target tokens"
     SUMS = ("loss", "count")
 
+    def __init__(self, unpad: bool = False):
+        self.unpad = unpad
+
     def __call__(self, net: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> Terms:
         x, y = batch
+        rows = unpadding.rows_to_compute(unpadding.target_lengths(y), y.size(1)) if self.unpad else None
         # [1]: the logits are not kept: no name holds this micro-batch's (N x 50257) logits
-        loss = net(x, y, reduction="sum")[1]
+        loss = net(x, y, reduction="sum", rows=rows)[1]
         return Terms(loss, {"loss": loss.detach(), "count": (y != IGNORE_INDEX).sum()}, x.numel())
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
@@ -65,11 +72,14 @@ class LanguageModelling:
 
 
 # --- preference tuning: DPO ------------------------------------------------------------------
-def sequence_logps(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, average: bool = False) -> torch.Tensor:
+def sequence_logps(
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, average: bool = False, unpad: bool = False
+) -> torch.Tensor:
     """log p(response | prompt) of each row of `x`: summed over its targets (those of `y` that are
     not IGNORE_INDEX), or with `average` their mean. The forward pass computes logits for those
-    positions only: prompts and padding cost no output layer."""
-    _, token_losses = net(x, y, reduction="none")  # -log p of each target, in row-major order
+    positions only: prompts and padding cost no output layer (with `unpad`, padding no block either)."""
+    rows = unpadding.rows_to_compute(unpadding.target_lengths(y), y.size(1)) if unpad else None
+    _, token_losses = net(x, y, reduction="none", rows=rows)  # -log p of each target, in row-major order
     keep = y != IGNORE_INDEX
     rows = keep.nonzero()[:, 0]
     logps = torch.zeros(len(x), device=x.device, dtype=torch.float32).index_add(0, rows, -token_losses.float())
@@ -79,8 +89,8 @@ def sequence_logps(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, avera
 class AdaptersOff:
     """A LoRA run's reference: its own model with the adapters skipped, without dropout; no copy."""
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
+    def __init__(self, model: torch.nn.Module, unpad: bool = False):
+        self.model, self.unpad = model, unpad
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor, average: bool) -> torch.Tensor:
@@ -88,13 +98,15 @@ class AdaptersOff:
         self.model.eval()
         try:
             with lora.adapters_off(self.model):
-                return sequence_logps(self.model, x, y, average)
+                return sequence_logps(self.model, x, y, average, self.unpad)
         finally:
             self.model.train(training)
 
 
 @torch.no_grad()
-def reference_logps(model: torch.nn.Module, data: PairBatches, average: bool, autocast: Callable) -> np.ndarray:
+def reference_logps(
+    model: torch.nn.Module, data: PairBatches, average: bool, autocast: Callable, unpad: bool = False
+) -> np.ndarray:
     """(num_pairs, 2): `model`'s log-probabilities of every pair's chosen and rejected response,
     without dropout: the reference computed once, before the first step changes the model."""
     training = model.training
@@ -103,7 +115,7 @@ def reference_logps(model: torch.nn.Module, data: PairBatches, average: bool, au
     for indices in data.eval_indices():
         x, y, _ = data.batch(indices)
         with autocast():
-            logps = sequence_logps(model, x, y, average)
+            logps = sequence_logps(model, x, y, average, unpad)
         out[indices] = logps.view(2, -1).T.cpu().numpy()
     model.train(training)
     return out
@@ -124,12 +136,18 @@ class Preference:
     unit = "pairs"
     SUMS = ("loss", "count", "correct", "chosen_reward", "rejected_reward")
 
-    def __init__(self, beta: float = 0.1, average: bool = False, reference_model: Callable | None = None):
-        self.beta, self.average, self.reference_model = beta, average, reference_model
+    def __init__(
+        self,
+        beta: float = 0.1,
+        average: bool = False,
+        reference_model: Callable | None = None,
+        unpad: bool = False,
+    ):
+        self.beta, self.average, self.reference_model, self.unpad = beta, average, reference_model, unpad
 
     def __call__(self, net: torch.nn.Module, batch: tuple) -> Terms:
         x, y, ref = batch
-        logps = sequence_logps(net, x, y, self.average)
+        logps = sequence_logps(net, x, y, self.average, self.unpad)
         if ref is None:
             ref = self.reference_model(x, y, self.average)
         chosen, rejected = (self.beta * (logps - ref.float())).chunk(2)
@@ -179,12 +197,13 @@ class Classification:
     unit = "examples"
     SUMS = ("loss", "count", "correct")
 
-    def __init__(self, best_by: str = "accuracy"):
-        self.best_by = best_by
+    def __init__(self, best_by: str = "accuracy", unpad: bool = False):
+        self.best_by, self.unpad = best_by, unpad
 
     def __call__(self, net: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> Terms:
         x, last, labels = batch
-        logits, loss = net(x, labels, reduction="sum", last=last)
+        rows = unpadding.rows_to_compute(last + 1, x.size(1)) if self.unpad else None
+        logits, loss = net(x, labels, reduction="sum", last=last, rows=rows)
         correct = (logits.argmax(-1) == labels).sum()
         return Terms(
             loss,
@@ -214,12 +233,13 @@ def for_dataset(
     beta: float = 0.1,
     average: bool = False,
     reference_model: Callable | None = None,
+    unpad: bool = False,
 ) -> LanguageModelling | Classification | Preference:
     """The objective a dataset of this `kind` (its meta.json) trains with: a classifier's follows
     `best_by`; a preference dataset's DPO objective takes beta, the per-token-mean option and
-    (LoRA) its reference model."""
+    (LoRA) its reference model. `unpad`: compute right-padded batches' real tokens only."""
     if kind == "classification":
-        return Classification(best_by)
+        return Classification(best_by, unpad)
     if kind == "preference":
-        return Preference(beta, average, reference_model)
-    return LanguageModelling()
+        return Preference(beta, average, reference_model, unpad)
+    return LanguageModelling(unpad)

@@ -334,9 +334,16 @@ def build_objective(cfg: TrainConfig, model: GPT, settings: dict | None):
     use_adapters = cfg.dpo_reference == "adapters" or (cfg.dpo_reference == "auto" and settings)
     if kind == "preference" and cfg.dpo_reference == "adapters" and not settings:
         raise GptkitError("dpo_reference=adapters needs a LoRA run (--lora_rank=8, ...): use precompute")
-    reference = objectives.AdaptersOff(model) if kind == "preference" and use_adapters else None
+    # Example micro-batches are right-padded to their longest: the blocks compute their real tokens only.
+    unpad = True
+    reference = objectives.AdaptersOff(model, unpad) if kind == "preference" and use_adapters else None
     return objectives.for_dataset(
-        kind, best_by=cfg.best_by, beta=cfg.dpo_beta, average=cfg.dpo_average_logps, reference_model=reference
+        kind,
+        best_by=cfg.best_by,
+        beta=cfg.dpo_beta,
+        average=cfg.dpo_average_logps,
+        reference_model=reference,
+        unpad=unpad,
     )
 
 
@@ -357,7 +364,8 @@ def attach_reference(run: "Run", resume: checkpoint.Resume | None) -> None:
         data_dir = Path(cfg.data_root) / cfg.dataset
         if "test" in read_meta(data_dir).get("splits", {}):  # for gptkit.evaluate's held-out reward accuracy
             datasets["test"] = PairBatches(data_dir, "test", cfg.batch_size, cfg.block_size, run.device)
-        stored = {s: objectives.reference_logps(run.model, d, average, autocast) for s, d in datasets.items()}
+        unpad = run.objective.unpad
+        stored = {s: objectives.reference_logps(run.model, d, average, autocast, unpad) for s, d in datasets.items()}
         if run.world.master and not run.cfg.eval_only:
             files.atomic_write(path, lambda f: np.savez(f, **stored))
     run.train_data.set_reference(stored["train"])
