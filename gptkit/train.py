@@ -43,7 +43,7 @@ from gptkit import (
     runguard,
     sources,
 )
-from gptkit.config import FSDP_NO_LORA, TrainConfig, given_settings, parse_args, validate
+from gptkit.config import FSDP_NO_LORA, TrainConfig, given_settings, lora_and_train_layers, parse_args, validate
 from gptkit.data import Batches, ExampleBatches, LabelledBatches, PairBatches, dataset_kind, read_meta
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
@@ -243,6 +243,8 @@ def build_model(cfg: TrainConfig, resume: checkpoint.Resume | None, precision: P
     sources.add_classifier(cfg, model)  # a LoRA run's head was added before its adapters
     if not settings:
         choose_trained_layers(cfg, model)
+    elif cfg.train_layers != TrainConfig.train_layers:  # a LoRA run by its source: a peft adapter, a resumed run
+        raise GptkitError(lora_and_train_layers(cfg.train_layers, f"init_from={cfg.init_from} (LoRA adapters)"))
     if cfg.block_size > model.config.block_size:
         raise GptkitError(
             f"block_size {cfg.block_size} is larger than the model's context of "

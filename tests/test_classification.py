@@ -41,10 +41,11 @@ def colours(tmp_path_factory):
 
 BASE = tiny.TINY | dict(dataset="colours", dropout=0.0, decay_lr=False, learning_rate=3e-3, max_iters=6)
 BASE |= dict(eval_interval=3, train_layers="all", check_memory=False)
+LORA_BASE = {k: v for k, v in BASE.items() if k != "train_layers"}  # LoRA chooses what trains
 
 
 def cfg(out_dir, colours, **kw) -> TrainConfig:
-    return tiny.tiny_cfg(out_dir, BASE, data_root=str(colours), **kw)
+    return tiny.tiny_cfg(out_dir, LORA_BASE if kw.get("lora_rank") else BASE, data_root=str(colours), **kw)
 
 
 def weights(path):
@@ -159,6 +160,25 @@ def test_lora_trains_adapters_and_head_and_resumes(tmp_path, colours, hf_classif
     assert torch.equal(model.score.weight, ckpt.model["score.weight"])
     train(cfg(run, colours, **settings | dict(init_from="resume")))
     assert len(records(run, "step")) == 6
+
+
+def test_train_layers_with_lora_is_one_clear_error(tmp_path, colours, tiny_hf_dir):
+    """--train_layers off its default and --lora_rank: refused in one line, nothing written; at its
+    default, LoRA is the choice."""
+    from conftest import assert_user_error, run_cli_in_process
+
+    args = [f"--{k}={v}" for k, v in LORA_BASE.items()] + [f"--data_root={colours}", f"--init_from={tiny_hf_dir}"]
+    for layers in ("head", "all"):
+        out = tmp_path / layers
+        result = run_cli_in_process(
+            "-m", "gptkit.train", *args, f"--out_dir={out}", "--lora_rank=2", f"--train_layers={layers}"
+        )
+        assert_user_error(result, f"train_layers={layers} and lora_rank=2", "drop --train_layers", "--lora_rank=0")
+        assert not out.exists()
+    out = tmp_path / "default"
+    result = run_cli_in_process("-m", "gptkit.train", *args, f"--out_dir={out}", "--lora_rank=2", "--max_iters=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "parameters train (LoRA adapters and head" in result.stdout
 
 
 def test_two_processes_match_one(tmp_path, colours):

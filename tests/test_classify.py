@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 import torch
-from test_classification import BASE, colours  # noqa: F401  (the labelled dataset fixture)
+from test_classification import BASE, LORA_BASE, colours  # noqa: F401  (the labelled dataset fixture)
 
 import tiny
 from conftest import assert_user_error, run_cli_in_process
@@ -152,7 +152,7 @@ def test_a_lora_classifier_exports_merged_and_as_peft_adapters(tmp_path, classif
     from transformers import AutoTokenizer, GPT2ForSequenceClassification
 
     run = tmp_path / "lora"
-    settings = BASE | dict(data_root=str(colours), init_from=str(tiny_hf_dir), lora_rank=2, max_iters=4)
+    settings = LORA_BASE | dict(data_root=str(colours), init_from=str(tiny_hf_dir), lora_rank=2, max_iters=4)
     train(tiny.tiny_cfg(run, settings, learning_rate=1e-2))
     texts = texts_of(colours)
     ours = gptkit_probabilities(run, texts)
