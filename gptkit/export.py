@@ -232,9 +232,8 @@ def card_facts(
     best = ckpt.best_val_loss if ckpt is not None else None
     if ckpt is not None and ckpt.labels:
         facts.append(f"**Labels:** {', '.join(map(str, ckpt.labels))}")
-        by = ckpt.config.get("best_by", "accuracy")
-        if best is not None and math.isfinite(best):  # the score it kept the best by: 1 - accuracy, or the loss
-            facts.append(f"**Best val {by}:** {1 - best if by == 'accuracy' else best:.4f}")
+        if followed := checkpoint.best_followed(ckpt):  # 1 - accuracy kept as best_val_loss, read back
+            facts.append(f"**Best {followed[0]}:** {followed[1]:.4f}")
     elif best is not None and math.isfinite(best):
         facts.append(f"**Best val loss:** {best:.4f} (perplexity {math.exp(best):.2f})")
     elif ckpt is not None:

@@ -639,6 +639,7 @@ def print_header(run: Run) -> None:
         print(f"{data.num_examples:,} training examples, {len(run.labels)} labels{cut}")
         what = "LoRA adapters and head" if run.lora else f"train_layers={cfg.train_layers}"
         print(f"{trainable:,} parameters train ({what}, {100 * trainable / model.num_params(False):.2f}%)")
+        print(f"the best checkpoint and early stopping follow {run.objective.followed} (best_by={cfg.best_by})")
     elif run.examples:
         data, mask = run.train_data, "on responses only" if cfg.mask_prompt else "on whole examples"
         cut = f"; {data.num_cut:,} longer than block_size + 1 are cut" if data.num_cut else ""
@@ -665,9 +666,10 @@ def fit(run: Run, state: TrainState, stop: runguard.StopSignals, log: RunLog) ->
                 save(run, state, best=improved or cfg.always_save_checkpoint)  # on every rank
                 saved = True
             if cfg.early_stop_patience and state.evals_since_best >= cfg.early_stop_patience:
+                objective = run.objective  # best_val_loss holds its score: 1 - accuracy for a classifier by accuracy
                 log.print(
-                    f"early stop: val loss has not improved for {state.evals_since_best} evaluations "
-                    f"(best {state.best_val_loss:.4f})"
+                    f"early stop: {objective.followed} has not improved for {state.evals_since_best} evaluations "
+                    f"(best {objective.followed} {objective.unscore(state.best_val_loss):.4f})"
                 )
                 summary["stopped_early"] = True
                 break
@@ -687,7 +689,9 @@ def fit(run: Run, state: TrainState, stop: runguard.StopSignals, log: RunLog) ->
         state.iter_num += 1
         state.tokens_seen += tokens
         log.step(run, it, loss, lr, dt, tokens, state)
-    return summary | {"iter_num": state.iter_num, "best_val_loss": state.best_val_loss, "out_dir": str(run.out)}
+    # best_val_loss: the followed score, as checkpoints keep it; best and best_by: what it means
+    best = {"best": run.objective.unscore(state.best_val_loss), "best_by": run.objective.followed}
+    return summary | best | {"iter_num": state.iter_num, "best_val_loss": state.best_val_loss, "out_dir": str(run.out)}
 
 
 def interrupted(run: Run, state: TrainState, signum: int, saved: bool) -> runguard.Interrupted:
@@ -727,7 +731,8 @@ def train(cfg: TrainConfig) -> dict:
             applied = check_resume(cfg, resume.ckpt.config, resume.path, resume.ckpt.dtype)
         run, state = setup(cfg, world, out, resume, precision, device, estimate)
         if resume is not None and world.master:
-            print(describe_resume(resume.path, state.iter_num, applied))
+            best = checkpoint.best_followed(resume.ckpt) if resume.ckpt.labels else None  # a classifier's, by best_by
+            print(describe_resume(resume.path, state.iter_num, applied, best))
         print_header(run)
         log = RunLog(run, state)
         try:

@@ -162,6 +162,31 @@ def test_lora_trains_adapters_and_head_and_resumes(tmp_path, colours, hf_classif
     assert len(records(run, "step")) == 6
 
 
+def test_messages_name_the_followed_figure(tmp_path, colours, capsys):
+    """best_by=accuracy: best_val_loss holds 1 - accuracy, but the header, the early stop, the summary
+    and the resume line speak of val accuracy, with the accuracy metrics.jsonl logged."""
+    out = tmp_path / "acc"
+    # a learning rate too small to move any answer: accuracy cannot improve after step 0
+    still = dict(learning_rate=1e-9, train_layers="head", early_stop_patience=1, max_iters=30)
+    summary = train(cfg(out, colours, **still))
+    printed = capsys.readouterr().out
+    evals = records(out, "eval")
+    assert "follow val accuracy (best_by=accuracy)" in printed
+    assert summary["stopped_early"] and summary["best_by"] == "val accuracy"
+    assert summary["best"] == pytest.approx(evals[0]["val_accuracy"]) and evals[0]["val_accuracy"] < 0.9
+    assert summary["best_val_loss"] == pytest.approx(1 - evals[0]["val_accuracy"])  # the checkpoint format's score
+    assert f"early stop: val accuracy has not improved for 1 evaluations (best val accuracy {summary['best']:.4f})" in (
+        printed
+    )
+    assert "val loss has not improved" not in printed
+    train(cfg(out, colours, **still | dict(init_from="resume", early_stop_patience=0, max_iters=6)))
+    assert f"; best val accuracy so far {summary['best']:.4f}" in capsys.readouterr().out
+    by_loss = train(cfg(tmp_path / "loss", colours, best_by="loss", max_iters=3))
+    assert "follow val loss (best_by=loss)" in capsys.readouterr().out
+    assert by_loss["best_by"] == "val loss" and by_loss["best"] == by_loss["best_val_loss"]
+    assert by_loss["best"] == pytest.approx(min(r["val_loss"] for r in records(tmp_path / "loss", "eval")))
+
+
 def test_train_layers_with_lora_is_one_clear_error(tmp_path, colours, tiny_hf_dir):
     """--train_layers off its default and --lora_rank: refused in one line, nothing written; at its
     default, LoRA is the choice."""
