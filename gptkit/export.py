@@ -311,6 +311,8 @@ def export(source: str | os.PathLike, dest: str | os.PathLike, adapters: bool = 
     model, ckpt, lora = load_source(source, adapters)
     model.eval()
     labels = ckpt.labels if ckpt is not None else None
+    if labels is None and model.score is not None:  # a peft classifier's adapter: named as transformers names them
+        labels = [f"LABEL_{i}" for i in range(model.config.n_labels)]
     facts = card_facts(ckpt, lora, model, source, adapters)
     card = model_card(facts, dest, run_base(ckpt, lora), adapters, model.config.block_size, labels)
     dest.parent.mkdir(parents=True, exist_ok=True)
