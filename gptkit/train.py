@@ -282,6 +282,7 @@ def placed_model(cfg, resume, precision, world: World, device: torch.device) -> 
         raise GptkitError(FSDP_NO_LORA)  # a LoRA run, resumed or started from a peft adapter
     # Before the optimizer, which must hold the shards.
     model = distributed.shard_from_rank0(lambda: build_model(cfg, resume, precision)[0], device, precision.dtype)
+    choose_trained_layers(cfg, model)  # the sharded model is made anew: freeze its frozen layers again
     layout = distributed.describe_shards(model)  # a collective: every rank takes part
     if world.master:
         print(layout)

@@ -206,8 +206,10 @@ def test_train_layers_with_lora_is_one_clear_error(tmp_path, colours, tiny_hf_di
     assert "parameters train (LoRA adapters and head" in result.stdout
 
 
-def test_two_processes_match_one(tmp_path, colours):
-    """scripts/ddp_finetune.py under torchrun, 2 gloo processes: the same losses, accuracies and weights."""
+@pytest.mark.parametrize("sharding", [[], ["--fsdp=True"]], ids=["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path, colours, sharding):
+    """scripts/ddp_finetune.py under torchrun, 2 gloo processes, DDP or FSDP (the model sharded, the
+    frozen layers frozen on every shard): the same losses, accuracies and weights as 1 process."""
     import sys
 
     from test_ddp import check_ok, launch_together, torchrun_cmd
@@ -219,11 +221,13 @@ def test_two_processes_match_one(tmp_path, colours):
     one, two = tmp_path / "one", tmp_path / "two"
     procs = launch_together(
         [sys.executable, "-m", "gptkit.train", str(config), f"--out_dir={one}"],
-        [*torchrun_cmd(2), str(config), f"--out_dir={two}"],
+        [*torchrun_cmd(2), str(config), f"--out_dir={two}", *sharding],
     )
     for proc in procs:
         check_ok(proc)
     assert "over 2 processes" in procs[1].stdout and procs[1].stdout.count("step 3: train loss") == 1
+    trained = [next(ln for ln in p.stdout.splitlines() if "parameters train" in ln) for p in procs]
+    assert trained[0] == trained[1] and "(train_layers=last_block" in trained[0]  # frozen under FSDP too
     a, b = records(one, "step"), records(two, "step")
     assert len(a) == 6 and [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-5)
     for key in ("val_loss", "val_accuracy", "train_accuracy"):
