@@ -25,7 +25,7 @@ from gptkit.data import open_labelled, read_meta
 from gptkit.errors import GptkitError, run_cli
 from gptkit.lora import merge_lora
 from gptkit.model import GPT
-from gptkit.peft_format import is_peft_dir
+from gptkit.sources import load_model
 from gptkit.tokenizer import EOT_ID, get_encoding
 
 
@@ -47,10 +47,9 @@ def load_classifier(out_dir: str | Path) -> tuple[GPT, list]:
 
 
 def untrained_classifier(init_from: str, labels: list, seed: int = 1337) -> GPT:
-    """A pretrained model (`gpt2`, a HF directory) with a new, seeded head: the "before" of a finetune."""
-    if is_peft_dir(init_from):
-        raise GptkitError(f"{init_from} is a peft adapter folder: evaluate the run it came from instead")
-    model = GPT.from_pretrained(init_from)
+    """A pretrained model (`gpt2`, a HF directory, a peft adapter merged) with its own head, or a new,
+    seeded one: the "before" of a finetune, or a classifier's adapter (task_type SEQ_CLS) exported elsewhere."""
+    model = load_model(init_from)
     if model.score is None:
         torch.manual_seed(seed)
         model.add_classifier(len(labels))

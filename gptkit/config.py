@@ -228,6 +228,15 @@ def check_ranges(cfg, keys: tuple[str, ...] | None = None) -> None:
             raise GptkitError(f"{f.name} must be {check.words}{optional}, not {value!r}")
 
 
+def lora_and_train_layers(train_layers: str, lora: str) -> str:
+    """The error for a run given both ways of choosing what trains (`lora`: the setting that makes it LoRA)."""
+    return (
+        f"train_layers={train_layers} and {lora} are two answers to what trains: LoRA trains its adapters "
+        "and the head; drop --train_layers to train with LoRA, or set --lora_rank=0 (a full model, not an "
+        "adapter) to train the layers train_layers names"
+    )
+
+
 def validate(cfg: "TrainConfig", world_size: int) -> None:
     """Settings that cannot work, caught before any file is touched."""
     check_ranges(cfg)
@@ -239,6 +248,8 @@ def validate(cfg: "TrainConfig", world_size: int) -> None:
         )
     if cfg.fsdp and world_size > 1 and cfg.lora_rank:
         raise GptkitError(FSDP_NO_LORA)
+    if cfg.lora_rank and cfg.train_layers != TrainConfig.train_layers:
+        raise GptkitError(lora_and_train_layers(cfg.train_layers, f"lora_rank={cfg.lora_rank}"))
     if cfg.lora_rank and cfg.init_from == "scratch":
         raise GptkitError(
             f"lora_rank={cfg.lora_rank} with init_from=scratch would train adapters on a frozen random model, "

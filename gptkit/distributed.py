@@ -59,6 +59,7 @@ def shard_from_rank0(build: Callable[[], GPT], device: torch.device, dtype: torc
 
     fully_shard, MixedPrecisionPolicy = _fsdp_api()
     from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import register_fsdp_forward_method
 
     whole, shared = None, [None]
     if dist.get_rank() == 0:
@@ -80,6 +81,9 @@ def shard_from_rank0(build: Callable[[], GPT], device: torch.device, dtype: torc
     units = [*model.transformer.h, model]  # the root last: it takes every parameter the blocks did not
     for unit in units:
         fully_shard(unit, mesh=mesh, mp_policy=policy)
+    for block in model.transformer.h:
+        # A classifier's last block runs `forward_last`, not `forward`: FSDP must gather its weights for it too.
+        register_fsdp_forward_method(block, "forward_last")
     if dist.get_backend() == "gloo":
         # PyTorch issue #162338: FSDP2 asked gloo for an averaging reduce-scatter that summed
         # instead, so gradients came out world_size times too large. Summing and then dividing

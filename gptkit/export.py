@@ -232,9 +232,8 @@ def card_facts(
     best = ckpt.best_val_loss if ckpt is not None else None
     if ckpt is not None and ckpt.labels:
         facts.append(f"**Labels:** {', '.join(map(str, ckpt.labels))}")
-        by = ckpt.config.get("best_by", "accuracy")
-        if best is not None and math.isfinite(best):  # the score it kept the best by: 1 - accuracy, or the loss
-            facts.append(f"**Best val {by}:** {1 - best if by == 'accuracy' else best:.4f}")
+        if followed := checkpoint.best_followed(ckpt):  # 1 - accuracy kept as best_val_loss, read back
+            facts.append(f"**Best {followed[0]}:** {followed[1]:.4f}")
     elif best is not None and math.isfinite(best):
         facts.append(f"**Best val loss:** {best:.4f} (perplexity {math.exp(best):.2f})")
     elif ckpt is not None:
@@ -312,6 +311,8 @@ def export(source: str | os.PathLike, dest: str | os.PathLike, adapters: bool = 
     model, ckpt, lora = load_source(source, adapters)
     model.eval()
     labels = ckpt.labels if ckpt is not None else None
+    if labels is None and model.score is not None:  # a peft classifier's adapter: named as transformers names them
+        labels = [f"LABEL_{i}" for i in range(model.config.n_labels)]
     facts = card_facts(ckpt, lora, model, source, adapters)
     card = model_card(facts, dest, run_base(ckpt, lora), adapters, model.config.block_size, labels)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -303,6 +303,101 @@ def estimate(
     )
 
 
+# --- a classifier: no logits over the vocabulary, and frozen layers keep nothing ----------------
+def classifier_trainable(model: GPTConfig, train_layers: str, lora_rank: int = 0, lora_targets=DEFAULT_TARGETS) -> int:
+    """Parameters a classifier trains: the head (n_embd x labels) and LoRA's factors, or the last
+    block with the final LayerNorm (`last_block`), or everything (`all`)."""
+    total, per_block, _ = param_counts(model)
+    head = model.n_embd * max(model.n_labels, 1)
+    if lora_rank > 0:
+        return count_lora_params(model, lora_rank, lora_targets) + head
+    ln_f = 2 * model.n_embd if model.bias else model.n_embd
+    return head + {"all": total, "last_block": per_block + ln_f, "head": 0}[train_layers]
+
+
+def classifier_activation_bytes(
+    model: GPTConfig, batch: int, seq: int, train_layers: str, half: bool = False, device_type: str = "cpu",
+    lora_rank: int = 0, lora_targets=(), lora_dropout: float = 0.0, half_base: bool = False,
+    grad_checkpoint: bool = False,
+) -> int:  # fmt: skip
+    """Bytes a classifier's forward keeps for the backward pass. Nothing below the first trained
+    layer keeps anything (autograd stops there); the last block computes keys and values at every
+    position but its query, attention and MLP at the one position read (`Block.forward_last`)."""
+    targets = frozenset(parse_targets(lora_targets)) if lora_rank > 0 else frozenset(LINEAR_SHAPES)
+    s = _Pass(
+        batch, seq, model.n_embd, model.n_head, model.vocab_size, 2 if half else 4, half, device_type == "cpu",
+        model.dropout > 0, lora_rank, lora_dropout, targets, grad_checkpoint,
+    )  # fmt: skip
+    one = replace(s, t=1)  # the last block past its keys and values: one position per row
+    b, c, btc, bt = s.b, s.c, s.b * s.t * s.c, s.b * s.t
+    head = 4 * (b * c + 2 * b) + s.e * b * c + 8 * b + 4  # ln_f at the read positions, the head's input, labels
+    if train_layers == "head" and lora_rank == 0:
+        return head
+    copies = 2 * 12 * c * c if half and not half_base else 0  # autocast's 16-bit copies of a block's matrices
+    # the last block: ln_1 over every position, c_attn's input, the keys and values; the rest at one position
+    last = 4 * (btc + 2 * bt) + s.e * btc + s.e * 2 * btc + _block_bytes(one) + _linear_input_bytes(one) + copies
+    if train_layers == "last_block" and lora_rank == 0:
+        return last + head
+    below = model.n_layer - 1
+    if grad_checkpoint:  # every block's fp32 input; one recomputed at a time
+        full = below * 4 * btc + _block_bytes(s) + _linear_input_bytes(s) + copies
+    else:
+        full = below * (_block_bytes(s) + _linear_input_bytes(s) + copies)
+    embeddings = 8 * bt + ((4 if s.cpu else 1) * btc if s.dropout and not lora_rank else 0)  # ids, dropout mask
+    return full + last + head + embeddings
+
+
+def estimate_classifier(
+    model: GPTConfig, batch_size: int, seq: int, train_layers: str = "last_block", *, device_type: str = "cpu",
+    dtype: torch.dtype = torch.float32, lora_rank: int = 0, lora_targets=DEFAULT_TARGETS, lora_dropout: float = 0.0,
+    grad_checkpoint: bool = False, fused_adamw: bool = True, shards: int = 1, ddp: bool = False,
+) -> MemoryEstimate:  # fmt: skip
+    """`estimate` for a classifier (`model.n_labels` > 0): gradients and AdamW state for the trained
+    parameters only (`train_layers`, or LoRA's factors and the head), activations from the first
+    trained layer up, and no logits over the vocabulary (nor their gradient) anywhere."""
+    half = dtype in (torch.bfloat16, torch.float16)
+    half_base = lora_rank > 0 and half
+    lm = estimate(
+        model,
+        batch_size,
+        seq,
+        device_type=device_type,
+        dtype=dtype,
+        lora_rank=lora_rank,
+        lora_targets=lora_targets,
+        lora_dropout=lora_dropout,
+        grad_checkpoint=grad_checkpoint,
+        fused_adamw=fused_adamw,
+    )  # fmt: skip  (one process: sharded below)
+    trainable = classifier_trainable(model, train_layers, lora_rank, lora_targets)
+    weights = lm.weights + 4 * model.n_embd * model.n_labels  # the language model's (LoRA's factors too) and the head
+    gradients, optimizer = 4 * trainable, 8 * trainable
+    if shards > 1:
+        weights, gradients, optimizer = (-(-x // shards) for x in (weights, gradients, optimizer))
+    if ddp and shards == 1:
+        gradients *= 2
+    acts = classifier_activation_bytes(
+        model, batch_size, seq, train_layers, half, device_type, lora_rank, lora_targets, lora_dropout, half_base,
+        grad_checkpoint,
+    )  # fmt: skip
+    # One block's working set, forward (frozen blocks too) or backward: the residual stream and
+    # LayerNorm output in fp32, q/k/v, the MLP's 4C-wide input and output.
+    btc, e = batch_size * seq * model.n_embd, 2 if half else 4
+    working = 8 * btc + 9 * e * btc
+    # The embeddings' gradient (the largest, counted in `gradients`) is the backward pass's last:
+    # made once the activations are freed, it never adds to them, unlike a language model's, which
+    # the tied head makes first. No head over the vocabulary: no logits, nor their gradient.
+    embedding_grad = 4 * model.vocab_size * model.n_embd if train_layers == "all" and not lora_rank else 0
+    _, per_block, _ = param_counts(model)
+    gathered = 2 * per_block * (2 if half_base else 4) if shards > 1 else 0  # FSDP: two blocks' whole weights
+    transient = max(0, working - embedding_grad // max(shards, 1)) + gathered
+    step_transient = 0 if fused_adamw else 4 * trainable
+    return replace(
+        lm, weights=weights, gradients=gradients, optimizer=optimizer, activations=acts, transient=transient,
+        step_transient=step_transient,
+    )  # fmt: skip
+
+
 # --- a run's settings -> its estimate ---------------------------------------------------------
 
 
@@ -344,6 +439,8 @@ def estimate_run(
     if shape is None:
         return None
     model, lora = shape
+    if read_meta(Path(cfg.data_root) / cfg.dataset).get("kind") == "classification":
+        return classifier_estimate_run(cfg, model, lora, device_type, dtype, shards, world)
     seq = sequence_length(cfg, model.block_size)
     cfg = replace(cfg, batch_size=rows_per_batch(cfg))
     if cfg.eval_only:  # no gradients, no optimizer state, nothing kept for a backward pass
@@ -365,6 +462,25 @@ def estimate_run(
         shards=shards,
         ddp=world > 1 and shards == 1,
     )
+
+
+def classifier_estimate_run(cfg, model: GPTConfig, lora: dict, device_type: str, dtype, shards: int, world: int):
+    """`estimate_run` on a classification dataset: micro-batches as wide as the longest text, a head
+    of the dataset's labels, what `train_layers` (or LoRA) trains."""
+    meta = read_meta(Path(cfg.data_root) / cfg.dataset)
+    longest = max((split.get("longest", 0) for split in meta.get("splits", {}).values()), default=0)
+    seq = max(1, min(model.block_size, longest or model.block_size))
+    model = replace(model, n_labels=model.n_labels or len(meta.get("labels", [])) or 2)
+    rank = lora.get("rank", 0)
+    est = estimate_classifier(
+        model, cfg.batch_size, seq, cfg.train_layers, device_type=device_type, dtype=dtype, lora_rank=rank,
+        lora_targets=lora.get("targets", DEFAULT_TARGETS), lora_dropout=lora.get("dropout", 0.0),
+        grad_checkpoint=cfg.grad_checkpoint, fused_adamw=device_type in ("cpu", "cuda"), shards=shards,
+        ddp=world > 1 and shards == 1,
+    )  # fmt: skip
+    if cfg.eval_only:  # no gradients, no optimizer state, nothing kept for a backward pass
+        return replace(est, gradients=0, optimizer=0, activations=0)
+    return est
 
 
 def fitting_settings(cfg, device_type: str, dtype: torch.dtype, available: int, shards: int = 1, world: int = 1):

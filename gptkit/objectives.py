@@ -13,7 +13,9 @@ the run's objective, `terms = objective(net, batch)`, and gets back:
 
 After an evaluation, `objective.metrics(sums)` turns the added-up sums into the figures a run
 prints and logs (`{"loss": ..., "ppl": ...}` for a language model), and `objective.score(metrics)`
-says which of them picks the best checkpoint (lower is better).
+says which of them picks the best checkpoint (lower is better; a checkpoint keeps it as
+`best_val_loss`). `objective.followed` names that figure for the user ("val accuracy"), and
+`objective.unscore(score)` turns a score back into it.
 
 An objective that needs more than the batch (DPO's reference model) is given it when it is made.
 
@@ -61,9 +63,15 @@ class LanguageModelling:
         loss = sums["loss"] / sums["count"]
         return {"loss": loss, "ppl": perplexity(loss)}
 
+    followed = "val loss"  # what `score` follows, as a user reads it
+
     def score(self, metrics: dict[str, float]) -> float:
         """What the best checkpoint and early stopping follow (lower is better): the loss."""
         return metrics["loss"]
+
+    def unscore(self, score: float) -> float:
+        """The followed figure back from its score (`best_val_loss`): here the val loss itself."""
+        return score
 
     def eval_line(self, metrics: dict[str, dict[str, float]]) -> str:
         """The figures of one evaluation, as the run prints them after "step N: "."""
@@ -172,9 +180,14 @@ class Preference:
             "margin": chosen - rejected,
         }
 
+    followed = "val DPO loss"
+
     def score(self, metrics: dict[str, float]) -> float:
         """The best checkpoint is the one of the lowest val DPO loss."""
         return metrics["loss"]
+
+    def unscore(self, score: float) -> float:
+        return score
 
     def eval_line(self, metrics: dict[str, dict[str, float]]) -> str:
         train, val = metrics["train"], metrics["val"]
@@ -214,9 +227,17 @@ class Classification:
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         return {"loss": sums["loss"] / sums["count"], "accuracy": sums["correct"] / sums["count"]}
 
+    @property
+    def followed(self) -> str:
+        return "val accuracy" if self.best_by == "accuracy" else "val loss"
+
     def score(self, metrics: dict[str, float]) -> float:
         """What the best checkpoint and early stopping follow (lower is better): 1 - accuracy, or the loss."""
         return 1.0 - metrics["accuracy"] if self.best_by == "accuracy" else metrics["loss"]
+
+    def unscore(self, score: float) -> float:
+        """The followed figure back from its score: the accuracy from 1 - accuracy, or the loss."""
+        return 1.0 - score if self.best_by == "accuracy" else score
 
     def eval_line(self, metrics: dict[str, dict[str, float]]) -> str:
         train, val = metrics["train"], metrics["val"]

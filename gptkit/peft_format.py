@@ -3,6 +3,9 @@
     to_peft_dir(adapters, settings, dest)   # what PeftModel.from_pretrained(GPT2LMHeadModel, dest) loads
     read_peft_dir(path)                     # the base it names, with its adapters: (GPT, lora settings)
 
+A classifier's adapter (`task_type: SEQ_CLS`, for GPT2ForSequenceClassification) also holds its
+head, trained in full: peft lists it in `modules_to_save` and saves it whole; both ways keep it.
+
 A peft adapter directory holds `adapter_config.json` (the base's name or path, target modules,
 r, lora_alpha, lora_dropout, ...) and `adapter_model.safetensors`. peft wraps Hugging Face's
 GPT-2, whose layers are `Conv1D` (weights stored in x out), but its `lora_A` (r x in) and
@@ -12,7 +15,8 @@ only the key names differ (`base_model.model.transformer.h.0.attn.c_attn.lora_A.
 weight is Conv1D's transpose when it merges; peft forces it on for GPT-2 anyway.
 
 gptkit implements plain LoRA on the four block layers of `gptkit.lora.TARGETS`, one rank and
-alpha for all; an adapter that needs more (DoRA, rsLoRA, trained biases, extra modules, per-layer
+alpha for all; an adapter that needs more (DoRA, rsLoRA, trained biases, extra modules but a
+classifier's head, per-layer
 ranks, ...) is refused with the option's name rather than loaded into a model that would compute
 something else.
 """
@@ -43,7 +47,6 @@ UNSUPPORTED = (
     "use_qalora",
     "use_bdlora",
     "lora_bias",
-    "modules_to_save",
     "layers_to_transform",
     "layers_pattern",
     "exclude_modules",
@@ -62,6 +65,10 @@ UNSUPPORTED = (
 )
 # init_lora_weights values that only choose A and B's starting values (others rewrite the base too).
 PLAIN_INITS = (True, False, "gaussian", "eva", "orthogonal")
+# A SEQ_CLS adapter's modules_to_save: peft's own list for sequence classification, of which GPT-2
+# has `score` (trained in full, saved whole as `base_model.model.score.weight`).
+HEAD = "score"
+SEQ_CLS_SAVED = ("classifier", HEAD)
 
 
 def is_peft_dir(path: str | Path) -> bool:
@@ -137,6 +144,14 @@ def read_config(path: Path) -> dict:
     for option in UNSUPPORTED:
         if config.get(option) not in (None, False, {}, [], ""):
             raise GptkitError(f"{file} sets {option}={config[option]!r}, which gptkit does not implement")
+    saved = config.get("modules_to_save")
+    if saved not in (None, []) and not (
+        config.get("task_type") == "SEQ_CLS" and isinstance(saved, list) and set(saved) <= set(SEQ_CLS_SAVED)
+    ):
+        raise GptkitError(
+            f"{file} sets modules_to_save={saved!r}, which gptkit does not implement: it keeps a classifier's "
+            f"head ({HEAD}) of a task_type SEQ_CLS adapter, nothing else"
+        )
     if config.get("bias", "none") != "none":
         raise GptkitError(f"{file} sets bias={config['bias']!r} (trained biases), which gptkit does not implement")
     if config.get("init_lora_weights", True) not in PLAIN_INITS:
@@ -258,6 +273,45 @@ def load_adapters(model: GPT, state: dict[str, torch.Tensor], path: Path, base: 
             ours[key].copy_(value)
 
 
+def head_labels(path: Path, config: dict) -> int:
+    """The number of labels a SEQ_CLS adapter's head scores (read from the weights' header), 0 for
+    an adapter without a head of its own (a language model's, or one whose base brings the head)."""
+    if config.get("task_type") != "SEQ_CLS" or HEAD not in (config.get("modules_to_save") or []):
+        return 0
+    file = path / WEIGHTS[0]
+    if file.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(file, "pt") as f:
+                key = f"{PREFIX}{HEAD}.weight"
+                return f.get_slice(key).get_shape()[0] if key in f.keys() else 0
+        except Exception as e:
+            raise GptkitError(f"{file} could not be read ({type(e).__name__}); save the adapter again") from None
+    head = read_weights(path).get(HEAD)
+    return 0 if head is None else head.size(0)
+
+
+def load_head(model: GPT, head: torch.Tensor | None, path: Path, config: dict) -> None:
+    """A SEQ_CLS adapter's head into `model` (added if its base is a language model), before the adapters."""
+    if head is None:
+        if config.get("task_type") == "SEQ_CLS" and model.score is None:
+            raise GptkitError(
+                f"the adapter in {path} is a classifier's (task_type SEQ_CLS), but neither it nor its base holds "
+                f"the head ({HEAD}): save it with modules_to_save=[{HEAD!r}]"
+            )
+        return
+    if head.dim() != 2 or head.size(1) != model.config.n_embd:
+        raise GptkitError(
+            f"the adapter in {path} has a head of shape {tuple(head.shape)}; its base needs (labels, "
+            f"{model.config.n_embd}): load it with the base it was trained on"
+        )
+    if model.score is None or model.config.n_labels != head.size(0):
+        model.add_classifier(head.size(0))
+    with torch.no_grad():
+        model.score.weight.copy_(head)
+
+
 def read_peft_dir(path: str | Path, dropout: float = 0.0, lora_rank: int = 0) -> tuple[GPT, dict]:
     """The base a peft adapter directory names, with its adapters added (not merged), and the
     LoRA settings a gptkit run keeps for it (`checkpoint.lora_settings`).
@@ -283,6 +337,9 @@ def read_peft_dir(path: str | Path, dropout: float = 0.0, lora_rank: int = 0) ->
     targets = resolve_targets(config, model.config.n_layer, path / CONFIG)
     r, alpha, lora_dropout = config["r"], float(config["lora_alpha"]), float(config.get("lora_dropout", 0.0))
     settings = checkpoint.lora_settings(r, alpha, lora_dropout, targets, base, model)
+    load_head(model, state.pop(HEAD, None) if config.get("task_type") == "SEQ_CLS" else None, path, config)
     apply_lora(model, r, alpha, lora_dropout, targets)
+    if model.score is not None:  # a classifier's head is among the weights a LoRA run keeps: in place already
+        state[f"{HEAD}.weight"] = model.score.weight.detach().clone()
     load_adapters(model, state, path, base)
     return model, settings

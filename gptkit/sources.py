@@ -75,6 +75,8 @@ def from_peft_dir(path: Path, lora_rank: int = 0) -> Source:
     except GptkitError as e:
         raise GptkitError(f"the adapter in {path} adapts {base}, which does not load as GPT-2: {e}") from None
     targets = peft_format.resolve_targets(adapter, config.n_layer, path / peft_format.CONFIG)
+    if n_labels := peft_format.head_labels(path, adapter):  # a classifier's adapter brings its head
+        config = replace(config, n_labels=n_labels)
     lora = {
         "rank": adapter["r"],
         "alpha": float(adapter["lora_alpha"]),

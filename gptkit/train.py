@@ -43,7 +43,7 @@ from gptkit import (
     runguard,
     sources,
 )
-from gptkit.config import FSDP_NO_LORA, TrainConfig, given_settings, parse_args, validate
+from gptkit.config import FSDP_NO_LORA, TrainConfig, given_settings, lora_and_train_layers, parse_args, validate
 from gptkit.data import Batches, ExampleBatches, LabelledBatches, PairBatches, dataset_kind, read_meta
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
@@ -243,6 +243,8 @@ def build_model(cfg: TrainConfig, resume: checkpoint.Resume | None, precision: P
     sources.add_classifier(cfg, model)  # a LoRA run's head was added before its adapters
     if not settings:
         choose_trained_layers(cfg, model)
+    elif cfg.train_layers != TrainConfig.train_layers:  # a LoRA run by its source: a peft adapter, a resumed run
+        raise GptkitError(lora_and_train_layers(cfg.train_layers, f"init_from={cfg.init_from} (LoRA adapters)"))
     if cfg.block_size > model.config.block_size:
         raise GptkitError(
             f"block_size {cfg.block_size} is larger than the model's context of "
@@ -280,6 +282,7 @@ def placed_model(cfg, resume, precision, world: World, device: torch.device) -> 
         raise GptkitError(FSDP_NO_LORA)  # a LoRA run, resumed or started from a peft adapter
     # Before the optimizer, which must hold the shards.
     model = distributed.shard_from_rank0(lambda: build_model(cfg, resume, precision)[0], device, precision.dtype)
+    choose_trained_layers(cfg, model)  # the sharded model is made anew: freeze its frozen layers again
     layout = distributed.describe_shards(model)  # a collective: every rank takes part
     if world.master:
         print(layout)
@@ -645,6 +648,7 @@ def print_header(run: Run) -> None:
         print(f"{data.num_examples:,} training examples, {len(run.labels)} labels{cut}")
         what = "LoRA adapters and head" if run.lora else f"train_layers={cfg.train_layers}"
         print(f"{trainable:,} parameters train ({what}, {100 * trainable / model.num_params(False):.2f}%)")
+        print(f"the best checkpoint and early stopping follow {run.objective.followed} (best_by={cfg.best_by})")
     elif run.examples:
         data, mask = run.train_data, "on responses only" if cfg.mask_prompt else "on whole examples"
         cut = f"; {data.num_cut:,} longer than block_size + 1 are cut" if data.num_cut else ""
@@ -671,9 +675,10 @@ def fit(run: Run, state: TrainState, stop: runguard.StopSignals, log: RunLog) ->
                 save(run, state, best=improved or cfg.always_save_checkpoint)  # on every rank
                 saved = True
             if cfg.early_stop_patience and state.evals_since_best >= cfg.early_stop_patience:
+                objective = run.objective  # best_val_loss holds its score: 1 - accuracy for a classifier by accuracy
                 log.print(
-                    f"early stop: val loss has not improved for {state.evals_since_best} evaluations "
-                    f"(best {state.best_val_loss:.4f})"
+                    f"early stop: {objective.followed} has not improved for {state.evals_since_best} evaluations "
+                    f"(best {objective.followed} {objective.unscore(state.best_val_loss):.4f})"
                 )
                 summary["stopped_early"] = True
                 break
@@ -693,7 +698,9 @@ def fit(run: Run, state: TrainState, stop: runguard.StopSignals, log: RunLog) ->
         state.iter_num += 1
         state.tokens_seen += tokens
         log.step(run, it, loss, lr, dt, tokens, state)
-    return summary | {"iter_num": state.iter_num, "best_val_loss": state.best_val_loss, "out_dir": str(run.out)}
+    # best_val_loss: the followed score, as checkpoints keep it; best and best_by: what it means
+    best = {"best": run.objective.unscore(state.best_val_loss), "best_by": run.objective.followed}
+    return summary | best | {"iter_num": state.iter_num, "best_val_loss": state.best_val_loss, "out_dir": str(run.out)}
 
 
 def interrupted(run: Run, state: TrainState, signum: int, saved: bool) -> runguard.Interrupted:
@@ -733,7 +740,8 @@ def train(cfg: TrainConfig) -> dict:
             applied = check_resume(cfg, resume.ckpt.config, resume.path, resume.ckpt.dtype)
         run, state = setup(cfg, world, out, resume, precision, device, estimate)
         if resume is not None and world.master:
-            print(describe_resume(resume.path, state.iter_num, applied))
+            best = checkpoint.best_followed(resume.ckpt) if resume.ckpt.labels else None  # a classifier's, by best_by
+            print(describe_resume(resume.path, state.iter_num, applied, best))
         print_header(run)
         log = RunLog(run, state)
         try:

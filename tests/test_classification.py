@@ -41,10 +41,11 @@ def colours(tmp_path_factory):
 
 BASE = tiny.TINY | dict(dataset="colours", dropout=0.0, decay_lr=False, learning_rate=3e-3, max_iters=6)
 BASE |= dict(eval_interval=3, train_layers="all", check_memory=False)
+LORA_BASE = {k: v for k, v in BASE.items() if k != "train_layers"}  # LoRA chooses what trains
 
 
 def cfg(out_dir, colours, **kw) -> TrainConfig:
-    return tiny.tiny_cfg(out_dir, BASE, data_root=str(colours), **kw)
+    return tiny.tiny_cfg(out_dir, LORA_BASE if kw.get("lora_rank") else BASE, data_root=str(colours), **kw)
 
 
 def weights(path):
@@ -161,8 +162,54 @@ def test_lora_trains_adapters_and_head_and_resumes(tmp_path, colours, hf_classif
     assert len(records(run, "step")) == 6
 
 
-def test_two_processes_match_one(tmp_path, colours):
-    """scripts/ddp_finetune.py under torchrun, 2 gloo processes: the same losses, accuracies and weights."""
+def test_messages_name_the_followed_figure(tmp_path, colours, capsys):
+    """best_by=accuracy: best_val_loss holds 1 - accuracy, but the header, the early stop, the summary
+    and the resume line speak of val accuracy, with the accuracy metrics.jsonl logged."""
+    out = tmp_path / "acc"
+    # a learning rate too small to move any answer: accuracy cannot improve after step 0
+    still = dict(learning_rate=1e-9, train_layers="head", early_stop_patience=1, max_iters=30)
+    summary = train(cfg(out, colours, **still))
+    printed = capsys.readouterr().out
+    evals = records(out, "eval")
+    assert "follow val accuracy (best_by=accuracy)" in printed
+    assert summary["stopped_early"] and summary["best_by"] == "val accuracy"
+    assert summary["best"] == pytest.approx(evals[0]["val_accuracy"]) and evals[0]["val_accuracy"] < 0.9
+    assert summary["best_val_loss"] == pytest.approx(1 - evals[0]["val_accuracy"])  # the checkpoint format's score
+    assert f"early stop: val accuracy has not improved for 1 evaluations (best val accuracy {summary['best']:.4f})" in (
+        printed
+    )
+    assert "val loss has not improved" not in printed
+    train(cfg(out, colours, **still | dict(init_from="resume", early_stop_patience=0, max_iters=6)))
+    assert f"; best val accuracy so far {summary['best']:.4f}" in capsys.readouterr().out
+    by_loss = train(cfg(tmp_path / "loss", colours, best_by="loss", max_iters=3))
+    assert "follow val loss (best_by=loss)" in capsys.readouterr().out
+    assert by_loss["best_by"] == "val loss" and by_loss["best"] == by_loss["best_val_loss"]
+    assert by_loss["best"] == pytest.approx(min(r["val_loss"] for r in records(tmp_path / "loss", "eval")))
+
+
+def test_train_layers_with_lora_is_one_clear_error(tmp_path, colours, tiny_hf_dir):
+    """--train_layers off its default and --lora_rank: refused in one line, nothing written; at its
+    default, LoRA is the choice."""
+    from conftest import assert_user_error, run_cli_in_process
+
+    args = [f"--{k}={v}" for k, v in LORA_BASE.items()] + [f"--data_root={colours}", f"--init_from={tiny_hf_dir}"]
+    for layers in ("head", "all"):
+        out = tmp_path / layers
+        result = run_cli_in_process(
+            "-m", "gptkit.train", *args, f"--out_dir={out}", "--lora_rank=2", f"--train_layers={layers}"
+        )
+        assert_user_error(result, f"train_layers={layers} and lora_rank=2", "drop --train_layers", "--lora_rank=0")
+        assert not out.exists()
+    out = tmp_path / "default"
+    result = run_cli_in_process("-m", "gptkit.train", *args, f"--out_dir={out}", "--lora_rank=2", "--max_iters=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "parameters train (LoRA adapters and head" in result.stdout
+
+
+@pytest.mark.parametrize("sharding", [[], ["--fsdp=True"]], ids=["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path, colours, sharding):
+    """scripts/ddp_finetune.py under torchrun, 2 gloo processes, DDP or FSDP (the model sharded, the
+    frozen layers frozen on every shard): the same losses, accuracies and weights as 1 process."""
     import sys
 
     from test_ddp import check_ok, launch_together, torchrun_cmd
@@ -174,11 +221,13 @@ def test_two_processes_match_one(tmp_path, colours):
     one, two = tmp_path / "one", tmp_path / "two"
     procs = launch_together(
         [sys.executable, "-m", "gptkit.train", str(config), f"--out_dir={one}"],
-        [*torchrun_cmd(2), str(config), f"--out_dir={two}"],
+        [*torchrun_cmd(2), str(config), f"--out_dir={two}", *sharding],
     )
     for proc in procs:
         check_ok(proc)
     assert "over 2 processes" in procs[1].stdout and procs[1].stdout.count("step 3: train loss") == 1
+    trained = [next(ln for ln in p.stdout.splitlines() if "parameters train" in ln) for p in procs]
+    assert trained[0] == trained[1] and "(train_layers=last_block" in trained[0]  # frozen under FSDP too
     a, b = records(one, "step"), records(two, "step")
     assert len(a) == 6 and [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-5)
     for key in ("val_loss", "val_accuracy", "train_accuracy"):

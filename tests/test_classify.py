@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 import torch
-from test_classification import BASE, colours  # noqa: F401  (the labelled dataset fixture)
+from test_classification import BASE, LORA_BASE, colours  # noqa: F401  (the labelled dataset fixture)
 
 import tiny
 from conftest import assert_user_error, run_cli_in_process
@@ -152,7 +152,7 @@ def test_a_lora_classifier_exports_merged_and_as_peft_adapters(tmp_path, classif
     from transformers import AutoTokenizer, GPT2ForSequenceClassification
 
     run = tmp_path / "lora"
-    settings = BASE | dict(data_root=str(colours), init_from=str(tiny_hf_dir), lora_rank=2, max_iters=4)
+    settings = LORA_BASE | dict(data_root=str(colours), init_from=str(tiny_hf_dir), lora_rank=2, max_iters=4)
     train(tiny.tiny_cfg(run, settings, learning_rate=1e-2))
     texts = texts_of(colours)
     ours = gptkit_probabilities(run, texts)
@@ -170,3 +170,29 @@ def test_a_lora_classifier_exports_merged_and_as_peft_adapters(tmp_path, classif
         probs = model(**batch).logits.softmax(-1)
     labels = ["blue", "green", "red"]
     assert_same_answers(ours, [dict(zip(labels, p.tolist(), strict=True)) for p in probs])
+    # and gptkit reads the adapter back: evaluate --init_from=ADAPTER_DIR gives the run's probabilities
+    data = ["--dataset=colours", f"--data_root={colours}", "--device=cpu", "--dtype=float32"]
+    for where, source in (
+        ("run", [str(run)]),
+        ("adapter", [f"--init_from={adapters}", f"--out_dir={tmp_path / 'ev'}"]),
+    ):
+        result = run_cli_in_process("-m", "gptkit.evaluate", *source, *data)
+        assert result.returncode == 0, (where, result.stderr[-2000:])
+    scored = [json.loads(line) for line in (run / "eval_val.jsonl").read_text().splitlines()]
+    again = [json.loads(line) for line in (tmp_path / "ev" / "eval_val.jsonl").read_text().splitlines()]
+    assert len(scored) == 24 and [r["predicted"] for r in scored] == [r["predicted"] for r in again]
+    assert_same_answers([r["probabilities"] for r in scored], [r["probabilities"] for r in again])
+    # train continues it as a LoRA run; its adapters choose what trains, not --train_layers
+    args = [
+        f"--init_from={adapters}",
+        *data[:2],
+        "--max_iters=1",
+        "--eval_iters=2",
+        "--batch_size=4",
+        "--block_size=64",
+    ]
+    result = run_cli_in_process("-m", "gptkit.train", *args, f"--out_dir={tmp_path / 'more'}")
+    assert result.returncode == 0 and "parameters train (LoRA adapters and head" in result.stdout, result.stderr[-2000:]
+    result = run_cli_in_process("-m", "gptkit.train", *args, "--train_layers=head", f"--out_dir={tmp_path / 'no'}")
+    assert_user_error(result, "train_layers=head and init_from=", "drop --train_layers")
+    assert not (tmp_path / "no").exists()

@@ -176,6 +176,50 @@ def write_adapter(tmp_path, base, config_edit=None, weights=None):
     return out
 
 
+def test_a_classifier_adapter_saved_by_peft_loads_with_peft_s_probabilities(tiny_hf_dir, tmp_path):
+    """task_type SEQ_CLS, the head in modules_to_save (as peft saves it): gptkit's model from the
+    folder, and the GPT2ForSequenceClassification gptkit.export merges it into, give peft's
+    probabilities on a right-padded batch."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import GPT2ForSequenceClassification
+
+    from gptkit.sources import find, load_model
+
+    def hf_base():
+        return GPT2ForSequenceClassification.from_pretrained(tiny_hf_dir, num_labels=3, pad_token_id=50256)
+
+    torch.manual_seed(2)
+    model = get_peft_model(hf_base(), LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=PEFT_TARGETS))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "score" in name:
+                p.normal_(0, 0.2)
+    adapter = tmp_path / "cls-adapter"
+    model.save_pretrained(adapter)
+    assert json.loads((adapter / "adapter_config.json").read_text())["modules_to_save"] == ["classifier", "score"]
+    x = tokens(12)
+    lengths = torch.tensor([12, 5])
+    x[1, 5:] = 50256  # right padding
+    with torch.no_grad():
+        peft = PeftModel.from_pretrained(hf_base(), adapter).eval()
+        theirs = peft(x, attention_mask=(torch.arange(12) < lengths[:, None]).long()).logits.softmax(-1)
+        assert find(str(adapter)).config.n_labels == 3
+        ours = load_model(str(adapter)).eval()(x, last=lengths - 1)[0].softmax(-1)
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+        export(adapter, tmp_path / "merged")
+        merged = GPT2ForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
+        assert merged.config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+        torch.testing.assert_close(merged(x).logits.softmax(-1), theirs, atol=1e-5, rtol=0)
+    # a SEQ_CLS adapter without its head, on a base that has none: refused, not a language model's logits
+    from safetensors.torch import load_file, save_file
+
+    headless = {k: v for k, v in load_file(adapter / "adapter_model.safetensors").items() if "score" not in k}
+    save_file(headless, tmp_path / "headless.safetensors")
+    bare = write_adapter(tmp_path, adapter, {"modules_to_save": None}, weights=tmp_path / "headless.safetensors")
+    with pytest.raises(GptkitError, match="neither it nor its base holds the head"):
+        read_peft_dir(bare)
+
+
 @pytest.mark.parametrize(
     "edit, fragment",
     [
@@ -183,6 +227,7 @@ def write_adapter(tmp_path, base, config_edit=None, weights=None):
         ({"use_rslora": True}, "use_rslora"),
         ({"bias": "lora_only"}, "bias='lora_only'"),
         ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+        ({"task_type": "SEQ_CLS", "modules_to_save": ["score", "lm_head"]}, "modules_to_save"),
         ({"layers_to_transform": [0]}, "layers_to_transform"),
         ({"rank_pattern": {"c_fc": 8}}, "rank_pattern"),
         ({"alpha_pattern": {"c_fc": 8}}, "alpha_pattern"),
