@@ -486,7 +486,9 @@ def classifier_estimate_run(cfg, model: GPTConfig, lora: dict, device_type: str,
 def fitting_settings(cfg, device_type: str, dtype: torch.dtype, available: int, shards: int = 1, world: int = 1):
     """The least change to `cfg` whose estimate fits in `available`: ([--key=value ...], estimate), or None."""
     memory_options = [{"grad_checkpoint": True}]
-    if cfg.init_from not in ("scratch", "resume") and cfg.lora_rank == 0:
+    # LoRA is offered only where the run does not already name what trains (--train_layers refuses it)
+    lora_possible = cfg.lora_rank == 0 and cfg.train_layers == type(cfg).train_layers
+    if cfg.init_from not in ("scratch", "resume") and lora_possible:
         memory_options += [{"lora_rank": 8}, {"lora_rank": 8, "grad_checkpoint": True}]
     tried = list(memory_options)
     strongest = memory_options[-1]

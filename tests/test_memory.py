@@ -60,7 +60,7 @@ def test_param_counts_match_the_model():
 # --- the check: one line, before anything is written or loaded --------------------------------
 
 
-def test_check_stops_the_seed_recipe_with_one_line_and_writes_nothing(tmp_path, shakespeare_bins):
+def test_check_stops_nanogpts_recipe_with_one_line_and_writes_nothing(tmp_path, shakespeare_bins):
     """gpt2-xl needs ~28 GiB for a full finetune: with 20 GiB 'available' it stops at once, and says what fits."""
     from conftest import assert_user_error, run_cli_in_process
 
@@ -87,6 +87,24 @@ def test_check_stops_the_seed_recipe_with_one_line_and_writes_nothing(tmp_path, 
     # evaluating the same model needs its weights and a forward pass only
     evaluate = parse_args(TrainConfig, ["config/finetune_shakespeare.py", "--eval_only=True"], "test")
     assert estimate_run(evaluate, "cpu", torch.float32).peak < 8 * GIB
+
+
+def test_what_fits_never_proposes_lora_to_a_run_that_names_its_trained_layers(shakespeare_bins):
+    """--train_layers and --lora_rank refuse each other: the check's proposal must be a run that starts."""
+    from dataclasses import replace
+
+    from gptkit.config import TrainConfig, parse_args, validate
+    from gptkit.memory import GIB, fitting_settings
+
+    cfg = parse_args(TrainConfig, ["config/finetune_shakespeare.py"], "test")
+    proposal, _ = fitting_settings(cfg, "cpu", torch.float32, 20 * GIB)
+    assert any(arg.startswith("--lora_rank") for arg in proposal)  # LoRA is the least change here...
+    named = replace(cfg, train_layers="all")
+    proposal, est = fitting_settings(named, "cpu", torch.float32, 20 * GIB)
+    assert not any(arg.startswith("--lora_rank") for arg in proposal), proposal  # ...but not with train_layers
+    fixed = parse_args(TrainConfig, ["config/finetune_shakespeare.py", "--train_layers=all", *proposal], "test")
+    validate(fixed, world_size=1)
+    assert est.peak <= 20 * GIB
 
 
 def test_check_memory_false_skips_the_check(tmp_path, shakespeare_bins):
