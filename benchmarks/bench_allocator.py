@@ -46,7 +46,7 @@ def one_run(model_dir: Path, out_dir: Path, env: dict, args, extra: list[str]) -
         f"--init_from={model_dir}", f"--out_dir={out_dir}", f"--data_root={args.data_root}",
         f"--block_size={args.block_size}", f"--batch_size={args.batch_size}", f"--max_iters={args.iters}",
         f"--gradient_accumulation_steps={args.accumulation}", "--eval_interval=100000", "--eval_iters=1",
-        "--device=cpu", "--dtype=float32", "--progress=False", "--check_memory=False", "--overwrite_out_dir=True",
+        "--device=cpu", f"--dtype={args.dtype}", "--progress=False", "--check_memory=False", "--overwrite_out_dir=True",
         "--always_save_checkpoint=False", *extra,
     ]  # fmt: skip
     base_env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
@@ -68,6 +68,7 @@ def main() -> None:
     p.add_argument("--n_embd", type=int, default=768)
     p.add_argument("--block_size", type=int, default=256)
     p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--accumulation", type=int, default=1, help="micro-steps per iteration")
     p.add_argument("--iters", type=int, default=4, help="iterations per run; the first is not timed")
     p.add_argument("--pairs", type=int, default=3, help="rounds of one run per setting")
@@ -81,7 +82,8 @@ def main() -> None:
     build(model_dir, args.n_layer, args.n_head, args.n_embd)
     envs = settings([int(t) for t in args.thresholds.split(",") if t])
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"model: {model_dir.name}, {args.batch_size} x {args.block_size} tokens x {args.accumulation}, {extra}")
+    shape = f"{args.batch_size} x {args.block_size} tokens x {args.accumulation}, {args.dtype}"
+    print(f"model: {model_dir.name}, {shape}, {extra}")
     results = {name: [] for name in envs}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.pairs):
@@ -98,10 +100,11 @@ def main() -> None:
         added = [r["added"] / MB for r in runs]
         est, tensors = runs[0]["estimate"] / MB, runs[0]["tensors"] / MB
         print(
-            f"{name}: median step {step:.2f} s, ratio to glibc default {step / base:.2f}x; peak added "
-            f"{min(added):.0f}-{max(added):.0f} MB against the estimate {est:.0f} MB (tensors {tensors:.0f}): "
-            f"estimate/peak {est / max(added):.2f}-{est / min(added):.2f}x"
+            f"{name}: median step {step:.2f} s; peak added {min(added):.0f}-{max(added):.0f} MB against the "
+            f"estimate {est:.0f} MB (tensors {tensors:.0f})"
         )
+        print(f"ratio step time {name}/{DEFAULT}: {step / base:.2f}x")
+        print(f"ratio estimate/highest peak ({name}): {est / max(added):.2f}x")
 
 
 if __name__ == "__main__":

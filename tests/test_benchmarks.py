@@ -102,6 +102,24 @@ def test_bench_memory_tiny(tmp_path, shakespeare_bins):
     assert re.search(r"^error: this run needs about .* it fits with .*--check_memory=False", out, re.MULTILINE), out
 
 
+@pytest.mark.slow  # `make test-slow`: two child training runs measured for peak memory
+def test_bench_allocator_tiny(tmp_path, shakespeare_bins):
+    out = run_ok(
+        "benchmarks/bench_allocator.py",
+        *TINY_MODEL,
+        "--batch_size=2",
+        "--iters=2",
+        "--pairs=1",
+        f"--models_dir={tmp_path}",
+        f"--data_root={shakespeare_bins.parent}",
+    )
+    found = set(ratios(out))
+    assert {
+        "step time gptkit (128 kB fixed)/glibc default",
+        "estimate/highest peak (gptkit (128 kB fixed))",
+    } <= found, out
+
+
 def test_bench_task_tiny():
     out = run_ok("benchmarks/bench_task.py", *TINY_MODEL, "--batch_size=2", "--steps=2", "--hf_dtypes=float32")
     assert set(ratios(out)) == {"gptkit/transformers"}, out
