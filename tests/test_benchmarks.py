@@ -18,8 +18,8 @@ def ratios(stdout: str) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in re.finditer(r"^ratio (.+?): ([0-9.]+)x", stdout, re.MULTILINE)}
 
 
-def run_ok(*args: str) -> str:
-    result = run_cli(*args, timeout=120)
+def run_ok(*args: str, timeout: float = 120) -> str:
+    result = run_cli(*args, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     return result.stdout
@@ -112,6 +112,7 @@ def test_bench_allocator_tiny(tmp_path, shakespeare_bins):
         "--pairs=1",
         f"--models_dir={tmp_path}",
         f"--data_root={shakespeare_bins.parent}",
+        timeout=600,
     )
     found = set(ratios(out))
     assert {
