@@ -36,10 +36,11 @@ from gptkit.model import GPTConfig
 GIB = 2**30
 # in and out width of each Linear of a block, in multiples of n_embd (LoRA's table of targets)
 LINEAR_SHAPES = {name: (width_in, width_out) for name, (_, _, width_in, width_out) in TARGETS.items()}
-# glibc's malloc keeps freed blocks below its mmap threshold (adaptive, up to 32 MB: most
-# activations) in its heap, resident: peak RSS exceeded the tensors' peak by 6-18% in the runs of
-# benchmarks/README.md (gpt2-xl LoRA: 18%). CUDA's caching allocator: not measured here.
-ALLOCATOR_SHARE = {"cpu": 0.15}
+# What glibc's heap holds beyond the tensors once gptkit.train has fixed its mmap threshold
+# (gptkit.allocator: every tensor above 128 kB its own mapping, freed at once): 3% measured on
+# a small LoRA run over 8 micro-steps, none at gpt2-xl (benchmarks/README.md). CUDA's caching
+# allocator: not measured here.
+ALLOCATOR_SHARE = {"cpu": 0.05}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from gptkit import (
+    allocator,
     checkpoint,
     choices,
     cpu_kernels,
@@ -727,6 +728,7 @@ def train(cfg: TrainConfig) -> dict:
     validate(cfg, world.size)
     check_sinks(cfg)  # --tensorboard / --wandb_log: their package is installed
     device = training_device(cfg, world)
+    allocator.fix_mmap_threshold(device.type)  # before anything big is allocated: the estimate counts on it
     # The checkpoint's header, read once: its dtype, its shape for the memory check, its state.
     resume = checkpoint.Resume.find(cfg.out_dir) if cfg.init_from == "resume" else None
     precision = training_precision(cfg, device, resume)

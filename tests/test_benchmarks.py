@@ -18,8 +18,8 @@ def ratios(stdout: str) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in re.finditer(r"^ratio (.+?): ([0-9.]+)x", stdout, re.MULTILINE)}
 
 
-def run_ok(*args: str) -> str:
-    result = run_cli(*args, timeout=120)
+def run_ok(*args: str, timeout: float = 120) -> str:
+    result = run_cli(*args, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     return result.stdout
@@ -100,6 +100,25 @@ def test_bench_memory_tiny(tmp_path, shakespeare_bins):
     assert {"loading peak/weights", "estimate/measured (LoRA + checkpointing)"} <= set(ratios(out)), out
     assert re.search(r"full finetune .* stopped by the memory check after [0-9.]+ s, exit 1", out), out
     assert re.search(r"^error: this run needs about .* it fits with .*--check_memory=False", out, re.MULTILINE), out
+
+
+@pytest.mark.slow  # `make test-slow`: two child training runs measured for peak memory
+def test_bench_allocator_tiny(tmp_path, shakespeare_bins):
+    out = run_ok(
+        "benchmarks/bench_allocator.py",
+        *TINY_MODEL,
+        "--batch_size=2",
+        "--iters=2",
+        "--pairs=1",
+        f"--models_dir={tmp_path}",
+        f"--data_root={shakespeare_bins.parent}",
+        timeout=600,
+    )
+    found = set(ratios(out))
+    assert {
+        "step time gptkit (128 kB fixed)/glibc default",
+        "estimate/highest peak (gptkit (128 kB fixed))",
+    } <= found, out
 
 
 def test_bench_task_tiny():
