@@ -24,10 +24,12 @@
 # `build.py`): the prompts of the dates task, with the right answer as `chosen` and a plausible
 # wrong one as `rejected` (a neighbouring month, day or year, or the ISO date echoed back).
 #
-# The model is the small GPT-2-shaped offline stand-in of notebook 3 (4 layers, 128 wide), so
-# that the whole notebook runs in minutes on a CPU; what it knows about dates, the SFT run taught
-# it. With real GPT-2 weights the recipe is the same at a smaller learning rate
-# (docs/preference-tuning.md).
+# The model is notebook 3's offline stand-in, GPT-2's shape at 4 layers and 128 wide, which
+# gptkit pretrains once on the train split of tiny Shakespeare (built on first use, minutes;
+# shared with the other notebooks), whatever weights are available, so that the whole notebook
+# runs in minutes on a CPU. It knows some Shakespeare and nothing of dates: what it knows about
+# them, the SFT run taught it. With real GPT-2 weights the recipe is the same at a smaller
+# learning rate (docs/preference-tuning.md).
 
 # %%
 # Setup. In a fresh Colab or Kaggle runtime this cell installs gptkit from GPTKIT_SOURCE (a git URL,
@@ -69,16 +71,17 @@ from gptkit.evaluate import EvaluateConfig, evaluate, evaluate_split, summarize
 from gptkit.export import export_hf
 from gptkit.metrics import read_metrics
 from gptkit.model import IGNORE_INDEX
-from gptkit.notebook import task_file, workdir
+from gptkit.notebook import prepared_shakespeare, task_file, workdir
 from gptkit.objectives import Preference, sequence_logps
 from gptkit.prepare import prepare, print_counts
-from gptkit.pretrained import build_offline_standin
+from gptkit.standin import build_pretrained_standin
 from gptkit.tokenizer import get_encoding
 from gptkit.train import train
 
 SMOKE = gptkit.smoke()
 OUT = workdir("preference_tuning")  # everything this notebook writes goes under OUT
-STANDIN = build_offline_standin(workdir("models", "offline-standin"))  # GPT-2's shape at 4 layers
+# the pretrained stand-in (notebook 3), built on first use: minutes, once for every notebook
+STANDIN = build_pretrained_standin(prepared_shakespeare(), workdir("models"))
 enc = get_encoding()
 torch.manual_seed(0)
 
@@ -129,12 +132,14 @@ SFT_ITERS, BLOCK = (12, 32) if SMOKE else (300, 32)
 notebook_8 = workdir("task_finetuning") / "masked"
 
 
-def run_iters(out_dir):
+def is_our_sft(out_dir):
+    """A finished run of at least SFT_ITERS steps from this notebook's stand-in."""
     path = out_dir / "config.json"
-    return json.loads(path.read_text()).get("max_iters", 0) if path.is_file() else 0
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    return config.get("max_iters", 0) >= SFT_ITERS and config.get("init_from") == str(STANDIN)
 
 
-if run_iters(notebook_8) >= SFT_ITERS and list(notebook_8.glob("*.pt")):
+if is_our_sft(notebook_8) and list(notebook_8.glob("*.pt")):
     sft_run = notebook_8
     print(f"using notebook 8's SFT run: {sft_run}")
 else:
