@@ -2,7 +2,8 @@
 # # 10 · Preference tuning (DPO) and scoring by likelihood
 #
 # *Takes about 10 min on a 2-core CPU (estimated from the CPU time of a run top to bottom on a
-# shared machine), less after notebook 8, whose SFT run it reuses.*
+# shared machine), less after notebook 8, whose SFT run it reuses; the first notebook that needs
+# the offline stand-in pretrains it: a few minutes more, once.*
 #
 # Notebook 8 taught a model a task from examples of good answers: supervised finetuning (SFT).
 # Preference tuning goes one step further: from *pairs* of a better and a worse answer to the same
