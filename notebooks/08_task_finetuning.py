@@ -466,9 +466,9 @@ if not SMOKE:  # on this task, whose prompts are random digits; see below for ta
 # The masked run once more, from random weights of the same shape (the stand-in before gptkit
 # pretrained it): the same examples in the same order, the same steps and learning rate. Only
 # the starting weights differ, so the gap between the two curves is what a few minutes of
-# pretraining on Shakespeare brings to the dates task, at the stand-in's scale. It knows how
-# English text goes on, commas and spaces included, but not what a month is: GPT-2, which has
-# read dates by the million, would start much further ahead.
+# pretraining on Shakespeare brings to the dates task, at the stand-in's scale. In a million
+# characters of Shakespeare it met 27 digits and hardly a month name: what it learned is that
+# such tokens are rare.
 
 # %%
 pretrained_cfg = dataclasses.replace(base, out_dir=str(OUT / "masked"), mask_prompt=True)
@@ -480,13 +480,61 @@ start_runs = {
 }
 print(summarize_run(start_runs["random"]))
 models["from random"] = load_best(OUT / "from random")
-plot_losses(*start_runs.values(), title="the same masked finetune, from pretrained and from random weights")
+plot_losses(*start_runs.values(), title="dates: the same masked finetune, from pretrained and from random weights")
+
 
 # %%
-gaps = start_runs["random"].val_loss - start_runs["pretrained"].val_loss
-for it, loss, gap in zip(start_runs["pretrained"].iters, start_runs["pretrained"].val_loss, gaps, strict=True):
-    print(f"iteration {it:4d}   val loss on the responses from pretrained {loss:.3f}, from random {loss + gap:.3f}")
-assert gaps[0] > 0, "before the first step, the pretrained stand-in predicts the answers better"
+def print_gaps(runs):
+    """Each evaluation's val loss of the two starts, and how far the random start is behind."""
+    gaps = runs["random"].val_loss - runs["pretrained"].val_loss
+    for it, loss, gap in zip(runs["pretrained"].iters, runs["pretrained"].val_loss, gaps, strict=True):
+        print(f"iteration {it:4d}   val loss from pretrained {loss:6.3f}, from random {loss + gap:6.3f}  ({gap:+.3f})")
+    return gaps
+
+
+date_gaps = print_gaps(start_runs)
+if not SMOKE:  # the full stand-in; smoke mode's had seconds of pretraining
+    assert date_gaps[0] < -1, "on dates the stand-in starts behind random weights: it learned digits are rare"
+    assert date_gaps[1] < 0, "and the random start is still ahead after the first evaluation interval"
+
+# %% [markdown]
+# On dates the stand-in's pretraining brings nothing; it even starts behind, sure that digits
+# and month names are unlikely. Pretraining brings what its data holds. So the same comparison
+# on a task in the stand-in's own domain: Alpaca-style dialogue examples as above, each speech
+# answered by the next, built from the end of the corpus (notebook 1's val split, which the
+# stand-in never trained on), a short finetune of 20 steps from each start. GPT-2, pretrained
+# on web text full of dates and of dialogue, would start ahead on both tasks.
+
+# %%
+corpus = shakespeare_text()
+unseen = corpus[int(len(corpus) * 0.92) :]  # inside the last 10% of the tokens: the val split
+unseen_speeches = [s.split(":\n", 1) for s in unseen[unseen.index("\n\n") + 2 :].split("\n\n")]
+unseen_speeches = [s for s in unseen_speeches if len(s) == 2]
+replies = [
+    {"instruction": f"Reply as {b[0]}.", "input": a[1], "output": b[1]} for a, b in itertools.pairwise(unseen_speeches)
+]
+(OUT / "unseen_dialogue.jsonl").write_text("".join(json.dumps(d) + "\n" for d in replies), encoding="utf-8")
+prepare(OUT / "unseen_dialogue.jsonl", data_root / "unseen_dialogue", val_fraction=0.2, block_size=256, progress=False)
+DIALOGUE_ITERS = 4 if SMOKE else 20
+dialogue_cfg = dataclasses.replace(
+    base, dataset="unseen_dialogue", out_dir=str(OUT / "dialogue-pretrained"), block_size=256, batch_size=8,
+    max_iters=DIALOGUE_ITERS, warmup_iters=2, lr_decay_iters=DIALOGUE_ITERS, eval_interval=DIALOGUE_ITERS // 2,
+    eval_iters=1 if SMOKE else 4, mask_prompt=True,
+)  # fmt: skip
+dialogue_random_cfg = dataclasses.replace(dialogue_cfg, out_dir=str(OUT / "dialogue-random"), init_from=str(RANDOM))
+train(dialogue_cfg)
+train(dialogue_random_cfg)
+dialogue_runs = {
+    "pretrained": read_metrics(dialogue_cfg.out_dir, name="from the pretrained stand-in"),
+    "random": read_metrics(dialogue_random_cfg.out_dir, name="from random weights"),
+}
+plot_losses(*dialogue_runs.values(), title="unseen Shakespeare dialogue: the same finetune from each start")
+
+# %%
+dialogue_gaps = print_gaps(dialogue_runs)
+assert dialogue_gaps.min() > 0, "on text like its own, the pretrained start is ahead at every evaluation"
+if not SMOKE:
+    assert dialogue_gaps.min() > 0.5, "and far ahead: pretraining pays off on a task in its domain"
 
 # %% [markdown]
 # ## The pad = EOS pitfall, measured
