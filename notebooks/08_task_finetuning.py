@@ -688,9 +688,9 @@ print(sampler.generate())
 #   prompts are random digits, it learns the task better on the same budget. It is not a law:
 #   on instruction data with real-text prompts, training on the prompts too can do slightly
 #   better (LLMs from Scratch, exercise 7.2; Shi et al. 2024). Measure it on your task.
-# - Pretraining is a head start: the same finetune from the stand-in's weights is ahead of
-#   the one from random weights at equal steps, though the stand-in knows little of dates. A
-#   base that knows the task's words (GPT-2 knows month names) starts further ahead.
+# - Pretraining brings what its data holds: the stand-in, pretrained on Shakespeare, is far
+#   ahead of random weights on Shakespeare dialogue it never saw, and behind them on dates,
+#   whose digits and month names it hardly met. GPT-2's web text holds both.
 #
 # Your own task: `python -m gptkit.prepare my_examples.jsonl --name mytask`, then
 # `python -m gptkit.train config/finetune_task.py --dataset=mytask` and
