@@ -1,10 +1,10 @@
 # %% [markdown]
 # # 8 · Task finetuning from examples
 #
-# *Takes about 5 min on a 2-core CPU once the offline stand-in is built (the first notebook that
-# needs it pretrains it: a few minutes more, once), about 5 min on Colab or Kaggle (estimates:
-# 3.9 min measured top to bottom with three finetunes, and a fourth of the same size; its small
-# models train on the CPU, two cores there too).*
+# *Takes about 6 min on a 2-core CPU once the offline stand-in is built (the first notebook that
+# needs it pretrains it: a few minutes more, once), about 6 min on Colab or Kaggle (estimates:
+# 3.9 min measured top to bottom with three of its finetunes, before a fourth of the same size
+# and two short ones were added; its small models train on the CPU, two cores there too).*
 #
 # Notebooks 4 to 6 finetune on a *stream* of text: every token is a target. To teach a model a
 # task you bring *examples* instead (a question and its answer, an instruction and its output),
@@ -31,7 +31,7 @@
 # The model is notebook 3's offline stand-in: GPT-2's shape at 4 layers and 128 wide, which
 # gptkit pretrains once, for a few minutes of a CPU, on the train split of tiny Shakespeare (the
 # first notebook to need it builds it; the others find it in the output folder). It is used
-# whatever weights are available, so that the whole notebook, four finetunes included, runs in
+# whatever weights are available, so that the whole notebook, six finetunes included, runs in
 # minutes on a CPU. It knows some Shakespeare and nothing of dates: it has hardly seen a digit or
 # a month name. GPT-2 would start knowing month names and how dates are written, and learn the
 # task in far fewer steps (see "Try this"). What the stand-in's pretraining brings to the task
