@@ -2,8 +2,7 @@
 # # 10 · Preference tuning (DPO) and scoring by likelihood
 #
 # *Takes about 10 min on a 2-core CPU (estimated from the CPU time of a run top to bottom on a
-# shared machine), less after notebook 8, whose SFT run it reuses; the first notebook that needs
-# the offline stand-in pretrains it: a few minutes more, once.*
+# shared machine), less after notebook 8, whose SFT run it reuses.*
 #
 # Notebook 8 taught a model a task from examples of good answers: supervised finetuning (SFT).
 # Preference tuning goes one step further: from *pairs* of a better and a worse answer to the same
@@ -25,12 +24,12 @@
 # `build.py`): the prompts of the dates task, with the right answer as `chosen` and a plausible
 # wrong one as `rejected` (a neighbouring month, day or year, or the ISO date echoed back).
 #
-# The model is notebook 3's offline stand-in, GPT-2's shape at 4 layers and 128 wide, which
-# gptkit pretrains once on the train split of tiny Shakespeare (built on first use, minutes;
-# shared with the other notebooks), whatever weights are available, so that the whole notebook
-# runs in minutes on a CPU. It knows some Shakespeare and nothing of dates: what it knows about
-# them, the SFT run taught it. With real GPT-2 weights the recipe is the same at a smaller
-# learning rate (docs/preference-tuning.md).
+# The model is GPT-2's shape at 4 layers and 128 wide with random weights (notebook 3's offline
+# stand-in before gptkit pretrains it), as in notebook 8, whatever weights are available, so
+# that the whole notebook runs in minutes on a CPU; what it knows about dates, the SFT run
+# taught it. Notebook 8 shows why not the pretrained stand-in: pretrained on Shakespeare, which
+# holds hardly a digit or a month name, it learns dates worse on the same budget. With real
+# GPT-2 weights the recipe is the same at a smaller learning rate (docs/preference-tuning.md).
 
 # %%
 # Setup. In a fresh Colab or Kaggle runtime this cell installs gptkit from GPTKIT_SOURCE (a git URL,
@@ -72,17 +71,16 @@ from gptkit.evaluate import EvaluateConfig, evaluate, evaluate_split, summarize
 from gptkit.export import export_hf
 from gptkit.metrics import read_metrics
 from gptkit.model import IGNORE_INDEX
-from gptkit.notebook import prepared_shakespeare, task_file, workdir
+from gptkit.notebook import task_file, workdir
 from gptkit.objectives import Preference, sequence_logps
 from gptkit.prepare import prepare, print_counts
-from gptkit.standin import build_pretrained_standin
+from gptkit.pretrained import build_offline_standin
 from gptkit.tokenizer import get_encoding
 from gptkit.train import train
 
 SMOKE = gptkit.smoke()
 OUT = workdir("preference_tuning")  # everything this notebook writes goes under OUT
-# the pretrained stand-in (notebook 3), built on first use: minutes, once for every notebook
-STANDIN = build_pretrained_standin(prepared_shakespeare(), workdir("models"))
+STANDIN = build_offline_standin(workdir("models", "offline-standin"))  # GPT-2's shape at 4 layers
 enc = get_encoding()
 torch.manual_seed(0)
 
@@ -134,7 +132,7 @@ notebook_8 = workdir("task_finetuning") / "masked"
 
 
 def is_our_sft(out_dir):
-    """A finished run of at least SFT_ITERS steps from this notebook's stand-in."""
+    """A run of at least SFT_ITERS steps from this notebook's starting weights."""
     path = out_dir / "config.json"
     config = json.loads(path.read_text()) if path.is_file() else {}
     return config.get("max_iters", 0) >= SFT_ITERS and config.get("init_from") == str(STANDIN)
