@@ -501,11 +501,11 @@ if not SMOKE:  # the full stand-in; smoke mode's had seconds of pretraining
 # %% [markdown]
 # On dates the stand-in's pretraining brings nothing; it starts behind, sure that digits and
 # month names are unlikely, and stays behind (its exact match is in the table further down).
-# Pretraining brings what its data holds. So the same comparison
-# on a task in the stand-in's own domain: Alpaca-style dialogue examples as above, each speech
-# answered by the next, built from the end of the corpus (notebook 1's val split, which the
-# stand-in never trained on), a short finetune of 20 steps from each start. GPT-2, pretrained
-# on web text full of dates and of dialogue, would start ahead on both tasks.
+# Pretraining brings what its data holds. So the same comparison on a task in the stand-in's
+# own domain: Alpaca-style dialogue examples as above, each speech answered by the next, built
+# from the end of the corpus (notebook 1's val split, which the stand-in never trained on), a
+# short finetune of 20 steps from each start. GPT-2, pretrained on web text full of dates and
+# of dialogue, would start ahead on both tasks.
 
 # %%
 corpus = shakespeare_text()
