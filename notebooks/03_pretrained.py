@@ -1,7 +1,8 @@
 # %% [markdown]
 # # 3 · Pretrained GPT-2: loading OpenAI's weights into our model
 #
-# *Takes about 40 s on a 2-core CPU with the offline stand-in and 2.5 min with GPT-2 124M
+# *Takes about 40 s on a 2-core CPU with the offline stand-in once it is built (the first notebook
+# that needs it pretrains it: a few minutes more, once) and 2.5 min with GPT-2 124M
 # (measured top to bottom; GPT-2's time with random weights of its shape, from a local hub),
 # about 2 min on a Colab or Kaggle T4 (estimate, with GPT-2's 500 MB download).*
 #

@@ -1,7 +1,8 @@
 # %% [markdown]
 # # 5 · Sampling: turning next-token probabilities into text
 #
-# *Takes about 30 s on a 2-core CPU with the offline stand-in and 2 min with GPT-2 124M after
+# *Takes about 30 s on a 2-core CPU with the offline stand-in once it is built (the first notebook
+# that needs it pretrains it: a few minutes more, once) and 2 min with GPT-2 124M after
 # notebook 4, 4 min opened alone, when it finetunes a short run first (measured top to bottom;
 # GPT-2's time with random weights of its shape, from a local hub); about 4 min on a Colab or
 # Kaggle T4 with GPT-2 (estimate: the KV-cache timing runs GPT-2 on the CPU).*
