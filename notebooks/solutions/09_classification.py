@@ -34,9 +34,11 @@ from gptkit.exercises import check_classification_loss, check_label_scores, chec
 # %% [markdown]
 # ### Exercise 9.1: the last real token's index
 
+
 # %%
 def my_last_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.sum(dim=1) - 1  # right padding: the real tokens come first
+
 
 # %%
 assert check_last_index(my_last_index)
@@ -44,17 +46,20 @@ assert check_last_index(my_last_index)
 # %% [markdown]
 # ### Exercise 9.2: the classification loss and accuracy
 
+
 # %%
 def my_loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     loss = F.cross_entropy(logits, labels)  # log_softmax, -log p(label), mean over the examples
     accuracy = (logits.argmax(dim=-1) == labels).float().mean()
     return loss.item(), accuracy.item()
 
+
 # %%
 assert check_classification_loss(my_loss_and_accuracy)
 
 # %% [markdown]
 # ### Exercise 9.3: per-label precision, recall and F1
+
 
 # %%
 def my_label_scores(truth: list[str], predicted: list[str], labels: list[str]) -> dict:
@@ -67,6 +72,7 @@ def my_label_scores(truth: list[str], predicted: list[str], labels: list[str]) -
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         scores[name] = (precision, recall, f1)
     return scores
+
 
 # %%
 assert check_label_scores(my_label_scores)
