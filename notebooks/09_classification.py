@@ -72,7 +72,7 @@ from gptkit.export import export
 from gptkit.lora import count_lora_params
 from gptkit.metrics import read_metrics
 from gptkit.model import GPT
-from gptkit.notebook import load_or_standin, task_file, workdir
+from gptkit.notebook import load_or_standin, standin_path, task_file, workdir
 from gptkit.plots import draw_attention_masks, plot_accuracy
 from gptkit.prepare import prepare, print_counts
 from gptkit.tokenizer import EOT_ID, get_encoding
@@ -85,9 +85,9 @@ enc = get_encoding()
 
 base, loaded = load_or_standin("gpt2")
 REAL = loaded == "gpt2"
-BASE = "gpt2" if REAL else loaded.split()[2]  # what init_from names: gpt2, or the stand-in's folder
+BASE = "gpt2" if REAL else str(standin_path())  # what the runs' init_from names
 # The stand-in was pretrained on 128-token windows: its later positions never trained.
-BLOCK = 256 if REAL else 128
+BLOCK = min(256, base.config.block_size) if REAL else 128
 print(f"base: {loaded}" if REAL else f"OFFLINE: GPT-2's weights cannot be had here; the base is the {loaded}")
 base.crop_block_size(BLOCK)
 base.eval()
@@ -292,7 +292,7 @@ plt.axvline(majority, color="black", ls=":", label="majority baseline")
 plt.xlabel("val accuracy of a head on the frozen base")
 plt.legend()
 plt.gca().invert_yaxis()
-if REAL or not SMOKE:
+if REAL and not SMOKE:
     assert read_at["last real token"] > read_at["first token"], "the last real token has seen the whole text"
 
 # %% [markdown]
