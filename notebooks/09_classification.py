@@ -323,10 +323,10 @@ if REAL and not SMOKE:
 # with the stand-in; 128 of them, spread over the split, with GPT-2, whose steps cost more).
 
 # %%
-steps = 12 if SMOKE else (60 if REAL else 240)
+steps = 12 if SMOKE else (60 if REAL else 300)
 recipe = dict(
     dataset="plays", data_root=str(data_dir.parent), init_from=BASE, block_size=BLOCK, batch_size=16,
-    gradient_accumulation_steps=1, max_iters=steps, eval_interval=steps // 4,
+    gradient_accumulation_steps=1, max_iters=steps, eval_interval=steps // 3,
     eval_iters=4 if SMOKE else (8 if REAL else 21), learning_rate=1e-4 if REAL else 1e-3, decay_lr=False,
     dropout=0.0, always_save_checkpoint=False, overwrite_out_dir=True, progress=False, device="auto",
 )  # fmt: skip
@@ -376,9 +376,18 @@ plt.ylabel("best val accuracy")
 plt.title(f"what to train: {steps} steps of 16 speeches on the {'GPT-2' if REAL else 'offline stand-in'} base")
 plt.legend()
 if not SMOKE:
-    assert best["last block"] > majority + 0.05, "a short finetune of the last block beats the majority baseline"
+    assert max(best.values()) > majority + 0.05, "a short finetune beats the majority baseline clearly"
 if REAL and not SMOKE:
     assert best["last block"] > best["head"], "GPT-2's features need adapting: the last block beats the head alone"
+
+# %% [markdown]
+# With GPT-2, the last block and the head get most of what training everything gets, for a
+# fraction of the parameters, and LoRA comes close with fewer still (LLMs-from-scratch on SMS spam:
+# head only 72%, last block 98%, all 97%, LoRA 97%). With the offline stand-in the picture differs,
+# and the chart shows by how much: its frozen blocks know too little about the plays for the last
+# block and the head to build on, and it is training the token embeddings (only `all` does: the
+# names and words of each play) that moves it clearly above the baseline. The ranking of the
+# cheap choices is a property of a good pretrained base, not of classification.
 
 # %% [markdown]
 # ## Accuracy curves
@@ -450,11 +459,12 @@ plt.gca().invert_yaxis()
 # `python -m gptkit.evaluate OUT_DIR --split=test` on a classification run prints accuracy,
 # per-label precision, recall and F1, macro-F1 and the majority baseline, and writes
 # `eval_test.jsonl` (each text, its label, the prediction and every probability) and
-# `confusion_test.png`. Here the same through its functions, on the last-block run's best
-# checkpoint.
+# `confusion_test.png`. Here the same through its functions, on the best checkpoint of the run
+# that reached the best val accuracy above.
 
 # %%
-RUN = configs["last block"].out_dir
+RUN = configs[max(best, key=best.get)].out_dir
+print("scoring", RUN)
 trained, run_labels = load_classifier(RUN)  # the best checkpoint, by val accuracy
 trained.eval()
 summary = evaluate_classifier(trained, run_labels, data_dir, "test", OUT, batch_size=16)
@@ -540,7 +550,7 @@ print("pipeline: the same labels and probabilities as gptkit.classify")
 # %% [markdown]
 # ## Try your classifier
 #
-# A text box and a button over the last-block run's best checkpoint: each click is `python -m
+# A text box and a button over that run's best checkpoint: each click is `python -m
 # gptkit.classify OUT_DIR "TEXT"`, and shows every play's probability. The cell classifies once
 # with a starting text, so it works without a browser too.
 
