@@ -519,7 +519,11 @@ check_label_scores(my_label_scores)
 # %%
 from transformers import GPT2ForSequenceClassification, pipeline
 
-dest = export(RUN, OUT / "exported")
+dest = OUT / "exported"
+if dest.exists():  # from an earlier run of this notebook: export writes only to new or empty folders
+    for f in dest.iterdir():
+        f.unlink()
+export(RUN, dest)
 print("exported to", dest, sorted(p.name for p in dest.iterdir()))
 hf = GPT2ForSequenceClassification.from_pretrained(dest).eval()
 print("id2label", hf.config.id2label, "pad_token_id", hf.config.pad_token_id)
