@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 9 · Classification: GPT-2 as a classifier
 #
-# *Takes about TIME on a 2-core CPU with the offline stand-in (measured top to bottom), longer
-# with GPT-2 124M (its runs are as short, its steps ~20x dearer).*
+# *Not yet timed top to bottom at full size (docs/notebooks.md says why); its four training runs
+# of 300 short steps are most of it. With GPT-2 124M the runs are shorter, each step far dearer.*
 #
 # The most common practical GPT-2 finetune is not a language model but a classifier: spam or
 # not, the sentiment of a review, the topic of a question. The model reads a text and answers
