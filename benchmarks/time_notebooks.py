@@ -30,7 +30,8 @@ from benchmarks import common  # noqa: E402
 from gptkit.pretrained import HUB_REPOS  # noqa: E402
 
 RANDOM_GPT2 = ROOT / "models" / "gpt2-124m-random-weights"
-REAL_WEIGHTS_NOTEBOOKS = ["03_pretrained", "04_finetuning", "05_sampling", "06_overfitting"]  # the others load none
+# the others load none
+REAL_WEIGHTS_NOTEBOOKS = ["03_pretrained", "04_finetuning", "05_sampling", "06_overfitting", "09_classification"]
 
 
 def random_gpt2(folder: Path = RANDOM_GPT2) -> Path:

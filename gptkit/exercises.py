@@ -49,6 +49,7 @@ from tiktoken_ext.openai_public import r50k_pat_str
 from torch.nn import functional as F
 
 from gptkit.choices import Question, ending_logps, rows_of
+from gptkit.classify import summarize
 from gptkit.config import TrainConfig
 from gptkit.data import BIN_DTYPE, MASK_DTYPE, Batches, ExampleBatches
 from gptkit.diagnostics import find_turn_up, simulate_early_stop
@@ -57,7 +58,7 @@ from gptkit.export import to_hf_state_dict
 from gptkit.lora import TARGETS, LoRALinear, count_lora_params
 from gptkit.metrics import RunMetrics
 from gptkit.model import GPT, IGNORE_INDEX, GPTConfig, next_token_probs
-from gptkit.objectives import Preference, sequence_logps
+from gptkit.objectives import Classification, Preference, sequence_logps
 from gptkit.tokenizer import EOT_ID, get_encoding
 from gptkit.train import lr_at
 
@@ -753,3 +754,135 @@ def check_ending_logps(ending_logps_fn):
             if not math.isclose(got[1], want[1], rel_tol=1e-4, abs_tol=1e-5):
                 raise Hint(f"mean {got[1]:.4f}, gptkit {want[1]:.4f}: divide the sum by the ending's {n} tokens")
     return "4 endings of random text, against gptkit.choices.ending_logps"
+
+
+# --- 09 classification ----------------------------------------------------------------------------
+def random_attention_mask(seed: int, rows: int = 6, width: int = 9) -> tuple[torch.Tensor, np.ndarray]:
+    """A right-padded batch's attention mask (1: a real token, 0: padding) and its rows' lengths;
+    one row is full (no padding at all) and one holds a single token."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, width, size=rows)
+    lengths[rng.integers(rows)], lengths[(rng.integers(rows) + 1) % rows] = width, 1
+    mask = torch.from_numpy((np.arange(width)[None] < lengths[:, None]).astype(np.int64))
+    return mask, lengths
+
+
+def last_index_hint(got: torch.Tensor, want: torch.Tensor, lengths: np.ndarray, width: int) -> str:
+    row = int((got != want).nonzero()[0, 0])
+    n, said = int(lengths[row]), int(got[row])
+    holds = f"row {row} holds {n} real token{'s' if n > 1 else ''}"
+    if torch.equal(got, want + 1):
+        return f"{holds}: the last is at index {n - 1}, not {said} (indices start at 0)"
+    if said == width - 1:
+        return f"{holds} of {width}: index {said} is padding; read the last *real* token"
+    if n == width:
+        return f"row {row} has no padding at all: its last real token is the last position, {width - 1}, not {said}"
+    return f"{holds}: you give {said}, gptkit {n - 1}"
+
+
+@exercise("the last real token's index")
+def check_last_index(last_index):
+    for seed in (0, 1, 2):
+        mask, lengths = random_attention_mask(seed)
+        want = torch.from_numpy(lengths - 1)  # as gptkit.data.LabelledBatches and gptkit.classify give `last`
+        got = int64_tensor(attempt(last_index, mask.clone()), "the indices")
+        same_shape(got, want, "the indices (one per row)")
+        if not torch.equal(got, want):
+            raise Hint(last_index_hint(got, want, lengths, mask.size(1)))
+    return "3 right-padded batches, against the `last` gptkit.data.LabelledBatches gives the model"
+
+
+def tiny_classifier(seed: int, n_labels: int = 4) -> GPT:
+    model = tiny_gpt(seed)
+    model.add_classifier(n_labels)
+    return model.eval()
+
+
+def classification_hint(got: tuple[float, float], logits: torch.Tensor, labels: torch.Tensor, want: tuple) -> str:
+    loss, accuracy = got
+    if not math.isclose(loss, want[0], rel_tol=1e-4, abs_tol=1e-6):
+        slips = {
+            "cross_entropy takes the logits: it applies the softmax itself": F.cross_entropy(
+                logits.softmax(-1), labels
+            ),
+            "the mean over the examples, not the sum": F.cross_entropy(logits, labels, reduction="sum"),
+            "the loss is -log p(label), with log_softmax, not the logit itself": -logits.gather(
+                1, labels[:, None]
+            ).mean(),
+        }
+        fix = next((f": {fix}" for fix, v in slips.items() if math.isclose(loss, float(v), rel_tol=1e-4)), "")
+        return f"the loss: you give {loss:.5f}, gptkit {want[0]:.5f}{fix}"
+    correct = (logits.argmax(-1) == labels).float()
+    if math.isclose(accuracy, float(correct.sum()), abs_tol=1e-6):
+        return f"the accuracy: you give {accuracy:g}, a count; gptkit {want[1]:.4f}, a fraction of the examples"
+    return f"the accuracy: you give {accuracy:.4f}, gptkit {want[1]:.4f} (the predicted label is the logits' argmax)"
+
+
+@exercise("the classification loss and accuracy")
+def check_classification_loss(loss_and_accuracy):
+    for seed, (rows, width) in enumerate(((8, 7), (5, 11), (12, 4))):
+        model, objective = tiny_classifier(seed), Classification()
+        mask, lengths = random_attention_mask(seed, rows, width)
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randint(0, 64, mask.shape, generator=gen)
+        labels = torch.randint(0, model.config.n_labels, (rows,), generator=gen)
+        last = torch.from_numpy(lengths - 1)
+        terms = objective(model, (x, last, labels))
+        metrics = objective.metrics({k: float(v) for k, v in terms.sums.items()})
+        want = (metrics["loss"], metrics["accuracy"])
+        logits = model(x, last=last)[0]
+        got = attempt(loss_and_accuracy, logits.clone(), labels.clone())
+        if not isinstance(got, tuple | list) or len(got) != 2:
+            raise Hint("return two numbers: the mean loss and the accuracy")
+        got = (float(as_tensor(got[0], "the loss")), float(as_tensor(got[1], "the accuracy")))
+        same_loss = math.isclose(got[0], want[0], rel_tol=1e-4, abs_tol=1e-6)
+        if not (same_loss and math.isclose(got[1], want[1], abs_tol=1e-6)):
+            raise Hint(classification_hint(got, logits, labels, want))
+    return "3 batches of a tiny classifier, against gptkit.objectives.Classification"
+
+
+def random_predictions(seed: int, labels: list[str], n: int = 40) -> tuple[list[str], list[str]]:
+    """True and predicted labels, mostly right; the last label is never predicted (precision 0/0)."""
+    rng = np.random.default_rng(seed)
+    truth = list(rng.choice(labels, size=n))
+    guess = [t if rng.random() < 0.6 else str(rng.choice(labels[:-1])) for t in truth]
+    return [str(t) for t in truth], [labels[0] if g == labels[-1] else str(g) for g in guess]
+
+
+def scores_hint(name: str, got: tuple, want: dict, truth: list[str], guess: list[str]) -> str:
+    precision, recall, f1 = got
+    if math.isclose(precision, want["recall"]) and math.isclose(recall, want["precision"]) and precision != recall:
+        return f"{name!r}: precision and recall are swapped (precision: of those predicted {name!r}, how many are)"
+    if not math.isclose(precision, want["precision"], abs_tol=1e-9):
+        return f"{name!r}: precision {precision:.4f}, gptkit {want['precision']:.4f}"
+    if not math.isclose(recall, want["recall"], abs_tol=1e-9):
+        return f"{name!r}: recall {recall:.4f}, gptkit {want['recall']:.4f}"
+    if math.isclose(f1, (precision + recall) / 2):
+        return f"{name!r}: F1 is the harmonic mean 2PR / (P + R), not the average of precision and recall"
+    return f"{name!r}: F1 {f1:.4f}, gptkit {want['f1']:.4f}"
+
+
+@exercise("per-label precision, recall and F1")
+def check_label_scores(label_scores):
+    labels = ["Coriolanus", "Romeo and Juliet", "The Winter's Tale", "Measure for Measure"]
+    for seed in (0, 1):
+        truth, guess = random_predictions(seed, labels)
+        records = [{"label": t, "predicted": g} for t, g in zip(truth, guess, strict=True)]
+        want = summarize(records, labels, labels[0])["per_label"]
+        got = attempt(label_scores, list(truth), list(guess), list(labels))
+        if not isinstance(got, dict) or set(got) != set(labels):
+            raise Hint(f"return a dict with one entry per label, {short(labels, 2)}")
+        for name in labels:
+            value = got[name]
+            if not isinstance(value, tuple | list) or len(value) != 3:
+                raise Hint(f"{name!r}: give three numbers (precision, recall, F1), not {value!r}")
+            try:
+                value = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                raise Hint(f"{name!r}: give three numbers (precision, recall, F1), not {value!r}") from None
+            if any(math.isnan(v) for v in value) and not (truth.count(name) and guess.count(name)):
+                raise Hint(f"{name!r} is never predicted: count its precision (0 of 0) as 0, as gptkit does")
+            wanted = (want[name]["precision"], want[name]["recall"], want[name]["f1"])
+            if not all(math.isclose(a, b, abs_tol=1e-9) for a, b in zip(value, wanted, strict=True)):
+                raise Hint(scores_hint(name, value, want[name], truth, guess))
+    return "2 sets of predictions, against gptkit.classify.summarize"

@@ -35,6 +35,7 @@ _SHIPPED = {
     "presets": (_PACKAGE / "presets", _PACKAGE.parent / "config"),
     "dates": (_PACKAGE / "tasks" / "dates", _PACKAGE.parent / "data" / "dates"),
     "dates_preference": (_PACKAGE / "tasks" / "dates_preference", _PACKAGE.parent / "data" / "dates_preference"),
+    "plays": (_PACKAGE / "tasks" / "plays", _PACKAGE.parent / "data" / "plays"),
 }
 
 
@@ -64,7 +65,8 @@ def task_file(task: str, name: str) -> Path:
     path = _shipped(task, name) if task in _SHIPPED else Path(task) / name
     if not path.is_file():
         raise GptkitError(
-            f"gptkit ships no {task}/{name}: the shipped tasks are dates and dates_preference (train/val/test.jsonl)"
+            f"gptkit ships no {task}/{name}: the shipped tasks are dates and dates_preference (train/val/test.jsonl) "
+            "and plays (speeches.jsonl)"
         )
     return path
 

@@ -7,9 +7,13 @@ shows it when the cell ends with it (or passes it to `display`), a script saves 
     draw_kv_cache(prompt_len=3, new_tokens=4)
     draw_memory_bars({"full": {"weights": 4e6, "gradients": 4e6, ...}, "LoRA": {...}})
     draw_logit_lens(probabilities, row_labels, column_labels)
+    draw_attention_masks([5, 3, 7])          # a right-padded batch: who attends to what
+    plot_accuracy(run)                       # a classifier's train and val accuracy
 """
 
+import matplotlib.colors
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
@@ -147,4 +151,43 @@ def draw_logit_lens(values: np.ndarray, rows: list[str], columns: list[str], tit
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
     ax.set_title(title, fontsize=9)
+    return fig
+
+
+def draw_attention_masks(lengths: list[int]) -> Figure:
+    """What each position of a right-padded batch attends to (rows: queries, columns: keys), one
+    panel per text: causal attention over real tokens (blue), over padding (grey; only padding
+    queries ever see it), and the row a classifier reads, the last real token's (dark blue)."""
+    width = max(lengths)
+    fig = _figure((2.6 * len(lengths) + 0.6, 3.0))
+    colors = matplotlib.colors.ListedColormap(["white", "#9ecae1", "#d9d9d9", "#08519c"])
+    for i, n in enumerate(lengths):
+        ax = fig.add_subplot(1, len(lengths), i + 1)
+        query, key = np.arange(width)[:, None], np.arange(width)[None]
+        grid = np.where(key <= query, np.where(key < n, 1, 2), 0)
+        grid[n - 1, :n] = 3
+        ax.imshow(grid, cmap=colors, vmin=0, vmax=3)
+        ax.set_xticks(range(width), ["pad" if t >= n else str(t) for t in range(width)], fontsize=7, rotation=90)
+        ax.set_yticks(range(width), ["pad" if t >= n else str(t) for t in range(width)], fontsize=7)
+        ax.set_xlabel("key (attended to)", fontsize=8)
+        ax.set_title(f"text {i}: {n} tokens, read at {n - 1}", fontsize=9)
+    fig.axes[0].set_ylabel("query (position)", fontsize=8)
+    return fig
+
+
+def plot_accuracy(*runs, title: str = "train (dashed) and val (solid) accuracy") -> Figure:
+    """A classification run's train and val accuracy at each evaluation, one colour per run
+    (gptkit.metrics.RunMetrics, as read_metrics gives them)."""
+    fig = _figure((8, 4))
+    ax = fig.add_subplot()
+    for run, color in zip(runs, plt.get_cmap("tab10").colors, strict=False):
+        iters = [r["iter"] for r in run.evals]
+        ax.plot(iters, [r["train_accuracy"] for r in run.evals], "--", color=color, label=f"{run.name} train")
+        ax.plot(iters, [r["val_accuracy"] for r in run.evals], "o-", color=color, ms=3, label=f"{run.name} val")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return fig

@@ -5,6 +5,7 @@ panel to try a finished run.
     run = short_finetune(base, 3e-4, 0.1)  # what the panel's button does, callable headless
     FinetunePanel(base)                  # sliders + button; each click adds a run to the plot
     SamplePanel(out_dir)                 # prompt, temperature, max tokens, generate: gptkit.sample
+    ClassifierPanel(out_dir)             # a text box and a button: gptkit.classify's label and probabilities
 
 Training always runs through `gptkit.train.train` in the calling thread (so errors and
 Ctrl-C behave as usual); a background thread only reads metrics.jsonl and redraws.
@@ -18,10 +19,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from gptkit.classify import load_classifier, probabilities
 from gptkit.config import TrainConfig
 from gptkit.diagnostics import plot_losses
 from gptkit.metrics import METRICS, RunMetrics, read_metrics
 from gptkit.sample import SampleConfig, sample
+from gptkit.tokenizer import get_encoding
 from gptkit.train import train
 
 
@@ -222,3 +225,47 @@ class SamplePanel:
         self.output.outputs = ({"output_type": "stream", "name": "stdout", "text": self.text + "\n"},)
         self.status.value = f"done: seed {cfg.seed}, temperature {cfg.temperature:g}, up to {cfg.max_new_tokens} tokens"
         return self.text
+
+
+class ClassifierPanel:
+    """Try a classifier: a text box, a classify button, and every label's probability as a bar.
+
+    Each click scores the text with `out_dir`'s best checkpoint, as `python -m gptkit.classify
+    OUT_DIR "TEXT"` does (the same label and probability); the model is loaded on the first click.
+    `panel.probabilities` holds the last answer, label -> probability, most likely first.
+    """
+
+    def __init__(self, out_dir: str | Path, text: str = ""):
+        import ipywidgets as w
+
+        self.out_dir = str(out_dir)
+        self.model, self.labels = None, []
+        self.text = w.Textarea(value=text, description="text", layout=w.Layout(width="60%", height="6em"))
+        self.button = w.Button(description="classify", button_style="primary")
+        self.status = w.Label(value=f"classifies with {self.out_dir}")
+        self.output = w.Output()
+        self.probabilities: dict[str, float] = {}
+        self.button.on_click(lambda _button: self.classify())
+        self.widget = w.VBox([w.HBox([self.text, self.button]), self.status, self.output])
+
+    def classify(self) -> dict[str, float]:
+        """Score the text box's text; also what a click does."""
+        self.button.disabled = True
+        try:
+            if self.model is None:
+                model, self.labels = load_classifier(self.out_dir)
+                self.model = model.eval()
+            probs = probabilities(self.model, [get_encoding().encode_ordinary(self.text.value)])[0]
+        except Exception as e:
+            self.status.value = f"failed: {e}"
+            raise
+        finally:
+            self.button.disabled = False
+        ranked = sorted(zip(map(str, self.labels), probs.tolist(), strict=True), key=lambda lp: -lp[1])
+        self.probabilities = dict(ranked)
+        width = max(len(label) for label, _ in ranked)
+        lines = "".join(f"{label:<{width}}  {p:6.1%}  {'█' * round(40 * p)}\n" for label, p in ranked)
+        self.output.outputs = ({"output_type": "stream", "name": "stdout", "text": lines},)
+        label, p = ranked[0]
+        self.status.value = f"{label} ({p:.1%})"
+        return self.probabilities

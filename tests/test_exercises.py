@@ -219,6 +219,57 @@ def ending_mean_over_row(logits, ids, n):
     return picked.sum().item(), picked.sum().item() / (len(ids) - 1)
 
 
+def last_index_is_the_length(attention_mask):
+    return attention_mask.sum(dim=1)
+
+
+def last_index_is_the_last_position(attention_mask):
+    """The last position of the padded batch: padding, for every row shorter than the longest."""
+    return torch.full((attention_mask.size(0),), attention_mask.size(1) - 1)
+
+
+def last_index_before_the_first_pad(attention_mask):
+    """argmin finds the first 0, but a row without padding has none: it gives -1 there."""
+    return attention_mask.argmin(dim=1) - 1
+
+
+def classification_softmax_twice(logits, labels):
+    return F.cross_entropy(logits.softmax(-1), labels).item(), (logits.argmax(-1) == labels).float().mean().item()
+
+
+def classification_counts_correct(logits, labels):
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(-1) == labels).sum().item()
+
+
+def label_scores_with(f1):
+    def label_scores(truth, predicted, labels):
+        scores = {}
+        for name in labels:
+            hits = sum(t == p == name for t, p in zip(truth, predicted, strict=True))
+            said, real = predicted.count(name), truth.count(name)
+            precision, recall = hits / said if said else 0.0, hits / real if real else 0.0
+            scores[name] = (precision, recall, f1(precision, recall))
+        return scores
+
+    return label_scores
+
+
+label_scores_arithmetic_f1 = label_scores_with(lambda p, r: (p + r) / 2)
+
+
+def label_scores_swapped(truth, predicted, labels):
+    right = label_scores_with(lambda p, r: 2 * p * r / (p + r) if p + r else 0.0)(truth, predicted, labels)
+    return {name: (recall, precision, f1) for name, (precision, recall, f1) in right.items()}
+
+
+def label_scores_divide_by_zero(truth, predicted, labels):
+    """Precision as hits / predicted, with no care for a label never predicted."""
+    return {
+        name: (sum(t == p == name for t, p in zip(truth, predicted, strict=True)) / predicted.count(name), 0.0, 0.0)
+        for name in labels
+    }
+
+
 # (check, the solution's name in notebooks/solutions, [(wrong answer, a fragment of its hint)])
 CASES = [
     ("check_merge_step", "my_merge_step", [(merge_leftmost, "lowest-rank pair merges first")]),
@@ -264,6 +315,32 @@ CASES = [
         "check_ending_logps",
         "my_ending_logps",
         [(ending_unshifted, "one position earlier"), (ending_mean_over_row, "divide the sum by the ending's")],
+    ),
+    (
+        "check_last_index",
+        "my_last_index",
+        [
+            (last_index_is_the_length, "indices start at 0"),
+            (last_index_is_the_last_position, "is padding; read the last *real* token"),
+            (last_index_before_the_first_pad, "has no padding at all"),
+        ],
+    ),
+    (
+        "check_classification_loss",
+        "my_loss_and_accuracy",
+        [
+            (classification_softmax_twice, "it applies the softmax itself"),
+            (classification_counts_correct, "a count; gptkit"),
+        ],
+    ),
+    (
+        "check_label_scores",
+        "my_label_scores",
+        [
+            (label_scores_swapped, "precision and recall are swapped"),
+            (label_scores_arithmetic_f1, "harmonic mean"),
+            (label_scores_divide_by_zero, "ZeroDivisionError"),
+        ],
     ),
 ]
 

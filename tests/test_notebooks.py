@@ -28,6 +28,7 @@ EXPECTED = [
     "06_overfitting",
     "07_memory",
     "08_task_finetuning",
+    "09_classification",
     "10_preference_tuning",
 ]
 
@@ -114,7 +115,7 @@ def build_wheel(root: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.bin", "meta.json")
     for name in ("gptkit", "config"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
-    for data in ("shakespeare", "dates", "dates_preference"):  # the folders pyproject ships as package data
+    for data in ("shakespeare", "dates", "dates_preference", "plays"):  # the folders pyproject ships as package data
         shutil.copytree(ROOT / "data" / data, src / "data" / data, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
@@ -166,6 +167,7 @@ def test_notebooks_run_alone_in_a_fresh_runtime_from_a_wheel(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"gptkit/notebook.py", "gptkit/corpus/input.txt", "gptkit/presets/finetune_shakespeare.py"} <= names
     assert {"gptkit/tasks/dates/test.jsonl", "gptkit/tasks/dates_preference/test.jsonl"} <= names  # 08, 10
+    assert "gptkit/tasks/plays/speeches.jsonl" in names  # 09
     assert not any(n.endswith((".bin", "meta.json")) for n in names)
     python, purelib = fresh_python(tmp_path)
     home, folder = tmp_path / "home", tmp_path / "content"  # /content: where Colab runs

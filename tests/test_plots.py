@@ -6,8 +6,17 @@ import numpy as np
 from matplotlib.colors import to_hex
 from matplotlib.patches import Rectangle
 
+from gptkit.metrics import RunMetrics
 from gptkit.model import gpt2_config
-from gptkit.plots import draw_block_diagram, draw_kv_cache, draw_logit_lens, draw_lora, draw_memory_bars
+from gptkit.plots import (
+    draw_attention_masks,
+    draw_block_diagram,
+    draw_kv_cache,
+    draw_logit_lens,
+    draw_lora,
+    draw_memory_bars,
+    plot_accuracy,
+)
 
 
 def texts(fig) -> str:
@@ -21,6 +30,8 @@ def test_every_picture_is_a_closed_figure():
         draw_kv_cache(3, 2),
         draw_memory_bars({"a": {"weights": 1.0}}),
         draw_logit_lens(np.eye(2), ["x", "y"], ["p", "q"]),
+        draw_attention_masks([3, 2]),
+        plot_accuracy(classifier_run()),
     ]
     assert not any(plt.fignum_exists(f.number) for f in figures if getattr(f, "number", None))
     assert all(f.axes for f in figures)
@@ -58,3 +69,29 @@ def test_logit_lens_shows_the_values():
     ax = draw_logit_lens(values, ["emb", "block 1"], ["a", "b"]).axes[0]
     np.testing.assert_array_equal(ax.images[0].get_array(), values)
     assert [t.get_text() for t in ax.texts] == ["0.10", "0.20", "0.30", "0.90"]
+
+
+def test_attention_masks_are_causal_and_mark_the_row_read():
+    lengths = [5, 3, 7]
+    for ax, n in zip(draw_attention_masks(lengths).axes, lengths, strict=True):
+        grid = np.asarray(ax.images[0].get_array())
+        assert grid.shape == (7, 7)
+        assert (grid[np.triu_indices(7, 1)] == 0).all()  # nothing attends to a later position
+        assert (grid[n - 1, :n] == 3).all() and (grid[n - 1, n:] == 0).all()  # the row read sees every real token
+        assert (grid[:n, n:] == 0).all()  # no real token sees padding
+        assert (grid[np.tril_indices(7)][np.tril_indices(7)[1] >= n] == 2).all()  # only padding queries do
+
+
+def classifier_run() -> RunMetrics:
+    evals = [
+        {"iter": i, "train_accuracy": a, "val_accuracy": b}
+        for i, a, b in ((0, 0.2, 0.25), (10, 0.5, 0.4), (20, 0.8, 0.6))
+    ]
+    return RunMetrics("cls", evals)
+
+
+def test_accuracy_curves_plot_train_and_val():
+    ax = plot_accuracy(classifier_run()).axes[0]
+    train, val = ax.lines
+    assert list(train.get_xdata()) == [0, 10, 20] and list(train.get_ydata()) == [0.2, 0.5, 0.8]
+    assert list(val.get_ydata()) == [0.25, 0.4, 0.6] and train.get_linestyle() == "--"

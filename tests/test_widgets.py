@@ -4,14 +4,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from matplotlib.figure import Figure
+from test_classification import colours  # noqa: F401  (the labelled dataset fixture)
+from test_classify import classifier, texts_of  # noqa: F401  (a trained tiny classifier)
 
+from conftest import run_cli_in_process
+from gptkit import checkpoint
 from gptkit.config import TrainConfig
 from gptkit.diagnostics import read_metrics
 from gptkit.sample import SampleConfig, sample
 from gptkit.tokenizer import get_encoding
 from gptkit.train import train
-from gptkit.widgets import FinetunePanel, SamplePanel, short_finetune, train_live
+from gptkit.widgets import ClassifierPanel, FinetunePanel, SamplePanel, short_finetune, train_live
 
 
 @pytest.fixture
@@ -118,3 +123,32 @@ def test_sample_panel_reports_a_missing_run(tmp_path):
     with pytest.raises(Exception, match="not a folder"):
         panel.generate()  # what a click calls (ipywidgets logs a click's exception instead of raising it)
     assert panel.status.value.startswith("failed:") and not panel.button.disabled
+
+
+def test_classifier_panel_gives_gptkit_classifys_label_and_every_probability(classifier, colours):  # noqa: F811
+    text = texts_of(colours, 3)[2]
+    panel = ClassifierPanel(classifier)
+    panel.text.value = text
+    panel.button.click()
+    cli = run_cli_in_process("-m", "gptkit.classify", str(classifier), text)
+    label, p = cli.stdout.strip().split("\t")
+    assert list(panel.probabilities)[0] == label and panel.probabilities[label] == pytest.approx(float(p), abs=1e-4)
+    # every label's probability, against the checkpoint's model read at the text's last token
+    ckpt = checkpoint.load(classifier / checkpoint.BEST)
+    model = checkpoint.model_from_checkpoint(ckpt).eval()
+    ids = torch.tensor([get_encoding().encode_ordinary(text)])
+    with torch.no_grad():
+        alone = model(ids, last=torch.tensor([ids.size(1) - 1]))[0].softmax(-1)[0].tolist()
+    assert panel.probabilities == pytest.approx(dict(zip(ckpt.labels, alone, strict=True)), abs=1e-6)
+    assert panel.output.outputs[0]["text"].startswith(label) and panel.status.value.startswith(label)
+    assert not panel.button.disabled
+
+
+def test_classifier_panel_reports_an_empty_text_and_a_language_model(classifier, shakespeare_bins, base):  # noqa: F811
+    panel = ClassifierPanel(classifier, text="")
+    with pytest.raises(Exception, match="empty"):
+        panel.classify()  # what a click calls
+    assert panel.status.value.startswith("failed:") and not panel.button.disabled
+    train(base)
+    with pytest.raises(Exception, match="not a classifier"):
+        ClassifierPanel(base.out_dir, text="ROMEO:").classify()
