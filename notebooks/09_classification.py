@@ -334,7 +334,7 @@ choices = {
     "head": dict(train_layers="head", learning_rate=10 * recipe["learning_rate"]),
     "last block": dict(train_layers="last_block"),
     "all": dict(train_layers="all"),
-    "LoRA r=8": dict(train_layers="all", lora_rank=8, lora_alpha=16.0, learning_rate=10 * recipe["learning_rate"]),
+    "LoRA r=8": dict(lora_rank=8, lora_alpha=16.0, learning_rate=10 * recipe["learning_rate"]),
 }
 configs = {
     name: TrainConfig(**(recipe | {"out_dir": str(OUT / name.replace(" ", "_"))} | kw)) for name, kw in choices.items()
