@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 1 · Tokenization: from text to the ids GPT-2 reads
 #
-# *Takes about 15 s on a 2-core CPU (measured top to bottom), about 1 min on a Colab or Kaggle
+# *Takes about 10 s on a 2-core CPU (measured top to bottom), about 1 min on a Colab or Kaggle
 # T4 (estimate; most of it the setup cell's install).*
 #
 # A language model never sees letters. It sees a sequence of integers, *token ids*, each one

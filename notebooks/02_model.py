@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 2 · The model: from token ids to next-token probabilities
 #
-# *Takes about 20 s on a 2-core CPU (measured top to bottom), about 1 min on a Colab or Kaggle
+# *Takes about 15 s on a 2-core CPU (measured top to bottom), about 1 min on a Colab or Kaggle
 # T4 (estimate; its work stays on the CPU).*
 #
 # GPT-2 is a stack of identical *blocks* between an embedding layer and an output layer. In

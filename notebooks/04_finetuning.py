@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 4 · Finetuning GPT-2 on Shakespeare
 #
-# *Takes about 7 min on a 2-core CPU with the offline stand-in once it is built (the first notebook
+# *Takes about 4 min on a 2-core CPU with the offline stand-in once it is built (the first notebook
 # that needs it pretrains it: a few minutes more, once) and 6.5 min with GPT-2 124M
 # (measured top to bottom; GPT-2's time with random weights of its shape, from a local hub),
 # about 3 min on a Colab or Kaggle T4 with GPT-2 (estimate).*

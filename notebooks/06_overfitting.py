@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 6 · Overfitting: reading the loss curves
 #
-# *Takes about 7 min on a 2-core CPU with the offline stand-in once it is built (the first notebook
+# *Takes about 6 min on a 2-core CPU with the offline stand-in once it is built (the first notebook
 # that needs it pretrains it: a few minutes more, once) and 8 min with GPT-2 124M
 # (measured top to bottom; GPT-2's time with random weights of its shape, from a local hub),
 # about 7 min on a Colab or Kaggle T4 (estimate; its small runs stay on the CPU).*

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 7 · Memory: finetuning a big model with LoRA
 #
-# *Takes about 5 min on a 2-core CPU (measured top to bottom), about 5 min on a Colab or Kaggle
+# *Takes about 1 min on a 2-core CPU (measured top to bottom), about 2 min on a Colab or Kaggle
 # T4 (estimate; it runs on the CPU).*
 #
 # A full finetune trains every weight, so it keeps, for every parameter, its fp32 weight, its

@@ -1,10 +1,9 @@
 # %% [markdown]
 # # 8 · Task finetuning from examples
 #
-# *Takes about 6 min on a 2-core CPU once the offline stand-in is built (the first notebook that
-# needs it pretrains it: a few minutes more, once), about 6 min on Colab or Kaggle (estimates:
-# 3.9 min measured top to bottom with three of its finetunes, before a fourth of the same size
-# and two short ones were added; its small models train on the CPU, two cores there too).*
+# *Takes about 8 min on a 2-core CPU once the offline stand-in is built (the first notebook that
+# needs it pretrains it: a few minutes more, once; measured top to bottom), about 8 min on Colab
+# or Kaggle (estimate: its small models train on the CPU, two cores there too).*
 #
 # Notebooks 4 to 6 finetune on a *stream* of text: every token is a target. To teach a model a
 # task you bring *examples* instead (a question and its answer, an instruction and its output),

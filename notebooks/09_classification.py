@@ -1,8 +1,9 @@
 # %% [markdown]
 # # 9 · Classification: GPT-2 as a classifier
 #
-# *Took 14 min on a 2-core CPU shared with other jobs (measured top to bottom; docs/notebooks.md);
-# its four training runs of 300 short steps are most of it. With GPT-2 124M the runs are shorter, each step far dearer.*
+# *Takes about 3 min on a 2-core CPU once the offline stand-in is built (the first notebook that
+# needs it pretrains it: a few minutes more, once; measured top to bottom); its four training runs
+# of 300 short steps are most of it. With GPT-2 124M the runs are shorter, each step far dearer.*
 #
 # The most common practical GPT-2 finetune is not a language model but a classifier: spam or
 # not, the sentiment of a review, the topic of a question. The model reads a text and answers

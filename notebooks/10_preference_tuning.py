@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 10 · Preference tuning (DPO) and scoring by likelihood
 #
-# *Takes about 10 min on a 2-core CPU (estimated from the CPU time of a run top to bottom on a
-# shared machine), less after notebook 8, whose SFT run it reuses.*
+# *Takes about 5 min on a 2-core CPU after notebook 8, whose SFT run it reuses (measured top to
+# bottom); a few minutes more opened alone, when it trains that run itself.*
 #
 # Notebook 8 taught a model a task from examples of good answers: supervised finetuning (SFT).
 # Preference tuning goes one step further: from *pairs* of a better and a worse answer to the same
