@@ -65,10 +65,11 @@ UNSUPPORTED = (
 )
 # init_lora_weights values that only choose A and B's starting values (others rewrite the base too).
 PLAIN_INITS = (True, False, "gaussian", "eva", "orthogonal")
-# A SEQ_CLS adapter's modules_to_save: peft's own list for sequence classification, of which GPT-2
-# has `score` (trained in full, saved whole as `base_model.model.score.weight`).
+# A SEQ_CLS adapter's modules_to_save: the names peft lists for sequence-classification heads
+# (0.22 added `pre_classifier`), of which GPT-2 has `score` only (trained in full, saved whole as
+# `base_model.model.score.weight`); the others name no module of GPT-2.
 HEAD = "score"
-SEQ_CLS_SAVED = ("classifier", HEAD)
+SEQ_CLS_SAVED = ("classifier", "pre_classifier", HEAD)
 
 
 def is_peft_dir(path: str | Path) -> bool:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import assert_user_error, build_hf_gpt2, run_cli
-from gptkit import checkpoint
+from gptkit import checkpoint, peft_format
 from gptkit.config import TrainConfig
 from gptkit.data import Batches
 from gptkit.errors import GptkitError
@@ -196,7 +196,8 @@ def test_a_classifier_adapter_saved_by_peft_loads_with_peft_s_probabilities(tiny
                 p.normal_(0, 0.2)
     adapter = tmp_path / "cls-adapter"
     model.save_pretrained(adapter)
-    assert json.loads((adapter / "adapter_config.json").read_text())["modules_to_save"] == ["classifier", "score"]
+    saved = json.loads((adapter / "adapter_config.json").read_text())["modules_to_save"]
+    assert "score" in saved and set(saved) <= set(peft_format.SEQ_CLS_SAVED), saved  # peft's names, in any version
     x = tokens(12)
     lengths = torch.tensor([12, 5])
     x[1, 5:] = 50256  # right padding
