@@ -88,17 +88,6 @@ class Checkpoint:
 PROGRESS = ("iter_num", "best_val_loss", "evals_since_best", "tokens_seen")
 
 
-def best_followed(ckpt: Checkpoint) -> tuple[str, float] | None:
-    """What picked the best checkpoint, and its best figure: `best_val_loss` keeps the objective's
-    score, which for a classifier by accuracy (`best_by`, the default) is 1 - val accuracy.
-    None before any evaluation."""
-    if not math.isfinite(ckpt.best_val_loss):
-        return None
-    if ckpt.labels and ckpt.config.get("best_by", "accuracy") == "accuracy":
-        return "val accuracy", 1.0 - ckpt.best_val_loss
-    return "val loss", ckpt.best_val_loss
-
-
 def migrate(raw: dict) -> dict:
     """A saved checkpoint dict of any format version, as the current version writes it.
 

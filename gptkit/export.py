@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from gptkit import checkpoint, sources
+from gptkit import checkpoint, objectives, sources
 from gptkit.config import help_table
 from gptkit.data import read_meta
 from gptkit.errors import GptkitError, run_cli
@@ -232,8 +232,9 @@ def card_facts(
     best = ckpt.best_val_loss if ckpt is not None else None
     if ckpt is not None and ckpt.labels:
         facts.append(f"**Labels:** {', '.join(map(str, ckpt.labels))}")
-        if followed := checkpoint.best_followed(ckpt):  # 1 - accuracy kept as best_val_loss, read back
-            facts.append(f"**Best {followed[0]}:** {followed[1]:.4f}")
+        if best is not None and math.isfinite(best):  # the classifier's objective reads its score back
+            objective = objectives.Classification(ckpt.config.get("best_by", "accuracy"))
+            facts.append(f"**Best {objective.followed}:** {objective.unscore(best):.4f}")
     elif best is not None and math.isfinite(best):
         facts.append(f"**Best val loss:** {best:.4f} (perplexity {math.exp(best):.2f})")
     elif ckpt is not None:

@@ -402,21 +402,20 @@ def estimate_classifier(
 # --- a run's settings -> its estimate ---------------------------------------------------------
 
 
-def sequence_length(cfg, block_size: int) -> int:
-    """Tokens per row of a micro-batch: block_size, or for examples the longest one (padded to it), if shorter."""
-    meta = read_meta(Path(cfg.data_root) / cfg.dataset)
+def sequence_length(meta: dict, block_size: int) -> int:
+    """Tokens per row of a micro-batch: block_size, or for examples the longest one (padded to it), if
+    shorter. `meta`: the dataset's meta.json."""
     if meta.get("kind") not in ("examples", "preference"):
         return block_size
     longest = max((split.get("longest", block_size + 1) for split in meta.get("splits", {}).values()), default=0)
     return max(1, min(block_size, longest - 1))
 
 
-def rows_per_batch(cfg) -> int:
+def rows_per_batch(cfg, meta: dict) -> int:
     """Rows of a micro-batch: batch_size, twice that for preference pairs (chosen and rejected in one pass).
     DPO's reference adds no weights: a LoRA run's is its own base (adapters off), a full run's is
     precomputed log-probabilities (a few bytes a pair)."""
-    kind = read_meta(Path(cfg.data_root) / cfg.dataset).get("kind")
-    return cfg.batch_size * (2 if kind == "preference" else 1)
+    return cfg.batch_size * (2 if meta.get("kind") == "preference" else 1)
 
 
 def run_shape(cfg, resume: checkpoint.Resume | None = None) -> tuple[GPTConfig, dict] | None:
@@ -440,10 +439,11 @@ def estimate_run(
     if shape is None:
         return None
     model, lora = shape
-    if read_meta(Path(cfg.data_root) / cfg.dataset).get("kind") == "classification":
-        return classifier_estimate_run(cfg, model, lora, device_type, dtype, shards, world)
-    seq = sequence_length(cfg, model.block_size)
-    cfg = replace(cfg, batch_size=rows_per_batch(cfg))
+    meta = read_meta(Path(cfg.data_root) / cfg.dataset)
+    if meta.get("kind") == "classification":
+        return classifier_estimate_run(cfg, meta, model, lora, device_type, dtype, shards, world)
+    seq = sequence_length(meta, model.block_size)
+    cfg = replace(cfg, batch_size=rows_per_batch(cfg, meta))
     if cfg.eval_only:  # no gradients, no optimizer state, nothing kept for a backward pass
         est = estimate(model, cfg.batch_size, seq, device_type=device_type, dtype=dtype, shards=shards)
         b, t, c = cfg.batch_size, seq, model.n_embd
@@ -465,10 +465,11 @@ def estimate_run(
     )
 
 
-def classifier_estimate_run(cfg, model: GPTConfig, lora: dict, device_type: str, dtype, shards: int, world: int):
-    """`estimate_run` on a classification dataset: micro-batches as wide as the longest text, a head
-    of the dataset's labels, what `train_layers` (or LoRA) trains."""
-    meta = read_meta(Path(cfg.data_root) / cfg.dataset)
+def classifier_estimate_run(
+    cfg, meta: dict, model: GPTConfig, lora: dict, device_type: str, dtype, shards: int, world: int
+):
+    """`estimate_run` on a classification dataset (`meta`, its meta.json): micro-batches as wide as
+    the longest text, a head of the dataset's labels, what `train_layers` (or LoRA) trains."""
     longest = max((split.get("longest", 0) for split in meta.get("splits", {}).values()), default=0)
     seq = max(1, min(model.block_size, longest or model.block_size))
     model = replace(model, n_labels=model.n_labels or len(meta.get("labels", [])) or 2)

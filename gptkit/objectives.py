@@ -54,7 +54,7 @@ class LanguageModelling:
 
     def __call__(self, net: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> Terms:
         x, y = batch
-        rows = unpadding.rows_to_compute(unpadding.target_lengths(y), y.size(1)) if self.unpad else None
+        rows = unpadding.rows_for_targets(y) if self.unpad else None
         # [1]: the logits are not kept: no name holds this micro-batch's (N x 50257) logits
         loss = net(x, y, reduction="sum", rows=rows)[1]
         return Terms(loss, {"loss": loss.detach(), "count": (y != IGNORE_INDEX).sum()}, x.numel())
@@ -86,8 +86,8 @@ def sequence_logps(
     """log p(response | prompt) of each row of `x`: summed over its targets (those of `y` that are
     not IGNORE_INDEX), or with `average` their mean. The forward pass computes logits for those
     positions only: prompts and padding cost no output layer (with `unpad`, padding no block either)."""
-    rows = unpadding.rows_to_compute(unpadding.target_lengths(y), y.size(1)) if unpad else None
-    _, token_losses = net(x, y, reduction="none", rows=rows)  # -log p of each target, in row-major order
+    real = unpadding.rows_for_targets(y) if unpad else None
+    _, token_losses = net(x, y, reduction="none", rows=real)  # -log p of each target, in row-major order
     keep = y != IGNORE_INDEX
     rows = keep.nonzero()[:, 0]
     logps = torch.zeros(len(x), device=x.device, dtype=torch.float32).index_add(0, rows, -token_losses.float())

@@ -80,7 +80,7 @@ def check_resume(cfg: TrainConfig, saved_config: dict, source, saved_dtype: str 
 
 def describe_resume(path, iter_num: int, applied: dict, best: tuple[str, float] | None = None) -> str:
     """The run header's line for a resumed run: from where, which given settings changed, and (`best`:
-    `checkpoint.best_followed`) the best figure so far."""
+    the objective's followed figure and its value) the best so far."""
     changed = f"changed: {_changes(applied)}" if applied else "no setting given differs from the checkpoint's"
     so_far = f"; best {best[0]} so far {best[1]:.4f}" if best else ""
     return f"resuming from {path} at iteration {iter_num}; {changed}{so_far}"

@@ -742,7 +742,8 @@ def train(cfg: TrainConfig) -> dict:
             applied = check_resume(cfg, resume.ckpt.config, resume.path, resume.ckpt.dtype)
         run, state = setup(cfg, world, out, resume, precision, device, estimate)
         if resume is not None and world.master:
-            best = checkpoint.best_followed(resume.ckpt) if resume.ckpt.labels else None  # a classifier's, by best_by
+            objective, score = run.objective, state.best_val_loss  # a classifier's best so far, by best_by
+            best = (objective.followed, objective.unscore(score)) if run.labels and math.isfinite(score) else None
             print(describe_resume(resume.path, state.iter_num, applied, best))
         print_header(run)
         log = RunLog(run, state)

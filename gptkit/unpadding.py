@@ -66,6 +66,11 @@ def rows_to_compute(lengths: torch.Tensor, width: int) -> Rows | None:
     return Rows(lengths, width)
 
 
+def rows_for_targets(targets: torch.Tensor) -> Rows | None:
+    """`rows_to_compute` for a batch of (B, T) targets: each row up to its last target."""
+    return rows_to_compute(target_lengths(targets), targets.size(1))
+
+
 def target_lengths(targets: torch.Tensor) -> torch.Tensor:
     """(B, T) targets -> (B,) how many positions each row needs: up to its last target. A position
     after it changes nothing a target reads (attention is causal): padding, or a cut response."""
