@@ -1,17 +1,19 @@
 """nanoGPT's gpt2-xl finetuning recipe on a 24 GB CPU machine: measured peak memory against gptkit.memory.
 
-    python benchmarks/bench_memory.py                      # gpt2-xl shape (~10 minutes, ~7 GB)
+    python benchmarks/bench_memory.py                      # gpt2-xl shape (20-60 minutes, ~7 GB)
     python benchmarks/bench_memory.py --n_layer=2 --n_head=2 --n_embd=64 --block_size=64   # tiny
+    python benchmarks/bench_memory.py --dtype=bfloat16 --loading_only   # gpt2-xl, bf16, up to the first step
 
 1. Builds a random-weight Hugging Face GPT-2 directory of the given shape once, with
    `transformers`, under --models_dir (git-ignored `models/`).
 2. Loads it with `GPT.from_pretrained` in a fresh process: peak resident memory
    over the weights (one copy: the model is built on the meta device and takes the tensors read).
-3. Runs ONE iteration of config/finetune_shakespeare_lora.py (LoRA + activation checkpointing,
+3. Measures the LoRA run's loading stage alone, in the run's dtype (`--loading_only` stops here).
+4. Runs ONE iteration of config/finetune_shakespeare_lora.py (LoRA + activation checkpointing,
    micro-batch 1 x block_size) with --gradient_accumulation_steps=1 (the recipe's 32 micro-steps
    take 32 times as long and reach the same peak from the second on) and --eval_iters=1, in a
    fresh process (benchmarks/peak_rss.py), and sets its peak RSS against the estimate.
-4. Starts the full finetune of the same recipe (config/finetune_shakespeare.py) and times how soon
+5. Starts the full finetune of the same recipe (config/finetune_shakespeare.py) and times how soon
    the memory check stops it, with its one line. When the machine has room for the full
    finetune (a tiny shape), the check is given a smaller available figure, between the two
    estimates, through GPTKIT_AVAILABLE_MEMORY, and the line says so.
@@ -77,6 +79,17 @@ def main() -> None:
     p.add_argument("--block_size", type=int, default=1024)
     p.add_argument("--models_dir", default=str(ROOT / "models"))
     p.add_argument("--data_root", default="data", help="the folder that holds shakespeare/ (prepared)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="the runs' --dtype: auto (what gptkit.train picks on this machine), float32, bfloat16 or float16",
+    )
+    p.add_argument(
+        "--loading_only",
+        action="store_true",
+        help="stop after the LoRA run's loading stage (where its first step would take hours, as bf16 where "
+        "the CPU has no bf16 instructions)",
+    )
     p.add_argument("--full_timeout", type=float, default=120, help="seconds the full finetune may take to be stopped")
     args = p.parse_args()
 
@@ -95,7 +108,7 @@ def main() -> None:
     print(f"ratio loading peak/weights: {load['added'] / load['weights']:.2f}x (1.00x: one copy)")
 
     common = [f"--init_from={directory}", f"--block_size={args.block_size}", "--progress=False"]
-    common.append(f"--data_root={args.data_root}")
+    common += [f"--data_root={args.data_root}", f"--dtype={args.dtype}"]
     out = Path(args.models_dir) / f"{name}-run"
     lora_args = [
         "config/finetune_shakespeare_lora.py",
@@ -107,6 +120,19 @@ def main() -> None:
         "--overwrite_out_dir=True",
         "--device=cpu",
     ]
+    result = run(["benchmarks/peak_rss.py", "--loading_stage", *lora_args])
+    if result.returncode != 0 or not result.stdout.strip():
+        raise SystemExit(f"the LoRA run's loading failed:\n{result.stderr[-3000:]}")
+    stage = json.loads(result.stdout.splitlines()[-1])
+    print(
+        f"LoRA recipe's loading stage in {stage['dtype']} (the base read, adapters added, held in the run's "
+        f"dtype): {stage['seconds']:.0f} s, peak {stage['added'] / GB:.2f} GB over the baseline (anonymous "
+        f"{stage['anon_added'] / GB:.2f}), {stage['after'] / GB:.2f} GB held after for {stage['held'] / GB:.2f} GB "
+        f"of weights; the estimate's loading term {stage['loading'] / GB:.2f} GB"
+    )
+    print(f"ratio estimated/measured loading peak: {stage['loading'] / stage['added']:.2f}x")
+    if args.loading_only:
+        return
     result = run(["benchmarks/peak_rss.py", *lora_args], timeout=4 * 3600)  # ~20 min quiet, an hour shared
     if result.returncode != 0 or not result.stdout.strip():
         raise SystemExit(f"the LoRA run failed:\n{result.stderr[-3000:]}")
@@ -115,7 +141,8 @@ def main() -> None:
         raise SystemExit(f"the LoRA run stopped: {lora['error']}")
     parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in lora["parts"].items() if k != "allocator_share")
     print(
-        f"LoRA + checkpointing, 1 iteration of 1 x {args.block_size} tokens: {lora['seconds']:.0f} s, "
+        f"LoRA + checkpointing in {lora['dtype']}, 1 iteration of 1 x {args.block_size} tokens: "
+        f"{lora['seconds']:.0f} s, "
         f"peak RSS {lora['peak'] / GB:.2f} GB in all, {lora['added'] / GB:.2f} GB over the baseline "
         f"of {lora['baseline'] / GB:.2f} GB; estimate {lora['estimate'] / GB:.2f} GB, of which tensors "
         f"{lora['tensors'] / GB:.2f} GB ({parts})"
@@ -138,7 +165,7 @@ def main() -> None:
     from gptkit.config import TrainConfig, parse_args
 
     full_cfg = parse_args(TrainConfig, ["config/finetune_shakespeare.py", *common], "bench")
-    full_estimate = memory.estimate_run(full_cfg, "cpu", torch.float32).peak
+    full_estimate = memory.estimate_run(full_cfg, "cpu", device.pick_dtype(args.dtype, "cpu", autocast=True)).peak
     available = device.available_bytes(torch.device("cpu"))
     env, note = {}, "the machine's MemAvailable"
     if full_estimate <= available:

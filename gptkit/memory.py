@@ -55,12 +55,19 @@ class MemoryEstimate:
     step_transient: int  # alive during the optimizer step (non-fused AdamW)
     loading: int  # the peak while the weights are loaded
     allocator_share: float = 0.0  # what the memory allocator holds beyond the tensors, as a share of them
+    gradients_persist: bool = True  # kept from one micro-step to the next, beside its activations
 
     @property
     def tensors(self) -> int:
         """The most bytes of tensors alive at once."""
-        held = self.weights + self.gradients + self.optimizer
-        return max(held + max(self.activations + self.transient, self.step_transient), self.loading)
+        backward = self.activations + self.transient
+        if self.gradients_persist:
+            step = self.gradients + max(backward, self.step_transient)
+        else:
+            # One micro-step per optimizer step: the step sets the gradients to None, so the forward
+            # pass runs without them, and the backward pass makes them as it frees the activations.
+            step = max(backward, self.gradients + self.step_transient)
+        return max(self.weights + self.optimizer + step, self.loading)
 
     @property
     def allocator(self) -> int:
@@ -262,13 +269,15 @@ def estimate(
     fused_adamw: bool = True,
     shards: int = 1,
     ddp: bool = False,
+    gradients_persist: bool = True,
 ) -> MemoryEstimate:
     """Bytes per process for training `model` on micro-batches of batch_size x block_size tokens.
 
     `half_base` (default: LoRA under 16-bit autocast) holds the frozen block matrices in that
     dtype. `shards` > 1: FSDP, each process keeps 1/shards of the weights, gradients and
     optimizer state, plus two blocks' gathered weights. `ddp`: DistributedDataParallel's
-    gradient buckets, a second copy of the gradients.
+    gradient buckets, a second copy of the gradients. `gradients_persist=False`: one micro-step
+    per optimizer step in one process, so no forward pass runs beside gradients.
     """
     half = dtype in (torch.bfloat16, torch.float16)
     lora = lora_rank > 0
@@ -298,10 +307,18 @@ def estimate(
     # A micro-batch after the first adds a fresh gradient to each stored one: the largest is the head's.
     transient = logits_grad + gathered + (0 if lora else 4 * largest)
     step_transient = 0 if fused_adamw else 4 * trainable  # foreach AdamW's sqrt(v) for every tensor
-    loading = weights + 4 * largest  # one tensor at a time is read (and transposed) beside the model
+    # Loading: the tensors read become the model's own; only a Conv1D matrix (4C x C at most) is
+    # copied, transposed, beside it, one at a time. A LoRA base held in 16 bits is loaded whole in
+    # fp32 first (gptkit.lora.hold_base_in halves its block matrices afterwards): on the CPU, the
+    # same memory the run trains in, that is the run's peak for a large model (gpt2-xl: 6.3 GB
+    # against 4.4 GB for its first step, benchmarks/README.md).
+    loading = weights + 4 * 4 * model.n_embd**2
+    if half_base and device_type == "cpu":
+        loading += 2 * block_matrices
     return MemoryEstimate(
-        weights, gradients, optimizer, acts, transient, step_transient, loading, ALLOCATOR_SHARE.get(device_type, 0.0)
-    )
+        weights, gradients, optimizer, acts, transient, step_transient, loading, ALLOCATOR_SHARE.get(device_type, 0.0),
+        gradients_persist,
+    )  # fmt: skip
 
 
 # --- a classifier: no logits over the vocabulary, and frozen layers keep nothing ----------------
@@ -352,6 +369,7 @@ def estimate_classifier(
     model: GPTConfig, batch_size: int, seq: int, train_layers: str = "last_block", *, device_type: str = "cpu",
     dtype: torch.dtype = torch.float32, lora_rank: int = 0, lora_targets=DEFAULT_TARGETS, lora_dropout: float = 0.0,
     grad_checkpoint: bool = False, fused_adamw: bool = True, shards: int = 1, ddp: bool = False,
+    gradients_persist: bool = True,
 ) -> MemoryEstimate:  # fmt: skip
     """`estimate` for a classifier (`model.n_labels` > 0): gradients and AdamW state for the trained
     parameters only (`train_layers`, or LoRA's factors and the head), activations from the first
@@ -369,6 +387,7 @@ def estimate_classifier(
         lora_dropout=lora_dropout,
         grad_checkpoint=grad_checkpoint,
         fused_adamw=fused_adamw,
+        gradients_persist=gradients_persist,
     )  # fmt: skip  (one process: sharded below)
     trainable = classifier_trainable(model, train_layers, lora_rank, lora_targets)
     weights = lm.weights + 4 * model.n_embd * model.n_labels  # the language model's (LoRA's factors too) and the head
@@ -462,7 +481,14 @@ def estimate_run(
         fused_adamw=device_type in ("cpu", "cuda"),
         shards=shards,
         ddp=world > 1 and shards == 1,
+        gradients_persist=gradients_persist(cfg, world),
     )
+
+
+def gradients_persist(cfg, world: int) -> bool:
+    """Whether a run's gradients outlive a micro-step: more than one per optimizer step, or several
+    processes (DDP's buckets and FSDP's shards are not counted as freed)."""
+    return cfg.gradient_accumulation_steps > 1 or world > 1
 
 
 def classifier_estimate_run(
@@ -478,7 +504,7 @@ def classifier_estimate_run(
         model, cfg.batch_size, seq, cfg.train_layers, device_type=device_type, dtype=dtype, lora_rank=rank,
         lora_targets=lora.get("targets", DEFAULT_TARGETS), lora_dropout=lora.get("dropout", 0.0),
         grad_checkpoint=cfg.grad_checkpoint, fused_adamw=device_type in ("cpu", "cuda"), shards=shards,
-        ddp=world > 1 and shards == 1,
+        ddp=world > 1 and shards == 1, gradients_persist=gradients_persist(cfg, world),
     )  # fmt: skip
     if cfg.eval_only:  # no gradients, no optimizer state, nothing kept for a backward pass
         return replace(est, gradients=0, optimizer=0, activations=0)

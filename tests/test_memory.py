@@ -286,7 +286,7 @@ def test_classifier_estimate_is_within_15_percent_of_the_measured_peak(tmp_path,
             run = min(run, measure(measured_hf_dir, tmp_path / layers, *extra), key=added)
         assert within(run), (layers, added(run), run)
         runs[layers] = run
-    assert runs["last_block"]["estimate"] < runs["all"]["estimate"] / 2
+    assert runs["last_block"]["estimate"] < 0.6 * runs["all"]["estimate"]
     assert added(runs["last_block"]) < added(runs["all"]) / 2
     shape = memory.GPTConfig(block_size=256, vocab_size=50257, n_layer=6, n_head=4, n_embd=128)
     as_a_language_model = memory.estimate(shape, 8, 221).peak  # logits of 8 x 221 x 50257 and their gradient
@@ -338,6 +338,78 @@ def test_fixed_mmap_threshold_keeps_many_micro_steps_within_the_estimate(tmp_pat
     assert 0.85 * fixed["tensors"] <= fixed["added"] <= 1.15 * fixed["estimate"], fixed
     adaptive = measure(measured_hf_dir, tmp_path / "adaptive", *run_args, env=GLIBC_DEFAULT, timeout=600)
     assert adaptive["added"] > 1.15 * fixed["estimate"], (fixed, adaptive)  # the setting is what keeps it within
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """A text of single digits, one a line: GPT-2 token ids below 256, so a model with a 256-token
+    vocabulary trains on it and its block matrices, not its embeddings, make up its weights."""
+    import random
+
+    from gptkit.prepare import prepare
+
+    root, rng = tmp_path_factory.mktemp("digits"), random.Random(0)
+    (root / "digits.txt").write_text("".join(f"{rng.randint(0, 9)}\n" for _ in range(4000)))
+    prepare(root / "digits.txt", root / "digits", block_size=32, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def wide_hf_dir(tmp_path_factory):
+    """GPT-2's width and 8 blocks over a 256-token vocabulary: block matrices are its weights."""
+    from conftest import build_hf_gpt2
+
+    return build_hf_gpt2(
+        tmp_path_factory.mktemp("wide-hf"), n_layer=8, n_head=12, n_embd=768, n_positions=64, vocab_size=256
+    )
+
+
+def anon_added(run: dict) -> int:
+    return run["anon_peak"] - run["anon_baseline"]  # not ru_maxrss: see the classifier test
+
+
+def measured_within(hf_dir, tmp_path_factory, *extra: str) -> dict:
+    """`measure`, once more where the peak is over 15% above the estimate (noise only adds)."""
+    run = measure(hf_dir, tmp_path_factory.mktemp("run") / "out", *extra)
+    if anon_added(run) > 1.15 * run["estimate"]:
+        run = min(run, measure(hf_dir, tmp_path_factory.mktemp("again") / "out", *extra), key=anon_added)
+    return run
+
+
+@pytest.mark.quiet_process  # measures a child's memory: alone, as the tests above
+def test_a_lora_base_held_in_bf16_peaks_while_it_loads_and_the_estimate_counts_it(
+    tmp_path_factory, wide_hf_dir, digits
+):
+    """Under bf16 autocast a LoRA run holds its frozen block matrices in bf16, but the base is
+    loaded whole in fp32 before they are halved: where they are most of the model (gpt2-xl), that
+    loading is the run's peak, and the estimate must say so (the first step needs far less)."""
+    hf_dir = wide_hf_dir
+    lora_bf16 = ("--lora_rank=8", "--grad_checkpoint=True", "--dtype=bfloat16", "--block_size=32", "--batch_size=1")
+    extra = (f"--data_root={digits}", "--dataset=digits", "--max_iters=1", *lora_bf16)
+    run = measured_within(hf_dir, tmp_path_factory, *extra)
+    added = anon_added(run)
+    assert 0.85 * run["tensors"] <= added <= 1.15 * run["estimate"], (added, run)
+    parts = run["parts"]
+    fp32_weights = sum(p.stat().st_size for p in hf_dir.glob("*.safetensors"))
+    assert parts["loading"] == run["tensors"], parts  # loading, not the step, is the estimate's peak
+    assert parts["weights"] < 0.6 * fp32_weights, parts  # the base trains in bf16 ...
+    assert added > fp32_weights, (added, fp32_weights)  # ... but was whole in fp32 first
+
+
+@pytest.mark.quiet_process  # measures a child's memory: alone, as the tests above
+def test_gradients_meet_the_next_forward_pass_only_when_micro_steps_accumulate(tmp_path_factory, wide_hf_dir, digits):
+    """A full finetune of one micro-step per optimizer step frees its gradients (set to None) after
+    the step, so the next forward pass and its activations run without them; with two micro-steps
+    the second runs beside the first's. The estimate follows both (benchmarks/README.md: GPT-2
+    124M, 2.5 GB against 3.0 GB)."""
+    full = (f"--data_root={digits}", "--dataset=digits", "--block_size=64", "--batch_size=8", "--max_iters=2")
+    one = measured_within(wide_hf_dir, tmp_path_factory, *full)
+    two = measured_within(wide_hf_dir, tmp_path_factory, *full, "--gradient_accumulation_steps=2")
+    gradients = one["parts"]["gradients"]
+    for run in (one, two):
+        assert 0.85 * run["tensors"] <= anon_added(run) <= 1.15 * run["estimate"], (anon_added(run), run)
+    assert two["tensors"] - one["tensors"] > gradients / 2, (one["parts"], two["parts"])
+    assert anon_added(two) - anon_added(one) > gradients / 2, (anon_added(one), anon_added(two), gradients)
 
 
 ALL = "c_attn,attn.c_proj,c_fc,mlp.c_proj"
