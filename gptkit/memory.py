@@ -58,8 +58,8 @@ class MemoryEstimate:
     gradients_persist: bool = True  # kept from one micro-step to the next, beside its activations
 
     @property
-    def tensors(self) -> int:
-        """The most bytes of tensors alive at once."""
+    def training(self) -> int:
+        """The most bytes of tensors alive at once in a training step."""
         backward = self.activations + self.transient
         if self.gradients_persist:
             step = self.gradients + max(backward, self.step_transient)
@@ -67,7 +67,12 @@ class MemoryEstimate:
             # One micro-step per optimizer step: the step sets the gradients to None, so the forward
             # pass runs without them, and the backward pass makes them as it frees the activations.
             step = max(backward, self.gradients + self.step_transient)
-        return max(self.weights + self.optimizer + step, self.loading)
+        return self.weights + self.optimizer + step
+
+    @property
+    def tensors(self) -> int:
+        """The most bytes of tensors alive at once, loading included."""
+        return max(self.training, self.loading)
 
     @property
     def allocator(self) -> int:
@@ -84,9 +89,13 @@ class MemoryEstimate:
             ("AdamW", self.optimizer),
             ("activations", self.activations),
             ("backward buffers", self.transient),
-            ("allocator", self.allocator),
+            ("allocator", int(self.allocator_share * self.training)),  # in the steps
         ]
-        return f"{gib(self.peak)} (" + ", ".join(f"{name} {b / GIB:.2f}" for name, b in parts) + ")"
+        detail = ", ".join(f"{name} {b / GIB:.2f}" for name, b in parts)
+        if self.loading > self.training:
+            steps = gib(int(self.training * (1 + self.allocator_share)))
+            return f"{gib(self.peak)} while the weights load, then {steps} ({detail})"
+        return f"{gib(self.peak)} ({detail})"
 
 
 def gib(n: int) -> str:

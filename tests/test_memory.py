@@ -441,3 +441,20 @@ def test_lora_activation_formula_equals_what_pytorch_saves(bf16, targets, lora_d
         grad_checkpoint=grad_checkpoint,
     )
     assert formula == measured
+
+
+def test_the_header_says_when_loading_is_the_peak():
+    """gpt2-xl's LoRA recipe in bf16 on a CPU peaks while its fp32 base loads: the run's header
+    says so, and its parts add up to what the steps need; in fp32 the steps are the peak."""
+    from gptkit.memory import GIB, estimate
+    from gptkit.model import gpt2_config
+
+    recipe = dict(lora_rank=8, grad_checkpoint=True)
+    bf16 = estimate(gpt2_config("gpt2-xl"), 1, 1024, dtype=torch.bfloat16, **recipe)
+    line = bf16.describe()
+    assert line.startswith(f"{bf16.peak / GIB:.1f} GiB while the weights load, then"), line
+    parts = [float(p.rsplit(" ", 1)[1]) for p in line.split("(", 1)[1].rstrip(")").split(", ")]
+    assert f"then {sum(parts):.1f} GiB" in line, line
+    assert bf16.loading > bf16.training
+    fp32 = estimate(gpt2_config("gpt2-xl"), 1, 1024, dtype=torch.float32, **recipe)
+    assert "load" not in fp32.describe() and fp32.training > fp32.loading
