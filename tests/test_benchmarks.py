@@ -97,9 +97,17 @@ def test_bench_memory_tiny(tmp_path, shakespeare_bins):
         f"--models_dir={tmp_path}",
         f"--data_root={shakespeare_bins.parent}",
     )
-    assert {"loading peak/weights", "estimate/measured (LoRA + checkpointing)"} <= set(ratios(out)), out
+    expected = {"loading peak/weights", "estimated/measured loading peak", "estimate/measured (LoRA + checkpointing)"}
+    assert expected <= set(ratios(out)), out
     assert re.search(r"full finetune .* stopped by the memory check after [0-9.]+ s, exit 1", out), out
     assert re.search(r"^error: this run needs about .* it fits with .*--check_memory=False", out, re.MULTILINE), out
+    bf16 = run_ok(
+        "benchmarks/bench_memory.py",
+        *("--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64", "--dtype=bfloat16", "--loading_only"),
+        *(f"--models_dir={tmp_path}", f"--data_root={shakespeare_bins.parent}"),
+    )
+    assert "loading stage in bfloat16" in bf16 and "estimated/measured loading peak" in ratios(bf16), bf16
+    assert "1 iteration" not in bf16, bf16  # --loading_only: no training step
 
 
 @pytest.mark.slow  # `make test-slow`: two child training runs measured for peak memory
