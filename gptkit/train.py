@@ -44,7 +44,7 @@ from gptkit import (
     runguard,
     sources,
 )
-from gptkit.config import FSDP_NO_LORA, TrainConfig, given_settings, lora_and_train_layers, parse_args, validate
+from gptkit.config import FSDP_NO_LORA, TrainConfig, check_dataset_settings, lora_and_train_layers, parse_args, validate
 from gptkit.data import Batches, ExampleBatches, LabelledBatches, PairBatches, dataset_kind, read_meta
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
@@ -318,11 +318,6 @@ def build_data(cfg: TrainConfig, model: GPT, device: torch.device):
             LabelledBatches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab) for s in SPLITS
         )
     if dataset_kind(data_dir) != "examples":
-        if "mask_prompt" in given_settings(cfg):
-            raise GptkitError(
-                f"mask_prompt applies to example datasets, but {data_dir} is a text stream (no prompts to mask): "
-                "drop --mask_prompt, or prepare a .jsonl of examples"
-            )
         return tuple(
             Batches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab) for s in ("train", "val")
         )
@@ -726,6 +721,9 @@ def train(cfg: TrainConfig) -> dict:
     """
     world = World.current(cfg.fsdp)
     validate(cfg, world.size)
+    data_dir = Path(cfg.data_root) / cfg.dataset
+    if data_dir.is_dir():  # a missing dataset is build_data's error, which says how to prepare it
+        check_dataset_settings(cfg, dataset_kind(data_dir), data_dir)  # a setting for another kind of data
     check_sinks(cfg)  # --tensorboard / --wandb_log: their package is installed
     device = training_device(cfg, world)
     allocator.fix_mmap_threshold(device.type)  # before anything big is allocated: the estimate counts on it

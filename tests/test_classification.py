@@ -206,6 +206,19 @@ def test_train_layers_with_lora_is_one_clear_error(tmp_path, colours, tiny_hf_di
     assert "parameters train (LoRA adapters and head" in result.stdout
 
 
+def test_a_setting_of_another_kind_of_dataset_is_one_clear_error(tmp_path, colours):
+    """mask_prompt chooses the targets of prompt -> response examples: on labelled texts it would do nothing."""
+    from conftest import assert_user_error, run_cli_in_process
+
+    args = [f"--{k}={v}" for k, v in BASE.items()] + [f"--data_root={colours}", f"--out_dir={tmp_path / 'run'}"]
+    result = run_cli_in_process("-m", "gptkit.train", *args, "--mask_prompt=False")
+    assert_user_error(
+        result, f"mask_prompt applies to example datasets (prompt -> response) only, but {colours / 'colours'} is "
+        "a classification dataset: drop mask_prompt=False"
+    )  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("sharding", [[], ["--fsdp=True"]], ids=["ddp", "fsdp"])
 def test_two_processes_match_one(tmp_path, colours, sharding):
     """scripts/ddp_finetune.py under torchrun, 2 gloo processes, DDP or FSDP (the model sharded, the
