@@ -264,6 +264,37 @@ def validate(cfg: "TrainConfig", world_size: int) -> None:
         raise GptkitError(f"block_size {cfg.block_size} is larger than GPT-2's context of 1024: use 1024 or less")
 
 
+# Settings of one kind of dataset (its meta.json's "kind"), and what the error adds; on another
+# kind they would do nothing, so a run given one there stops instead of quietly ignoring it.
+ONE_KIND_SETTINGS = {
+    "mask_prompt": ("examples", ", or prepare a .jsonl of examples"),
+    "train_layers": ("classification", " (every weight trains here; to train fewer, use LoRA: --lora_rank=8)"),
+    "best_by": ("classification", " (the best checkpoint and early stopping follow the val loss here)"),
+    "dpo_beta": ("preference", ""),
+    "dpo_average_logps": ("preference", ""),
+    "dpo_reference": ("preference", ""),
+}
+KIND_NAMES = {  # a dataset kind: (the datasets of that kind, one of them)
+    "stream": ("text streams", "a text stream"),
+    "examples": ("example datasets (prompt -> response)", "an example dataset (prompt -> response)"),
+    "classification": ("classification datasets", "a classification dataset"),
+    "preference": ("preference datasets (DPO pairs)", "a preference dataset (DPO pairs)"),
+}
+
+
+def check_dataset_settings(cfg: "TrainConfig", kind: str, data_dir: str | Path) -> None:
+    """A setting given (command line or config file) for another kind of dataset than `kind`, the
+    one in `data_dir`, is an error: it would be silently ignored."""
+    given = given_settings(cfg)
+    for key, (applies, advice) in ONE_KIND_SETTINGS.items():
+        if key in given and applies != kind:
+            this = KIND_NAMES[kind][1] if kind in KIND_NAMES else f"a dataset of kind {kind!r}"
+            raise GptkitError(
+                f"{key} applies to {KIND_NAMES[applies][0]} only, but {data_dir} is {this}: "
+                f"drop {key}={getattr(cfg, key)} from the command line or config file{advice}"
+            )
+
+
 def _allowed_types(tp) -> tuple:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return tuple(a for a in typing.get_args(tp))

@@ -203,10 +203,10 @@ def describe_training(ckpt: checkpoint.Checkpoint) -> str:
     lr = f"learning rate {cfg.get('learning_rate'):g}"
     if cfg.get("decay_lr"):
         lr += f" (warmup {cfg.get('warmup_iters')}, cosine decay to {cfg.get('min_lr'):g})"
-    tokens = cfg.get("batch_size", 0) * cfg.get("gradient_accumulation_steps", 0) * cfg.get("block_size", 0)
     return (
         f"{ckpt.iter_num} iterations of {cfg.get('batch_size')} x {cfg.get('gradient_accumulation_steps')} "
-        f"x {cfg.get('block_size')} = {tokens:,} tokens ({ckpt.tokens_seen:,} tokens seen), {lr}, "
+        f"x {cfg.get('block_size')} (batch_size x gradient_accumulation_steps x block_size; "
+        f"{ckpt.tokens_seen:,} tokens trained on, padding left out), {lr}, "
         f"weight decay {cfg.get('weight_decay')}, dropout {cfg.get('dropout')}, {ckpt.dtype or 'float32'}"
     )
 

@@ -2,9 +2,12 @@
 
 `metrics.jsonl` holds one JSON record a line: `{"type": "eval", "iter", "train_loss", "val_loss",
 "train_ppl", "val_ppl", ...}` per evaluation, `{"type": "step", "iter", "loss", "lr", "tokens_per_s",
-"mfu", ...}` per logged step. Lines are appended whole (`gptkit.files.append_line`), so a live
-reader never sees half of one. `MetricsWriter` also hands each record to the sinks a run asks for:
-TensorBoard (`--tensorboard=True`, OUT_DIR/tensorboard/) and Weights & Biases (`--wandb_log=True`).
+"mfu", ...}` per logged step. `tokens` is the real tokens trained on so far (padding left out);
+`tokens_per_s` and `mfu` count the token positions the model computed (an example batch's real
+tokens where it is computed unpadded: `gptkit.unpadding`). Lines are appended whole
+(`gptkit.files.append_line`), so a live reader never sees half of one. `MetricsWriter` also hands
+each record to the sinks a run asks for: TensorBoard (`--tensorboard=True`, OUT_DIR/tensorboard/)
+and Weights & Biases (`--wandb_log=True`).
 """
 
 import dataclasses

@@ -353,21 +353,33 @@ class GPT(nn.Module):
                 pass
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
 
-    def flops_per_token(self, seq_len: int | None = None) -> float:
-        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T.
+    def flops_per_token(self, seq_len: float | None = None, backward: bool = True) -> float:
+        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T, where
+        T is the length of the row the token attends over (rows of different lengths: the mean
+        over the tokens). With `backward=False`, a forward pass alone: 2N + 4 L H Q T.
 
         A frozen weight (LoRA's base) has no weight-gradient product: 4 FLOPs per parameter, not 6.
         """
         cfg = self.config
         T = seq_len or cfg.block_size
+        attention = 4 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T  # Q K^T and A V, forward
+        if not backward:
+            return 2 * self.num_params() + attention
         frozen = sum(p.numel() for name, p in self.named_parameters() if not p.requires_grad and "wpe" not in name)
-        return 6 * self.num_params() - 2 * frozen + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T
+        return 6 * self.num_params() - 2 * frozen + 3 * attention
 
     def estimate_mfu(
-        self, tokens_per_iter: int, dt: float, seq_len: int | None = None, peak_flops: float = 989e12
+        self,
+        tokens_per_iter: int,
+        dt: float,
+        seq_len: float | None = None,
+        peak_flops: float = 989e12,
+        forward_only: int = 0,
     ) -> float:
-        """Model FLOPs utilisation: achieved training FLOP/s over `peak_flops` (default: H100 bf16 dense)."""
-        return self.flops_per_token(seq_len) * tokens_per_iter / dt / peak_flops
+        """Model FLOPs utilisation: achieved training FLOP/s over `peak_flops` (default: H100 bf16 dense).
+        `forward_only`: tokens of forward passes without backward in the same `dt` (DPO's reference)."""
+        flops = self.flops_per_token(seq_len) * tokens_per_iter + self.flops_per_token(seq_len, False) * forward_only
+        return flops / dt / peak_flops
 
     @torch.no_grad()
     def generate(

@@ -9,7 +9,8 @@ the run's objective, `terms = objective(net, batch)`, and gets back:
   it lands, in any micro-batch and on any process.
 - `terms.sums`: what an evaluation adds up over its batches and processes: always `"loss"` and
   `"count"`, and whatever else the objective's metrics need (`SUMS` names them, in order).
-- `terms.positions`: the token positions the forward pass computed, for tokens/s and MFU.
+- `terms.work`: what the forward pass computed (`Work`): the batch's real tokens (`tokens_seen`),
+  the token positions the model computed (tokens/s), and what MFU's attention share needs.
 
 After an evaluation, `objective.metrics(sums)` turns the added-up sums into the figures a run
 prints and logs (`{"loss": ..., "ppl": ...}` for a language model), and `objective.score(metrics)`
@@ -36,10 +37,28 @@ from gptkit.metrics import perplexity
 from gptkit.model import IGNORE_INDEX
 
 
+class Work(NamedTuple):
+    """What the forward pass over a micro-batch computed: the loop adds these up over a step."""
+
+    tokens: int  # the batch's real tokens, padding left out: what `tokens_seen` counts
+    positions: int  # token positions computed: the real tokens of an unpadded batch, all of a padded one
+    attended: int  # the sum over those positions of their row's computed length: attention's FLOPs
+    forward_only: int = 0  # positions a further pass computed without backward (DPO's reference)
+
+
+def work_of(lengths: torch.Tensor, width: int, unpad: bool) -> Work:
+    """The `Work` of a pass over rows of `width` whose first `lengths` (B,) positions are needed:
+    only those where `gptkit.unpadding` computes the batch unpadded, else every position."""
+    tokens, squares = torch.stack([lengths.sum(), (lengths * lengths).sum()]).tolist()  # one wait, not two
+    if unpad and unpadding.worth_unpadding(tokens, len(lengths), width):
+        return Work(tokens, tokens, squares)
+    return Work(tokens, len(lengths) * width, len(lengths) * width * width)
+
+
 class Terms(NamedTuple):
     loss: torch.Tensor  # summed over the batch's units; backpropagated
     sums: dict[str, torch.Tensor]  # for evaluation: "loss", "count" and the objective's other SUMS
-    positions: int  # token positions computed
+    work: Work  # what the forward pass computed
 
 
 class LanguageModelling:
@@ -54,10 +73,12 @@ class LanguageModelling:
 
     def __call__(self, net: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> Terms:
         x, y = batch
-        rows = unpadding.rows_for_targets(y) if self.unpad else None
+        lengths = unpadding.target_lengths(y)
+        rows = unpadding.rows_to_compute(lengths, y.size(1)) if self.unpad else None
+        work = work_of(lengths, y.size(1), self.unpad)  # before the forward pass: no wait for it
         # [1]: the logits are not kept: no name holds this micro-batch's (N x 50257) logits
         loss = net(x, y, reduction="sum", rows=rows)[1]
-        return Terms(loss, {"loss": loss.detach(), "count": (y != IGNORE_INDEX).sum()}, x.numel())
+        return Terms(loss, {"loss": loss.detach(), "count": (y != IGNORE_INDEX).sum()}, work)
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums["loss"] / sums["count"]
@@ -155,9 +176,11 @@ class Preference:
 
     def __call__(self, net: torch.nn.Module, batch: tuple) -> Terms:
         x, y, ref = batch
+        work = work_of(unpadding.target_lengths(y), y.size(1), self.unpad)
         logps = sequence_logps(net, x, y, self.average, self.unpad)
-        if ref is None:
+        if ref is None:  # the reference's forward pass, over the same rows, runs in this step
             ref = self.reference_model(x, y, self.average)
+            work = work._replace(forward_only=work.positions)
         chosen, rejected = (self.beta * (logps - ref.float())).chunk(2)
         loss = -F.logsigmoid(chosen - rejected).sum()
         sums = {
@@ -167,7 +190,7 @@ class Preference:
             "chosen_reward": chosen.detach().sum(),
             "rejected_reward": rejected.detach().sum(),
         }
-        return Terms(loss, sums, x.numel())
+        return Terms(loss, sums, work)
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         n = sums["count"]
@@ -216,12 +239,13 @@ class Classification:
     def __call__(self, net: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> Terms:
         x, last, labels = batch
         rows = unpadding.rows_to_compute(last + 1, x.size(1)) if self.unpad else None
+        work = work_of(last + 1, x.size(1), self.unpad)
         logits, loss = net(x, labels, reduction="sum", last=last, rows=rows)
         correct = (logits.argmax(-1) == labels).sum()
         return Terms(
             loss,
             {"loss": loss.detach(), "count": torch.tensor(len(labels), device=labels.device), "correct": correct},
-            x.numel(),
+            work,
         )
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:

@@ -44,7 +44,7 @@ from gptkit import (
     runguard,
     sources,
 )
-from gptkit.config import FSDP_NO_LORA, TrainConfig, given_settings, lora_and_train_layers, parse_args, validate
+from gptkit.config import FSDP_NO_LORA, TrainConfig, check_dataset_settings, lora_and_train_layers, parse_args, validate
 from gptkit.data import Batches, ExampleBatches, LabelledBatches, PairBatches, dataset_kind, read_meta
 from gptkit.device import dtype_choice, peak_flops, resolve_device
 from gptkit.errors import GptkitError, run_cli
@@ -138,7 +138,7 @@ class TrainState:
     iter_num: int = 0
     best_val_loss: float = float("inf")
     evals_since_best: int = 0
-    tokens_seen: int = 0
+    tokens_seen: int = 0  # the real tokens of the batches trained on, padding left out
 
     def record_eval(self, val_loss: float) -> bool:
         """Note one evaluation; True if it is the best so far."""
@@ -183,10 +183,16 @@ class Run:
         return isinstance(self.train_data, ExampleBatches)
 
     @property
-    def tokens_per_iter(self) -> int:
-        """Positions one step computes: exact for a stream, at most this for padded examples."""
+    def rows_per_batch(self) -> int:
+        """Rows of a micro-batch: batch_size, or two a pair for preference pairs."""
+        return self.cfg.batch_size * (2 if isinstance(self.train_data, PairBatches) else 1)
+
+    @property
+    def positions_per_iter(self) -> int:
+        """Token positions in one step's batches: those computed for a stream, at most this for
+        examples (a micro-batch is as wide as its longest row, and computes its real tokens)."""
         cfg = self.cfg
-        return cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size
+        return self.rows_per_batch * cfg.gradient_accumulation_steps * cfg.block_size
 
 
 # --- setup steps -----------------------------------------------------------------------------
@@ -318,11 +324,6 @@ def build_data(cfg: TrainConfig, model: GPT, device: torch.device):
             LabelledBatches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab) for s in SPLITS
         )
     if dataset_kind(data_dir) != "examples":
-        if "mask_prompt" in given_settings(cfg):
-            raise GptkitError(
-                f"mask_prompt applies to example datasets, but {data_dir} is a text stream (no prompts to mask): "
-                "drop --mask_prompt, or prepare a .jsonl of examples"
-            )
         return tuple(
             Batches(data_dir, s, cfg.batch_size, cfg.block_size, device, cfg.seed, vocab) for s in ("train", "val")
         )
@@ -413,7 +414,7 @@ def setup(cfg: TrainConfig, world: World, out: Path, resume, precision, device, 
     run.cpu_matmul = cpu_matmul_routes(device, world, resume)
     if run.cpu_matmul is not None:  # on a CPU: its matmuls on these routes, the blockwise loss
         cpu_kernels.speed_up(model, run.cpu_matmul)
-    # tokens_per_iter is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
+    # A step's work is the whole job's, shared by all ranks' devices: MFU is against their summed peak.
     run.peak_flops = peak_flops(device.type, cfg.mfu_peak_flops) * world.size
     run.watch = choices.read_choices(cfg.watch_choices) if cfg.watch_choices else None  # before anything is written
     attach_reference(run, resume)
@@ -490,11 +491,12 @@ def restore(run: Run, state: TrainState, ckpt: checkpoint.Checkpoint) -> None:
 
 
 # --- one step, one evaluation ----------------------------------------------------------------
-def train_step(run: Run, lr: float) -> tuple[float, int]:
+def train_step(run: Run, lr: float) -> tuple[float, objectives.Work]:
     """Forward/backward over this rank's micro-batches, then one AdamW step.
 
     Returns the step's mean loss over its units (target tokens, examples, pairs: the objective's)
-    and the positions it computed. Every unit weighs the same, whichever micro-batch or process it
+    and what the step computed on all processes together (`objectives.Work`: its real tokens, the
+    positions computed, ...). Every unit weighs the same, whichever micro-batch or process it
     lands in: each micro-batch adds its summed loss over the whole step's count of units (so
     micro-batches of padded examples, which hold different numbers of targets, are not averaged
     as equals).
@@ -506,7 +508,7 @@ def train_step(run: Run, lr: float) -> tuple[float, int]:
     step = run.train_data.draw_step(local_steps, world.rank, world.size)  # the same draw on every rank
     # DDP and FSDP average the gradients over the processes, where a sum over the step is wanted.
     scale = world.size / step.num_targets
-    totals = torch.zeros(2, device=run.device, dtype=torch.float64)  # summed loss, positions computed
+    loss_sum, works = torch.zeros((), device=run.device, dtype=torch.float64), []
     for micro, rows in enumerate(step.micro_batches):
         batch = run.train_data.batch(rows)
         # DDP averages gradients across ranks once, on the last micro-step. FSDP reduce-scatters
@@ -515,18 +517,23 @@ def train_step(run: Run, lr: float) -> tuple[float, int]:
         defer_sync = world.distributed and not world.fsdp and micro < local_steps - 1
         with run.net.no_sync() if defer_sync else contextlib.nullcontext():
             with run.precision.autocast():
-                loss, _, positions = run.objective(run.net, batch)
+                loss, _, work = run.objective(run.net, batch)
             run.scaler.scale(loss * scale).backward()
-        totals += torch.stack([loss.detach().double(), torch.tensor(float(positions), device=run.device).double()])
+        loss_sum += loss.detach().double()
+        works.append(work)
     if cfg.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
+    # float64 holds the counts exactly (below 2**53)
+    counts = torch.tensor([sum(column) for column in zip(*works, strict=True)], device=run.device, dtype=torch.float64)
+    totals = torch.cat([loss_sum.view(1), counts])
     if world.distributed:
         dist.all_reduce(totals)
-    return (totals[0] / step.num_targets).item(), int(totals[1].item())
+    loss_total, *work = totals.tolist()
+    return loss_total / step.num_targets, objectives.Work(*(int(n) for n in work))
 
 
 @torch.no_grad()
@@ -596,13 +603,18 @@ class RunLog:
         record |= dict(lr=lr, tokens=state.tokens_seen, time=time.time() - self.t_start)
         self.metrics.write(type="eval", iter=it, **record)
 
-    def step(self, run: Run, it: int, loss: float, lr: float, dt: float, tokens: int, state: TrainState) -> None:
+    def step(
+        self, run: Run, it: int, loss: float, lr: float, dt: float, work: objectives.Work, state: TrainState
+    ) -> None:
+        """One step's line: tokens/s and MFU count the positions the model computed, not the padding."""
         if not self.master:
             return
-        tok_s = tokens / dt
+        tok_s = work.positions / dt
         mfu = None
         if run.peak_flops:
-            mfu = run.model.estimate_mfu(tokens, dt, run.cfg.block_size, run.peak_flops)
+            # Attention's FLOPs grow with the length of each token's row: the step's mean, not block_size
+            seq_len = work.attended / work.positions
+            mfu = run.model.estimate_mfu(work.positions, dt, seq_len, run.peak_flops, work.forward_only)
         self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
         self.bar.update(1)
         if it % run.cfg.log_interval == 0:
@@ -627,12 +639,16 @@ def print_header(run: Run) -> None:
             f"LoRA rank {run.lora['rank']} on {run.lora['targets']}: {trainable / 1e6:.2f}M trainable "
             f"parameters ({100 * trainable / model.num_params(False):.2f}%), base {run.lora['base']} frozen"
         )
-    precision = run.precision
+    precision, processes = run.precision, f", over {world.size} processes" if world.size > 1 else ""
+    rows = f"{cfg.batch_size} x 2" if isinstance(run.train_data, PairBatches) else f"{cfg.batch_size}"  # a pair: 2 rows
+    shape = f"{rows} x {cfg.gradient_accumulation_steps} x {cfg.block_size}{processes}"
+    if run.examples:  # padded to each micro-batch's longest row: tokens/s counts what is computed
+        size = f"at most {run.positions_per_iter:,} token positions per iteration ({shape}; padding included, "
+        size += "tokens/s and MFU count the positions computed)"
+    else:
+        size = f"{run.positions_per_iter:,} tokens per iteration ({shape})"
     print(
-        f"{model.num_params() / 1e6:.2f}M parameters | {'at most ' if run.examples else ''}"
-        f"{run.tokens_per_iter:,} tokens per iteration "
-        f"({cfg.batch_size} x {cfg.gradient_accumulation_steps} x {cfg.block_size}"
-        f"{f', over {world.size} processes' if world.size > 1 else ''}) | {run.device} {str(precision.dtype)[6:]}"
+        f"{model.num_params() / 1e6:.2f}M parameters | {size} | {run.device} {str(precision.dtype)[6:]}"
         f"{f' (auto: {precision.why})' if precision.why else ''}"
     )
     for line in describe_schedule(cfg):
@@ -689,7 +705,7 @@ def fit(run: Run, state: TrainState, stop: runguard.StopSignals, log: RunLog) ->
             raise interrupted(run, state, signum, saved)
 
         t0 = time.time()
-        loss, tokens = train_step(run, lr)
+        loss, work = train_step(run, lr)
         dt = time.time() - t0
         if not math.isfinite(loss):
             raise GptkitError(
@@ -697,8 +713,8 @@ def fit(run: Run, state: TrainState, stop: runguard.StopSignals, log: RunLog) ->
                 "Lower --learning_rate, set --grad_clip=1.0, or use --dtype=float32"
             )
         state.iter_num += 1
-        state.tokens_seen += tokens
-        log.step(run, it, loss, lr, dt, tokens, state)
+        state.tokens_seen += work.tokens
+        log.step(run, it, loss, lr, dt, work, state)
     # best_val_loss: the followed score, as checkpoints keep it; best and best_by: what it means
     best = {"best": run.objective.unscore(state.best_val_loss), "best_by": run.objective.followed}
     return summary | best | {"iter_num": state.iter_num, "best_val_loss": state.best_val_loss, "out_dir": str(run.out)}
@@ -726,6 +742,9 @@ def train(cfg: TrainConfig) -> dict:
     """
     world = World.current(cfg.fsdp)
     validate(cfg, world.size)
+    data_dir = Path(cfg.data_root) / cfg.dataset
+    if data_dir.is_dir():  # a missing dataset is build_data's error, which says how to prepare it
+        check_dataset_settings(cfg, dataset_kind(data_dir), data_dir)  # a setting for another kind of data
     check_sinks(cfg)  # --tensorboard / --wandb_log: their package is installed
     device = training_device(cfg, world)
     allocator.fix_mmap_threshold(device.type)  # before anything big is allocated: the estimate counts on it

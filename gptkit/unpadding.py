@@ -60,10 +60,14 @@ class Rows:
 
 def rows_to_compute(lengths: torch.Tensor, width: int) -> Rows | None:
     """The `Rows` of a batch whose rows need their first `lengths` (B,) positions out of `width`,
-    or None where real tokens are more than MAX_REAL_FRACTION of the positions (compute it padded)."""
-    if int(lengths.sum()) > MAX_REAL_FRACTION * len(lengths) * width:
-        return None
-    return Rows(lengths, width)
+    or None where it is computed padded (`worth_unpadding` says no)."""
+    return Rows(lengths, width) if worth_unpadding(int(lengths.sum()), len(lengths), width) else None
+
+
+def worth_unpadding(real: int, rows: int, width: int) -> bool:
+    """Whether a batch of `rows` rows of `width` positions, `real` of them real tokens, is computed
+    unpadded: where real tokens are MAX_REAL_FRACTION of the positions or less."""
+    return real <= MAX_REAL_FRACTION * rows * width
 
 
 def rows_for_targets(targets: torch.Tensor) -> Rows | None:

@@ -1,5 +1,6 @@
 """Training a classifier: the head against transformers, the weighting of examples, resume, DDP, what trains."""
 
+import itertools
 import json
 import random
 
@@ -9,7 +10,7 @@ import torch
 import tiny
 from gptkit import checkpoint
 from gptkit.config import TrainConfig
-from gptkit.data import open_labelled
+from gptkit.data import LabelledBatches, open_labelled
 from gptkit.model import GPT
 from gptkit.prepare import prepare
 from gptkit.train import train
@@ -108,6 +109,20 @@ def test_every_example_weighs_the_same_in_accumulation(tmp_path, colours):
         assert close.float().mean() > 0.995, (k, int((~close).sum()), v.numel())
 
 
+def test_tokens_per_s_counts_the_texts_real_tokens(tmp_path, colours):
+    """Each micro-batch counted by hand from its texts' lengths: tokens/s the positions computed
+    (the real tokens where the batch is unpadded), tokens_seen the real tokens."""
+    train(cfg(tmp_path, colours, batch_size=4, gradient_accumulation_steps=2, max_iters=4, eval_interval=4))
+    data = LabelledBatches(colours / "colours", "train", 4, BASE["block_size"], seed=TrainConfig().seed)
+    need = [[data.lengths[rows] for rows in data.draw_step(2).micro_batches] for _ in range(4)]
+    counted = [tiny.counted_by_hand(step) for step in need]
+    padded = sum(len(rows) * int(rows.max()) for step in need for rows in step)
+    assert sum(c[1] for c in counted) < 0.9 * padded  # the padding the blocks skip, which x.numel() counts
+    positions, tokens = tiny.logged_counts(tmp_path)
+    assert positions == pytest.approx([c[1] for c in counted], rel=1e-9)
+    assert tokens == list(itertools.accumulate(c[0] for c in counted))
+
+
 def test_resume_is_exact_and_the_checkpoint_keeps_the_labels(tmp_path, colours, capsys):
     full, half = tmp_path / "full", tmp_path / "half"
     train(cfg(full, colours, dropout=0.1, train_layers="last_block", always_save_checkpoint=False))
@@ -117,6 +132,7 @@ def test_resume_is_exact_and_the_checkpoint_keeps_the_labels(tmp_path, colours, 
     train(cfg(half, colours, dropout=0.1, train_layers="last_block", always_save_checkpoint=False, init_from="resume"))
     a, b = records(full, "step"), records(half, "step")
     assert len(a) == 6 and [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert [r["tokens"] for r in a] == [r["tokens"] for r in b]  # tokens_seen goes on from the checkpoint
     assert [r["val_accuracy"] for r in records(full, "eval")] == [r["val_accuracy"] for r in records(half, "eval")]
     ckpt = checkpoint.load(checkpoint.latest_in(half))
     assert ckpt.labels == ["blue", "green", "red"] and ckpt.model_args["n_labels"] == 3
@@ -204,6 +220,19 @@ def test_train_layers_with_lora_is_one_clear_error(tmp_path, colours, tiny_hf_di
     result = run_cli_in_process("-m", "gptkit.train", *args, f"--out_dir={out}", "--lora_rank=2", "--max_iters=1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "parameters train (LoRA adapters and head" in result.stdout
+
+
+def test_a_setting_of_another_kind_of_dataset_is_one_clear_error(tmp_path, colours):
+    """mask_prompt chooses the targets of prompt -> response examples: on labelled texts it would do nothing."""
+    from conftest import assert_user_error, run_cli_in_process
+
+    args = [f"--{k}={v}" for k, v in BASE.items()] + [f"--data_root={colours}", f"--out_dir={tmp_path / 'run'}"]
+    result = run_cli_in_process("-m", "gptkit.train", *args, "--mask_prompt=False")
+    assert_user_error(
+        result, f"mask_prompt applies to example datasets (prompt -> response) only, but {colours / 'colours'} is "
+        "a classification dataset: drop mask_prompt=False"
+    )  # fmt: skip
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("sharding", [[], ["--fsdp=True"]], ids=["ddp", "fsdp"])

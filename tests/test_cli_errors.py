@@ -158,6 +158,37 @@ def test_a_base_that_does_not_load_leaves_no_empty_out_dir(unchanged, tmp_path, 
     assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
 
 
+@pytest.mark.parametrize(
+    "arg, applies",
+    [
+        ("--train_layers=head", "classification datasets"),
+        ("--best_by=loss", "classification datasets"),
+        ("--dpo_beta=0.5", "preference datasets (DPO pairs)"),
+    ],
+)
+def test_a_setting_of_another_kind_of_dataset(unchanged, tmp_path, arg, applies):
+    """On a text stream a classifier's (or DPO's) setting would do nothing: refused, before the base
+    model is read (this one does not load) or out_dir made."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("not json")
+    key, value = arg[2:].split("=")
+    result = train_cli(unchanged, f"--out_dir={tmp_path / 'run'}", f"--init_from={base}", arg)
+    where = unchanged / "data" / "shakespeare"
+    check(unchanged, result, f"{key} applies to {applies} only, but {where} is a text stream: drop {key}={value} ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_setting_of_another_kind_of_dataset(unchanged, tmp_path):
+    """A config file's setting counts as given: a classifier's recipe on a text stream is refused,
+    while a setting left at its default (the workspace's run above) never is."""
+    config = tmp_path / "classifier.py"
+    config.write_text("train_layers = 'all'\n")
+    result = train_cli(unchanged, str(config), f"--out_dir={tmp_path / 'run'}")
+    check(unchanged, result, "train_layers applies to classification datasets only", "drop train_layers=all")
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_without_a_checkpoint(unchanged):
     check(unchanged, train_cli(unchanged, "--out_dir=empty-run", "--init_from=resume"), "nothing to resume")
 

@@ -105,6 +105,34 @@ def test_estimate_mfu_uses_sequence_length_and_peak():
     assert model.estimate_mfu(1000, 1.0, 10, peak_flops=2e9) == pytest.approx(mfu / 2)
 
 
+def linear_flops(model: GPT, x: torch.Tensor, backward: bool) -> int:
+    """The FLOPs torch counts in the matmuls of a forward (and backward) pass over `x`: every weight's
+    product, not attention's (counted by hand where the test needs it)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        with torch.set_grad_enabled(backward):
+            logits = model(x)[0]
+            if backward:
+                logits.float().square().mean().backward()
+    return sum(n for op, n in counter.get_flop_counts()["Global"].items() if str(op) in ("aten.mm", "aten.addmm"))
+
+
+def test_flops_per_token_counts_what_torch_counts_plus_attention():
+    """Forward: 2 FLOPs a weight and 4 L C T for attention; training: three times that (PaLM)."""
+    model, (B, T) = tiny(vocab_size=512), (3, 40)
+    cfg, x = model.config, torch.randint(0, 512, (B, T))
+    attention = 4 * cfg.n_layer * cfg.n_embd * T  # Q K^T and A V of each token over its row of T
+    # biases and LayerNorm weights: in the formula's 2 FLOPs a parameter, in no matmul
+    vectors = sum(p.numel() for p in model.parameters() if p.dim() == 1)
+    for backward, times in ((False, 1), (True, 3)):
+        counted = linear_flops(model, x, backward) / (B * T) + times * (attention + 2 * vectors)
+        assert model.flops_per_token(T, backward=backward) == pytest.approx(counted, rel=1e-9)
+    with_reference = model.estimate_mfu(1000, 2.0, T, peak_flops=1e9, forward_only=500)
+    want = (1000 * model.flops_per_token(T) + 500 * model.flops_per_token(T, backward=False)) / 2.0 / 1e9
+    assert with_reference == pytest.approx(want)
+
+
 def test_kv_cache_logits_match_full_forward():
     model = tiny().eval()
     idx = torch.randint(0, 50257, (2, 12))

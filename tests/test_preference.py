@@ -3,6 +3,7 @@ computation, its reference (precomputed, or the LoRA model with adapters off), a
 2 processes, exact resume, the memory check, and every bad input."""
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 import tiny
 from conftest import ROOT, assert_user_error, run_cli_in_process
 from gptkit import checkpoint, lora, memory, objectives
+from gptkit.config import given_settings
 from gptkit.data import PairBatches, open_pairs
 from gptkit.export import export
 from gptkit.prepare import prepare
@@ -342,9 +344,32 @@ def test_exact_resume(pairs_dir, tiny_hf_dir, tmp_path):
     assert [r["loss"] for r in tiny.records(whole, "step")] == [r["loss"] for r in tiny.records(resumed, "step")]
 
 
+def test_tokens_per_s_counts_the_rows_real_tokens(tiny_hf_dir, tmp_path):
+    """Pairs whose responses differ in length, each micro-batch counted by hand from its rows (prompt +
+    chosen, prompt + rejected): tokens/s the positions computed, tokens_seen the real tokens."""
+    rows = [row | {"chosen": row["chosen"] + " yes" * (3 * (k % 6))} for k, row in enumerate(date_pairs(0, 24))]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    prepare(tmp_path / "train.jsonl", tmp_path / "data" / "ragged", val=write_jsonl(tmp_path / "v.jsonl", rows[:4]))
+    run = tmp_path / "run"
+    cfg = dpo_cfg(run, tmp_path, tiny_hf_dir, dataset="ragged", gradient_accumulation_steps=2, max_iters=4)
+    train(cfg)
+    data = PairBatches(tmp_path / "data" / "ragged", "train", cfg.batch_size, cfg.block_size, seed=cfg.seed)
+    steps = [data.draw_step(2).micro_batches for _ in range(4)]
+    # each pair's two rows: the prompt and one response, cut to block_size + 1 tokens, less the last (a target)
+    lengths = data.segments[:, :1] + data.segments[:, 1:]  # (pairs, 2)
+    need = [[(np.minimum(lengths[pairs], cfg.block_size + 1) - 1).ravel() for pairs in step] for step in steps]
+    counted = [tiny.counted_by_hand(step) for step in need]
+    padded = sum(len(r) * int(r.max()) for step in need for r in step)
+    assert sum(c[1] for c in counted) < 0.9 * padded  # the padding the blocks skip, which x.numel() counts
+    positions, tokens = tiny.logged_counts(run)
+    assert positions == pytest.approx([c[1] for c in counted], rel=1e-9)
+    assert tokens == list(itertools.accumulate(c[0] for c in counted))
+
+
 def test_two_processes_equal_one(pairs_dir, tiny_hf_dir, tmp_path):
     settings = dpo_cfg(tmp_path, pairs_dir, tiny_hf_dir, gradient_accumulation_steps=2, batch_size=2)
-    args = [f"--{k}={v}" for k, v in dataclasses.asdict(settings).items() if k != "out_dir"]
+    # the settings off their default (one for another kind of dataset would be refused, default or not)
+    args = [f"--{k}={getattr(settings, k)}" for k in sorted(given_settings(settings)) if k != "out_dir"]
     env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     runs = {
@@ -381,7 +406,7 @@ def test_memory_counts_two_rows_a_pair_and_one_model(pairs_dir, tiny_hf_dir, tmp
 )
 def test_bad_dpo_settings_are_one_line_and_write_nothing(pairs_dir, tiny_hf_dir, tmp_path, settings, fragment):
     cfg = dataclasses.replace(dpo_cfg(tmp_path / "out", pairs_dir, tiny_hf_dir), **settings)
-    args = [f"--{k}={v}" for k, v in dataclasses.asdict(cfg).items()]
+    args = [f"--{k}={getattr(cfg, k)}" for k in sorted(given_settings(cfg))]
     assert_user_error(run_cli_in_process("-m", "gptkit.train", *args), fragment)
     assert not (tmp_path / "out").exists()
 

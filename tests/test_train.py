@@ -1,3 +1,4 @@
+import itertools
 import json
 import math
 
@@ -8,6 +9,7 @@ import tiny
 from conftest import run_cli, run_cli_in_process
 from gptkit import checkpoint, cpu_kernels
 from gptkit.config import TrainConfig
+from gptkit.data import ExampleBatches
 from gptkit.errors import GptkitError
 from gptkit.train import lr_at, train
 from tiny import records
@@ -108,7 +110,9 @@ def test_metrics_and_seed_log_format(tmp_path, shakespeare_bins):
         assert f"step {it}: train loss " in result.stdout
     steps = records(tmp_path, "step")
     assert [r["iter"] for r in steps] == [0, 1, 2, 3]
-    assert steps[-1]["tokens"] == 4 * 2 * 2 * 32
+    assert " | 128 tokens per iteration (2 x 2 x 32) | " in result.stdout
+    positions, tokens = tiny.logged_counts(tmp_path)  # a stream: every position of 2 x 2 windows of 32
+    assert positions == pytest.approx([2 * 2 * 32] * 4, rel=1e-9) and tokens == [128, 256, 384, 512]
     assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 for r in steps)
     assert {"train_loss", "val_loss", "lr", "tokens", "time"} <= set(records(tmp_path, "eval")[0])
     assert json.loads((tmp_path / "config.json").read_text())["max_iters"] == 4
@@ -304,6 +308,7 @@ def test_examples_train_on_responses_and_resume_exactly(tmp_path, qa_root, capsy
     train(qa_cfg(half, qa_root, dropout=0.1, init_from="resume"))
     a, b = records(full, "step"), records(half, "step")
     assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bit for bit: same examples, masks, order
+    assert [r["tokens"] for r in a] == [r["tokens"] for r in b]  # tokens_seen goes on from the checkpoint
     # 2 x 2 examples a step from 32: the epoch is recorded and ticks over after 8 steps
     assert [r["epoch"] for r in a] == [(i + 1) * 4 / 32 for i in range(6)]
     for k, v in weights(full / checkpoint.BEST).items():
@@ -349,6 +354,47 @@ def test_example_val_loss_equals_transformers_on_the_response_tokens(tmp_path, q
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="sum")
     expected = (losses / (labels[:, 1:] != -100).sum()).item()
     assert summary["last_val_loss"] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def ragged_root(tmp_path_factory):
+    """40 prompt -> completion examples of about 10 to 50 tokens: a micro-batch of them is much padding."""
+    from gptkit.prepare import prepare
+
+    root = tmp_path_factory.mktemp("ragged")
+    rows = [
+        {"prompt": f"Q: {'and ' * (5 * (i % 8))}what is {i} + {i}?\nA:", "completion": f" {2 * i}"} for i in range(40)
+    ]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:32]))
+    (root / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[32:]))
+    prepare(root / "train.jsonl", root / "ragged", val=root / "val.jsonl")
+    return root
+
+
+def test_tokens_per_s_and_mfu_count_the_positions_computed_on_examples(tmp_path, ragged_root, capsys):
+    """Each micro-batch's rows counted by hand: tokens/s counts the real tokens of an unpadded one,
+    tokens_seen the real tokens, and MFU's attention term each token's row length, not block_size."""
+    peak, iters = 1e12, 5
+    train(tiny_cfg(tmp_path, dataset="ragged", data_root=str(ragged_root), batch_size=4, block_size=64,
+                   max_iters=iters, eval_interval=iters, mfu_peak_flops=peak))  # fmt: skip
+    header = "at most 512 token positions per iteration (4 x 2 x 64; padding included, tokens/s and MFU count the "
+    assert header + "positions computed)" in capsys.readouterr().out
+    data = ExampleBatches(ragged_root / "ragged", "train", 4, 64, seed=TrainConfig().seed)
+    assert data.num_cut == 0  # x holds each example but its last token, the last target
+    draws = [data.draw_step(TINY["gradient_accumulation_steps"]).micro_batches for _ in range(iters)]
+    need = [[data.lengths[rows] - 1 for rows in step] for step in draws]
+    counted = [tiny.counted_by_hand(step) for step in need]
+    padded = sum(len(rows) * int(rows.max()) for step in need for rows in step)
+    assert sum(c[1] for c in counted) < 0.9 * padded  # the padding the blocks skip, which x.numel() counts
+    positions, tokens = tiny.logged_counts(tmp_path)
+    assert positions == pytest.approx([c[1] for c in counted], rel=1e-9)
+    assert tokens == list(itertools.accumulate(c[0] for c in counted))
+    # PaLM's 6 FLOPs a weight and a token, and 12 L C for each position times its row's length
+    state = checkpoint.load(checkpoint.latest_in(tmp_path)).model
+    n = sum(v.numel() for k, v in state.items() if k not in ("transformer.wpe.weight", "lm_head.weight"))
+    attention = 12 * TINY["n_layer"] * TINY["n_embd"]
+    for record, (_, computed, attended) in zip(records(tmp_path, "step"), counted, strict=True):
+        assert record["mfu"] * record["dt"] * peak == pytest.approx(6 * n * computed + attention * attended, rel=1e-9)
 
 
 def test_mask_prompt_on_a_text_stream_is_one_line(tmp_path, shakespeare_bins):

@@ -124,6 +124,34 @@ def test_objectives_unpad_the_same_numbers(hf_dirs):
         assert terms[1].loss.item() == pytest.approx(terms[0].loss.item(), rel=1e-6)
 
 
+def test_objectives_count_the_positions_they_compute(hf_dirs):
+    """What tokens/s, MFU and tokens_seen add up: unpadded, the real tokens (each row up to what it
+    needs) and the squares of their rows' lengths for attention; padded, every position."""
+    ids = right_padded(LENGTHS, seed=3)
+    x, y = ids[:, :-1], example_targets(ids, LENGTHS)[:, :-1]
+    B, T = x.shape
+    need = [max(n - 1, 0) for n in LENGTHS]  # an example row reads up to its last target
+    lm = GPT.from_pretrained(str(hf_dirs / "lm")).eval()
+    with torch.no_grad():
+        work = [objectives.LanguageModelling(u)(lm, (x, y)).work for u in (False, True)]
+        assert work[0] == (sum(need), B * T, B * T * T, 0)
+        assert work[1] == (sum(need), sum(need), sum(n * n for n in need), 0)
+        stream = objectives.LanguageModelling(unpad=True)(lm, (x, ids[:, 1:])).work  # every position a target
+        assert stream == (B * T, B * T, B * T * T, 0)
+        # DPO: the rows as 3 pairs; a reference computed in the step is a forward pass more
+        ref = objectives.AdaptersOff(lm, unpad=True)
+        computed_ahead = torch.zeros(B)
+        for batch, forward_only in (((x, y, computed_ahead), 0), ((x, y, None), sum(need))):
+            terms = objectives.Preference(reference_model=ref, unpad=True)(lm, batch)
+            assert terms.work == (sum(need), sum(need), sum(n * n for n in need), forward_only)
+        cls = GPT.from_pretrained(str(hf_dirs / "cls")).eval()
+        batch = (ids, torch.tensor(LENGTHS) - 1, torch.tensor([0, 1, 2, 3, 0, 1]))
+        work = [objectives.Classification(unpad=u)(cls, batch).work for u in (False, True)]
+        width = ids.size(1)
+        assert work[0] == (sum(LENGTHS), B * width, B * width * width, 0)
+        assert work[1] == (sum(LENGTHS), sum(LENGTHS), sum(n * n for n in LENGTHS), 0)
+
+
 def test_a_batch_with_little_padding_is_computed_padded():
     """The rule: unpad only where padding is more than 1 - MAX_REAL_FRACTION of the positions."""
     assert unpadding.rows_to_compute(torch.tensor([64, 64, 64]), 64) is None  # a stream batch

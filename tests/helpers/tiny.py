@@ -43,3 +43,26 @@ def write_folded(dataset: Path, splits: dict[str, np.ndarray], meta: dict | None
     for split, tokens in splits.items():
         (tokens % FOLDED_VOCAB).astype(np.uint16).tofile(dataset / f"{split}.bin")
     (dataset / "meta.json").write_text(json.dumps((meta or {}) | {"vocab_size": FOLDED_VOCAB}))
+
+
+def counted_by_hand(micro_batches: list[np.ndarray]) -> tuple[int, int, int]:
+    """(real tokens, positions computed, attention's sum over them of their row's length) of a step
+    whose micro-batches' rows need these positions each: a micro-batch is as wide as its widest
+    row, and computes its real tokens alone where they are 90% of its positions or less."""
+    from gptkit.unpadding import MAX_REAL_FRACTION
+
+    tokens = positions = attended = 0
+    for need in micro_batches:
+        real, rows, width = int(need.sum()), len(need), int(need.max())
+        tokens += real
+        if real <= MAX_REAL_FRACTION * rows * width:
+            positions, attended = positions + real, attended + int((need.astype(np.int64) ** 2).sum())
+        else:
+            positions, attended = positions + rows * width, attended + rows * width * width
+    return tokens, positions, attended
+
+
+def logged_counts(out_dir: str | Path) -> tuple[list[float], list[int]]:
+    """Per logged step: the positions it computed (its tokens/s times its time) and the tokens seen so far."""
+    steps = records(out_dir, "step")
+    return [r["tokens_per_s"] * r["dt"] for r in steps], [r["tokens"] for r in steps]
