@@ -316,18 +316,20 @@ def estimate(
     # A micro-batch after the first adds a fresh gradient to each stored one: the largest is the head's.
     transient = logits_grad + gathered + (0 if lora else 4 * largest)
     step_transient = 0 if fused_adamw else 4 * trainable  # foreach AdamW's sqrt(v) for every tensor
-    # Loading: the tensors read become the model's own; only a Conv1D matrix (4C x C at most) is
-    # copied, transposed, beside it, one at a time. A LoRA base held in 16 bits is loaded whole in
-    # fp32 first (gptkit.lora.hold_base_in halves its block matrices afterwards): on the CPU, the
-    # same memory the run trains in, that is the run's peak for a large model (gpt2-xl: 6.3 GB
-    # against 4.4 GB for its first step, benchmarks/README.md).
-    loading = weights + 4 * 4 * model.n_embd**2
-    if half_base and device_type == "cpu":
-        loading += 2 * block_matrices
+    loading = loading_bytes(weights, block_matrices, model.n_embd, half_base and device_type == "cpu")
     return MemoryEstimate(
         weights, gradients, optimizer, acts, transient, step_transient, loading, ALLOCATOR_SHARE.get(device_type, 0.0),
         gradients_persist,
     )  # fmt: skip
+
+
+def loading_bytes(weights: int, block_matrices: int, n_embd: int, loads_fp32_base: bool) -> int:
+    """The peak while a model of `weights` bytes (as it trains) loads. The tensors read become the
+    model's own; only a Conv1D matrix (4C x C at most) is copied, transposed, beside it, one at a
+    time. `loads_fp32_base`: a LoRA base held in 16 bits on the CPU, which is loaded whole in fp32
+    before gptkit.lora.hold_base_in halves its `block_matrices` parameters, in the memory the run
+    trains in: for a large model, the run's peak (gpt2-xl: 6.3 GB, its steps 4.2; benchmarks/README.md)."""
+    return weights + 4 * 4 * n_embd**2 + (2 * block_matrices if loads_fp32_base else 0)
 
 
 # --- a classifier: no logits over the vocabulary, and frozen layers keep nothing ----------------
