@@ -1,6 +1,5 @@
 """Training a classifier: the head against transformers, the weighting of examples, resume, DDP, what trains."""
 
-import itertools
 import json
 import random
 
@@ -115,12 +114,7 @@ def test_tokens_per_s_counts_the_texts_real_tokens(tmp_path, colours):
     train(cfg(tmp_path, colours, batch_size=4, gradient_accumulation_steps=2, max_iters=4, eval_interval=4))
     data = LabelledBatches(colours / "colours", "train", 4, BASE["block_size"], seed=TrainConfig().seed)
     need = [[data.lengths[rows] for rows in data.draw_step(2).micro_batches] for _ in range(4)]
-    counted = [tiny.counted_by_hand(step) for step in need]
-    padded = sum(len(rows) * int(rows.max()) for step in need for rows in step)
-    assert sum(c[1] for c in counted) < 0.9 * padded  # the padding the blocks skip, which x.numel() counts
-    positions, tokens = tiny.logged_counts(tmp_path)
-    assert positions == pytest.approx([c[1] for c in counted], rel=1e-9)
-    assert tokens == list(itertools.accumulate(c[0] for c in counted))
+    tiny.check_logged_counts(tmp_path, need)
 
 
 def test_resume_is_exact_and_the_checkpoint_keeps_the_labels(tmp_path, colours, capsys):

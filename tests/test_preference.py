@@ -3,7 +3,6 @@ computation, its reference (precomputed, or the LoRA model with adapters off), a
 2 processes, exact resume, the memory check, and every bad input."""
 
 import dataclasses
-import itertools
 import json
 import math
 import os
@@ -358,12 +357,7 @@ def test_tokens_per_s_counts_the_rows_real_tokens(tiny_hf_dir, tmp_path):
     # each pair's two rows: the prompt and one response, cut to block_size + 1 tokens, less the last (a target)
     lengths = data.segments[:, :1] + data.segments[:, 1:]  # (pairs, 2)
     need = [[(np.minimum(lengths[pairs], cfg.block_size + 1) - 1).ravel() for pairs in step] for step in steps]
-    counted = [tiny.counted_by_hand(step) for step in need]
-    padded = sum(len(r) * int(r.max()) for step in need for r in step)
-    assert sum(c[1] for c in counted) < 0.9 * padded  # the padding the blocks skip, which x.numel() counts
-    positions, tokens = tiny.logged_counts(run)
-    assert positions == pytest.approx([c[1] for c in counted], rel=1e-9)
-    assert tokens == list(itertools.accumulate(c[0] for c in counted))
+    tiny.check_logged_counts(run, need)
 
 
 def test_two_processes_equal_one(pairs_dir, tiny_hf_dir, tmp_path):

@@ -1,4 +1,3 @@
-import itertools
 import json
 import math
 
@@ -383,12 +382,7 @@ def test_tokens_per_s_and_mfu_count_the_positions_computed_on_examples(tmp_path,
     assert data.num_cut == 0  # x holds each example but its last token, the last target
     draws = [data.draw_step(TINY["gradient_accumulation_steps"]).micro_batches for _ in range(iters)]
     need = [[data.lengths[rows] - 1 for rows in step] for step in draws]
-    counted = [tiny.counted_by_hand(step) for step in need]
-    padded = sum(len(rows) * int(rows.max()) for step in need for rows in step)
-    assert sum(c[1] for c in counted) < 0.9 * padded  # the padding the blocks skip, which x.numel() counts
-    positions, tokens = tiny.logged_counts(tmp_path)
-    assert positions == pytest.approx([c[1] for c in counted], rel=1e-9)
-    assert tokens == list(itertools.accumulate(c[0] for c in counted))
+    counted = tiny.check_logged_counts(tmp_path, need)
     # PaLM's 6 FLOPs a weight and a token, and 12 L C for each position times its row's length
     state = checkpoint.load(checkpoint.latest_in(tmp_path)).model
     n = sum(v.numel() for k, v in state.items() if k not in ("transformer.wpe.weight", "lm_head.weight"))

@@ -66,3 +66,20 @@ def logged_counts(out_dir: str | Path) -> tuple[list[float], list[int]]:
     """Per logged step: the positions it computed (its tokens/s times its time) and the tokens seen so far."""
     steps = records(out_dir, "step")
     return [r["tokens_per_s"] * r["dt"] for r in steps], [r["tokens"] for r in steps]
+
+
+def check_logged_counts(out_dir: str | Path, need: list[list[np.ndarray]]) -> list[tuple[int, int, int]]:
+    """The run in `out_dir` logged, step by step, the positions computed and the running count of
+    real tokens that `need` (per step, per micro-batch: what each row needs) gives by hand, and its
+    blocks skipped padding that x.numel() would count. Returns the hand counts, per step."""
+    import itertools
+
+    import pytest
+
+    counted = [counted_by_hand(step) for step in need]
+    padded = sum(len(rows) * int(rows.max()) for step in need for rows in step)
+    assert sum(c[1] for c in counted) < 0.9 * padded
+    positions, tokens = logged_counts(out_dir)
+    assert positions == pytest.approx([c[1] for c in counted], rel=1e-9)
+    assert tokens == list(itertools.accumulate(c[0] for c in counted))
+    return counted
