@@ -203,6 +203,13 @@ def measure(hf_dir, out_dir, *extra: str, env: dict | None = None, timeout: floa
     return record
 
 
+def anon_added(run: dict) -> int:
+    """The sampled anonymous memory a run added, not ru_maxrss: a child forked from this pytest
+    process (hundreds of MB, torch and transformers loaded) keeps the parent's resident size as its
+    high-water mark through exec, above the ~80 MB a last_block classifier run adds to its baseline."""
+    return run["anon_peak"] - run["anon_baseline"]
+
+
 # After a few hundred tests in one pytest process, the same child runs measured 85-130 MB more
 # (anonymous memory, not mapped files; the environment was ruled out; cause not found), so
 # `make test` runs this first, in a pytest process of its own.
@@ -268,14 +275,8 @@ def test_classifier_estimate_is_within_15_percent_of_the_measured_peak(tmp_path,
     model's formula for the same shapes would be far off."""
     from gptkit import memory
 
-    def added(run: dict) -> int:
-        # The sampled anonymous memory, not ru_maxrss: a child forked from this pytest process
-        # (hundreds of MB, torch and transformers loaded) keeps the parent's resident size as its
-        # high-water mark through exec, above the ~80 MB a last_block run adds to its baseline.
-        return run["anon_peak"] - run["anon_baseline"]
-
     def within(run: dict) -> bool:
-        return 0.85 * run["tensors"] <= added(run) <= 1.15 * run["estimate"]
+        return 0.85 * run["tensors"] <= anon_added(run) <= 1.15 * run["estimate"]
 
     data = (f"--data_root={long_texts}", "--dataset=long")
     runs = {}
@@ -283,14 +284,14 @@ def test_classifier_estimate_is_within_15_percent_of_the_measured_peak(tmp_path,
         extra = (*data, f"--train_layers={layers}", f"--batch_size={batch}")
         run = measure(measured_hf_dir, tmp_path / layers, *extra)
         if not within(run):  # noise only adds: once more, the lower peak counts
-            run = min(run, measure(measured_hf_dir, tmp_path / layers, *extra), key=added)
-        assert within(run), (layers, added(run), run)
+            run = min(run, measure(measured_hf_dir, tmp_path / layers, *extra), key=anon_added)
+        assert within(run), (layers, anon_added(run), run)
         runs[layers] = run
     assert runs["last_block"]["estimate"] < 0.6 * runs["all"]["estimate"]
-    assert added(runs["last_block"]) < added(runs["all"]) / 2
+    assert anon_added(runs["last_block"]) < anon_added(runs["all"]) / 2
     shape = memory.GPTConfig(block_size=256, vocab_size=50257, n_layer=6, n_head=4, n_embd=128)
     as_a_language_model = memory.estimate(shape, 8, 221).peak  # logits of 8 x 221 x 50257 and their gradient
-    assert as_a_language_model > 3 * added(runs["all"])
+    assert as_a_language_model > 3 * anon_added(runs["all"])
 
 
 @pytest.mark.quiet_process  # measures a child's memory: alone, as the test above
@@ -364,10 +365,6 @@ def wide_hf_dir(tmp_path_factory):
     )
 
 
-def anon_added(run: dict) -> int:
-    return run["anon_peak"] - run["anon_baseline"]  # not ru_maxrss: see the classifier test
-
-
 def measured_within(hf_dir, tmp_path_factory, *extra: str) -> dict:
     """`measure`, once more where the peak is over 15% above the estimate (noise only adds)."""
     run = measure(hf_dir, tmp_path_factory.mktemp("run") / "out", *extra)
@@ -383,14 +380,13 @@ def test_a_lora_base_held_in_bf16_peaks_while_it_loads_and_the_estimate_counts_i
     """Under bf16 autocast a LoRA run holds its frozen block matrices in bf16, but the base is
     loaded whole in fp32 before they are halved: where they are most of the model (gpt2-xl), that
     loading is the run's peak, and the estimate must say so (the first step needs far less)."""
-    hf_dir = wide_hf_dir
     lora_bf16 = ("--lora_rank=8", "--grad_checkpoint=True", "--dtype=bfloat16", "--block_size=32", "--batch_size=1")
     extra = (f"--data_root={digits}", "--dataset=digits", "--max_iters=1", *lora_bf16)
-    run = measured_within(hf_dir, tmp_path_factory, *extra)
+    run = measured_within(wide_hf_dir, tmp_path_factory, *extra)
     added = anon_added(run)
     assert 0.85 * run["tensors"] <= added <= 1.15 * run["estimate"], (added, run)
     parts = run["parts"]
-    fp32_weights = sum(p.stat().st_size for p in hf_dir.glob("*.safetensors"))
+    fp32_weights = sum(p.stat().st_size for p in wide_hf_dir.glob("*.safetensors"))
     assert parts["loading"] == run["tensors"], parts  # loading, not the step, is the estimate's peak
     assert parts["weights"] < 0.6 * fp32_weights, parts  # the base trains in bf16 ...
     assert added > fp32_weights, (added, fp32_weights)  # ... but was whole in fp32 first
